@@ -1,0 +1,78 @@
+//! Per-glimpse prediction and explanation, and training throughput.
+//!
+//! `cargo bench` reports medians on flex, and on wgpu when an adapter exists (natively on a
+//! CPU-only machine that is Mesa's lavapipe, a correctness path rather than a fast one).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use celnet::explain::{CelmParams, Engine};
+use celnet::input::decode_image;
+use celnet::train::bce_with_logits;
+use celnet::{CelnetConfig, weights};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const SAMPLE: &str = "tests/fixtures/pcam-valid-200/1/patch0029612.jpg";
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut devices = vec![("flex", Device::flex())];
+    match Device::wgpu_options().init() {
+        Ok(device) => devices.push(("wgpu", device)),
+        Err(e) => eprintln!("no wgpu adapter, benchmarking flex only: {e}"),
+    }
+    devices
+}
+
+fn inference(c: &mut Criterion) {
+    let image = decode_image(&std::fs::read(SAMPLE).unwrap()).unwrap();
+    let params = CelmParams::default();
+    let mut group = c.benchmark_group("glimpse_96");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    for (name, device) in devices() {
+        let engine = Engine::new(weights::load_default(&device).unwrap(), &device);
+        group.bench_function(format!("predict/{name}"), |b| {
+            b.iter(|| pollster::block_on(engine.predict(black_box(&image))).unwrap())
+        });
+        group.bench_function(format!("explain/{name}"), |b| {
+            b.iter(|| pollster::block_on(engine.explain(black_box(&image), &params)).unwrap())
+        });
+    }
+    let evidence = {
+        let device = Device::flex();
+        let engine = Engine::new(weights::load_default(&device).unwrap(), &device);
+        pollster::block_on(engine.evidence(&image)).unwrap()
+    };
+    group.bench_function("fuse_only/cpu", |b| {
+        b.iter(|| evidence.fuse(black_box(&params)).unwrap())
+    });
+    group.finish();
+}
+
+fn training(c: &mut Criterion) {
+    let device = Device::flex().autodiff();
+    let mut group = c.benchmark_group("train_step_flex_batch64");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
+    for crop in [64usize, 96] {
+        let model = CelnetConfig::new().init(&device);
+        let x = Tensor::<4>::random([64, 3, crop, crop], Distribution::Default, &device);
+        let y = Tensor::<1>::random([64], Distribution::Bernoulli(0.5), &device);
+        group.throughput(Throughput::Elements(64));
+        group.bench_function(format!("crop{crop}"), |b| {
+            b.iter(|| {
+                let logits = model.forward(x.clone()).reshape([64]);
+                let loss = bce_with_logits(logits, y.clone());
+                black_box(loss.backward());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, inference, training);
+criterion_main!(benches);

@@ -1,0 +1,298 @@
+//! Training data: PCam patches from image folders (`SPLIT/{0,1}/*.jpg|png`) or from the
+//! official PCam HDF5 files, held in memory as 8-bit RGB, with the paper's augmentation.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::TensorData;
+use rand::{Rng, RngExt};
+
+use crate::error::{CelnetError, Result};
+use crate::input::{CHANNEL_MEAN, CHANNEL_STD, decode_image};
+
+/// Image extensions read from patch folders.
+const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"];
+
+/// Square RGB patches with binary labels, stored contiguously (`N x side x side x 3`).
+#[derive(Clone, Debug)]
+pub struct PatchSet {
+    pub side: usize,
+    pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    /// Where each patch came from (a file path, or `file.h5#index`).
+    pub sources: Vec<String>,
+}
+
+/// The image files of a split folder with labels from their `0/` or `1/` subfolder, sorted.
+pub fn list_split(dir: &Path) -> Result<Vec<(PathBuf, u8)>> {
+    let mut files = Vec::new();
+    for label in [0u8, 1] {
+        let class_dir = dir.join(label.to_string());
+        if !class_dir.is_dir() {
+            return Err(CelnetError::Dataset(format!(
+                "{} has no `{label}/` folder (expected SPLIT/0/*.jpg and SPLIT/1/*.jpg)",
+                dir.display()
+            )));
+        }
+        let entries = std::fs::read_dir(&class_dir).map_err(|e| CelnetError::io(&class_dir, e))?;
+        let mut class_files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        class_files.sort();
+        files.extend(class_files.into_iter().map(|p| (p, label)));
+    }
+    if files.is_empty() {
+        return Err(CelnetError::Dataset(format!(
+            "no images under {}/0 or {}/1",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
+impl PatchSet {
+    /// Number of patches.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no patches.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Patches from raw `N x side x side x 3` bytes.
+    pub fn from_raw(side: usize, pixels: Vec<u8>, labels: Vec<u8>, sources: Vec<String>) -> Self {
+        assert_eq!(pixels.len(), labels.len() * side * side * 3);
+        assert_eq!(sources.len(), labels.len());
+        Self {
+            side,
+            pixels,
+            labels,
+            sources,
+        }
+    }
+
+    /// Every image of a split folder (`SPLIT/0/*`, `SPLIT/1/*`). All must be the same square
+    /// size; decoding uses both cores.
+    pub fn from_folder(dir: &Path) -> Result<Self> {
+        let files = list_split(dir)?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = files.len().div_ceil(workers);
+        let decoded: Vec<Result<Vec<image::RgbImage>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(path, _)| {
+                                let bytes =
+                                    std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
+                                decode_image(&bytes).map_err(|e| {
+                                    CelnetError::Dataset(format!("{}: {e}", path.display()))
+                                })
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("decoder thread panicked"))
+                .collect()
+        });
+        let side = decoded
+            .iter()
+            .find_map(|r| r.as_ref().ok().and_then(|v| v.first()).map(|i| i.width()))
+            .unwrap_or(0) as usize;
+        let mut pixels = Vec::with_capacity(files.len() * side * side * 3);
+        let mut images = decoded.into_iter().flat_map(|part| match part {
+            Ok(images) => images.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        });
+        for (path, _) in &files {
+            let image = images.next().expect("one image per file")?;
+            if image.width() as usize != side || image.height() as usize != side {
+                return Err(CelnetError::Dataset(format!(
+                    "{} is {}x{} px; every patch of a split must be {side}x{side}",
+                    path.display(),
+                    image.width(),
+                    image.height()
+                )));
+            }
+            pixels.extend_from_slice(image.as_raw());
+        }
+        Ok(Self {
+            side,
+            pixels,
+            labels: files.iter().map(|(_, l)| *l).collect(),
+            sources: files.iter().map(|(p, _)| p.display().to_string()).collect(),
+        })
+    }
+
+    /// `n` patches drawn without replacement in a seeded random order (all if `n >= len`).
+    pub fn random_subset(&self, n: usize, seed: u64) -> Self {
+        use rand::seq::SliceRandom;
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed));
+        order.truncate(n);
+        order.sort_unstable();
+        let mut pixels = Vec::with_capacity(order.len() * self.side * self.side * 3);
+        for &i in &order {
+            pixels.extend_from_slice(self.patch(i));
+        }
+        Self {
+            side: self.side,
+            pixels,
+            labels: order.iter().map(|&i| self.labels[i]).collect(),
+            sources: order.iter().map(|&i| self.sources[i].clone()).collect(),
+        }
+    }
+
+    /// Number of patches of each class.
+    pub fn class_counts(&self) -> [usize; 2] {
+        let positives = self.labels.iter().filter(|&&l| l == 1).count();
+        [self.len() - positives, positives]
+    }
+
+    /// One patch's HWC bytes.
+    pub fn patch(&self, index: usize) -> &[u8] {
+        let size = self.side * self.side * 3;
+        &self.pixels[index * size..(index + 1) * size]
+    }
+
+    /// The patch as an image.
+    pub fn image(&self, index: usize) -> image::RgbImage {
+        image::RgbImage::from_raw(
+            self.side as u32,
+            self.side as u32,
+            self.patch(index).to_vec(),
+        )
+        .expect("patch buffer has the patch size")
+    }
+
+    /// A normalised `[B, 3, crop, crop]` batch and its labels.
+    ///
+    /// With `rng`, each patch gets a random `crop x crop` window that still contains the
+    /// labelled centre 32x32, a random multiple of 90-degree rotation and a random horizontal
+    /// flip. Without it, the central window, unaugmented.
+    pub fn batch(
+        &self,
+        indices: &[usize],
+        crop: usize,
+        mut rng: Option<&mut dyn Rng>,
+    ) -> (TensorData, Vec<f32>) {
+        assert!(crop <= self.side);
+        let plane = crop * crop;
+        let mut out = vec![0.0f32; indices.len() * 3 * plane];
+        let centre = (self.side - crop) / 2;
+        // Window origins that keep the labelled centre 32x32 inside the crop.
+        let lo = (self.side / 2 + 16).saturating_sub(crop);
+        let hi = (self.side / 2 - 16).min(self.side - crop);
+        for (b, &index) in indices.iter().enumerate() {
+            let (x0, y0, rotation, flip) = match rng.as_deref_mut() {
+                Some(rng) if lo <= hi => (
+                    rng.random_range(lo..=hi),
+                    rng.random_range(lo..=hi),
+                    rng.random_range(0..4u8),
+                    rng.random_bool(0.5),
+                ),
+                Some(rng) => (
+                    centre,
+                    centre,
+                    rng.random_range(0..4u8),
+                    rng.random_bool(0.5),
+                ),
+                None => (centre, centre, 0, false),
+            };
+            let patch = self.patch(index);
+            let base = b * 3 * plane;
+            for y in 0..crop {
+                for x in 0..crop {
+                    let (sx, sy) = orient(x, y, crop, rotation, flip);
+                    let src = ((y0 + sy) * self.side + (x0 + sx)) * 3;
+                    for c in 0..3 {
+                        out[base + c * plane + y * crop + x] =
+                            (f32::from(patch[src + c]) / 255.0 - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
+                    }
+                }
+            }
+        }
+        let labels = indices.iter().map(|&i| f32::from(self.labels[i])).collect();
+        (TensorData::new(out, [indices.len(), 3, crop, crop]), labels)
+    }
+}
+
+/// Source pixel of output pixel `(x, y)` after `rotation` quarter turns and an optional
+/// horizontal flip of an `n x n` window.
+fn orient(x: usize, y: usize, n: usize, rotation: u8, flip: bool) -> (usize, usize) {
+    let x = if flip { n - 1 - x } else { x };
+    match rotation {
+        0 => (x, y),
+        1 => (y, n - 1 - x),
+        2 => (n - 1 - x, n - 1 - y),
+        _ => (n - 1 - y, x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orientations_are_permutations() {
+        for rotation in 0..4 {
+            for flip in [false, true] {
+                let mut seen = [false; 9];
+                for y in 0..3 {
+                    for x in 0..3 {
+                        let (sx, sy) = orient(x, y, 3, rotation, flip);
+                        seen[sy * 3 + sx] = true;
+                    }
+                }
+                assert!(seen.iter().all(|&s| s), "rotation {rotation} flip {flip}");
+            }
+        }
+    }
+
+    #[test]
+    fn four_quarter_turns_are_identity() {
+        let (mut x, mut y) = (0usize, 1usize);
+        for _ in 0..4 {
+            (x, y) = orient(x, y, 3, 1, false);
+        }
+        assert_eq!((x, y), (0, 1));
+    }
+
+    #[test]
+    fn random_crops_keep_the_labelled_centre() {
+        // A 96x96 patch whose centre 32x32 is white and the rest black: every 64x64 crop must
+        // contain all 1024 white pixels.
+        let side = 96;
+        let mut pixels = vec![0u8; side * side * 3];
+        for y in 32..64 {
+            for x in 32..64 {
+                pixels[(y * side + x) * 3..(y * side + x) * 3 + 3].fill(255);
+            }
+        }
+        let set = PatchSet::from_raw(side, pixels, vec![1], vec!["synthetic".into()]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let white = (1.0 - CHANNEL_MEAN[0]) / CHANNEL_STD[0];
+        for _ in 0..50 {
+            let (data, _) = set.batch(&[0], 64, Some(&mut rng));
+            let values = data.try_to_vec::<f32>().unwrap();
+            let count = values[..64 * 64]
+                .iter()
+                .filter(|&&v| (v - white).abs() < 1e-4)
+                .count();
+            assert_eq!(count, 32 * 32);
+        }
+    }
+
+    use rand::SeedableRng;
+}

@@ -1,0 +1,125 @@
+//! Image input: decoding with size limits checked before allocation, and the conversion to the
+//! normalised `[1, 3, H, W]` layout the network expects.
+
+use std::io::Cursor;
+
+use burn::tensor::TensorData;
+use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+
+use crate::error::{CelnetError, Result};
+use crate::model::MIN_INPUT;
+
+/// Largest image the decoder accepts (a 8192x8192 region): bigger files are refused from their
+/// header, before any pixel buffer is allocated.
+pub const MAX_DECODE_PIXELS: u64 = 8192 * 8192;
+
+/// Per-channel mean and standard deviation of the PCam training patches (RGB, on a 0..1 scale).
+pub const CHANNEL_MEAN: [f32; 3] = [0.7008, 0.5384, 0.6916];
+/// See [`CHANNEL_MEAN`].
+pub const CHANNEL_STD: [f32; 3] = [0.2350, 0.2774, 0.2128];
+
+/// Decodes PNG, JPEG, TIFF, BMP or WebP bytes into 8-bit RGB.
+///
+/// Greyscale is replicated to three channels, alpha is dropped and 16-bit or float samples are
+/// rescaled to 8 bits. Images smaller than [`MIN_INPUT`] on a side or larger than
+/// [`MAX_DECODE_PIXELS`] are errors.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
+        let reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| CelnetError::ImageDecode(e.to_string()))?;
+        if reader.format().is_none() {
+            return Err(CelnetError::ImageDecode(
+                "not a PNG, JPEG, TIFF, BMP or WebP file".into(),
+            ));
+        }
+        Ok(reader)
+    };
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| CelnetError::ImageDecode(e.to_string()))?;
+    check_size(
+        width,
+        height,
+        MAX_DECODE_PIXELS,
+        "largest image the decoder accepts",
+    )?;
+
+    if reader()?.format() == Some(ImageFormat::Jpeg) {
+        return decode_jpeg_strict(bytes);
+    }
+
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // Room for a 16-bit RGBA decode of the checked size.
+    limits.max_alloc = Some(u64::from(width) * u64::from(height) * 8 + (1 << 20));
+    let mut reader = reader()?;
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .map_err(|e| CelnetError::ImageDecode(e.to_string()))?;
+    Ok(into_rgb8(image))
+}
+
+/// Checks an image size against the network's minimum and a pixel budget.
+pub fn check_size(width: u32, height: u32, max_pixels: u64, what: &'static str) -> Result<()> {
+    let min = MIN_INPUT as u32;
+    if width < min || height < min {
+        return Err(CelnetError::ImageTooSmall { width, height, min });
+    }
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(CelnetError::ImageTooLarge {
+            width,
+            height,
+            max_pixels,
+            what,
+        });
+    }
+    Ok(())
+}
+
+/// JPEG in strict mode: a truncated or corrupt stream is an error, not a grey-filled picture
+/// (the lenient decoding browsers do would show a clinician an image that is not there).
+fn decode_jpeg_strict(bytes: &[u8]) -> Result<RgbImage> {
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let pixels = decoder
+        .decode()
+        .map_err(|e| CelnetError::ImageDecode(format!("damaged JPEG: {e}")))?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or_else(|| CelnetError::ImageDecode("JPEG without a frame header".into()))?;
+    RgbImage::from_raw(width as u32, height as u32, pixels)
+        .ok_or_else(|| CelnetError::ImageDecode("JPEG pixel data has the wrong size".into()))
+}
+
+fn into_rgb8(image: DynamicImage) -> RgbImage {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    }
+}
+
+/// Normalised channel-first floats of an RGB image, `3 * H * W` values.
+pub fn normalise(image: &RgbImage) -> Vec<f32> {
+    let plane = (image.width() * image.height()) as usize;
+    let mut out = vec![0.0f32; 3 * plane];
+    for (i, pixel) in image.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (f32::from(pixel.0[c]) / 255.0 - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
+        }
+    }
+    out
+}
+
+/// The image as a `[1, 3, H, W]` tensor payload.
+pub fn to_tensor_data(image: &RgbImage) -> TensorData {
+    let shape = [1, 3, image.height() as usize, image.width() as usize];
+    TensorData::new(normalise(image), shape)
+}

@@ -1,0 +1,477 @@
+//! The `celnet` command line: info, predict, explain, train and eval.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use celnet::data::PatchSet;
+use celnet::explain::{CelmParams, Engine, sigmoid};
+use celnet::guided::ReluKind;
+use celnet::input::decode_image;
+use celnet::metrics::{Confusion, roc_curve};
+use celnet::model::GLIMPSE;
+use celnet::train::{OptimizerKind, TrainOptions, train, validate};
+use celnet::{CelnetError, Result, plot, render, weights};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "celnet",
+    version,
+    about = "CELNet + CELM: metastasis detection and evidence maps for H&E glimpses"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    /// Burn's pure-Rust CPU backend.
+    Flex,
+    /// Burn's wgpu backend (Vulkan, Metal or DX12).
+    Wgpu,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Compute backend.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendChoice,
+    /// Weights file (burnpack); the embedded default model when absent.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CelmArgs {
+    /// Weight a of CAM3 against CAM2 in Mc.
+    #[arg(long, default_value_t = CelmParams::default().alpha)]
+    alpha: f32,
+    /// Weight b of the saliency-gated term in the CELM.
+    #[arg(long, default_value_t = CelmParams::default().beta)]
+    beta: f32,
+    /// Evidence threshold for regions.
+    #[arg(long, default_value_t = CelmParams::default().threshold)]
+    threshold: f32,
+    /// Gaussian sigma (px) smoothing the CSM.
+    #[arg(long, default_value_t = CelmParams::default().sigma)]
+    sigma: f32,
+}
+
+impl CelmArgs {
+    fn params(&self) -> CelmParams {
+        CelmParams {
+            alpha: self.alpha,
+            beta: self.beta,
+            threshold: self.threshold,
+            sigma: self.sigma,
+            ..CelmParams::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe the network: parameter count and the shapes of F2 and F3 for a 96x96 glimpse.
+    Info {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Probability of metastasis for each image.
+    Predict {
+        /// PNG, JPEG, TIFF, BMP or WebP files, processed at native pixel size (~1 µm/px).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Evidence maps (CAM2, CAM3, CSM, CELM), mask, regions and an overlay for one image.
+    Explain {
+        image: PathBuf,
+        /// Output folder.
+        #[arg(short, long)]
+        out: PathBuf,
+        #[command(flatten)]
+        celm: CelmArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Train on PCam patch folders (ROOT/{train,valid}/{0,1}/*) or the PCam HDF5 files.
+    Train(TrainArgs),
+    /// Accuracy, AUC, confusion matrix and ROC curve on a split folder (DIR/0, DIR/1).
+    Eval {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Where to write the ROC curve.
+        #[arg(long, default_value = "roc.png")]
+        roc: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Data root: a folder with train/ and valid/ split folders.
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder (checkpoints, metrics.csv, curves.png, best.bpk); an existing run resumes.
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long, default_value_t = TrainOptions::default().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    batch_size: usize,
+    #[arg(long, default_value_t = TrainOptions::default().learning_rate)]
+    lr: f64,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = TrainOptions::default().weight_decay)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
+    seed: u64,
+    /// Training crop side: 96 for whole patches, 64 for random crops around the labelled centre.
+    #[arg(long, default_value_t = TrainOptions::default().crop)]
+    crop: usize,
+    /// Start a new run from these weights (fine-tuning).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Use only the first N training patches of a random permutation (quick experiments).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Seconds between mid-epoch checkpoints.
+    #[arg(long, default_value_t = TrainOptions::default().checkpoint_secs)]
+    checkpoint_secs: u64,
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendChoice,
+}
+
+fn device(choice: BackendChoice) -> Result<Device> {
+    match choice {
+        BackendChoice::Flex => Ok(Device::flex()),
+        BackendChoice::Wgpu => Device::wgpu_options().init().map_err(|e| {
+            CelnetError::Backend(format!(
+                "no usable wgpu adapter ({e}); install a Vulkan driver (e.g. mesa-vulkan-drivers) or use --backend flex"
+            ))
+        }),
+    }
+}
+
+fn backend_name(choice: BackendChoice) -> &'static str {
+    match choice {
+        BackendChoice::Flex => "flex",
+        BackendChoice::Wgpu => "wgpu",
+    }
+}
+
+fn engine(args: &ModelArgs) -> Result<Engine> {
+    let device = device(args.backend)?;
+    let model = match &args.weights {
+        Some(path) => weights::load_file(path, &device)?,
+        None => weights::load_default(&device)?,
+    };
+    Ok(Engine::new(model, &device))
+}
+
+fn weights_name(args: &ModelArgs) -> String {
+    args.weights.as_ref().map_or_else(
+        || "embedded default".to_string(),
+        |p| p.display().to_string(),
+    )
+}
+
+fn read_image(path: &Path) -> Result<image::RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
+    decode_image(&bytes)
+}
+
+fn write_png(image: &image::RgbImage, path: &Path) -> Result<()> {
+    image
+        .save(path)
+        .map_err(|e| CelnetError::Dataset(format!("{}: {e}", path.display())))
+}
+
+fn info(json: bool, args: &ModelArgs) -> Result<()> {
+    let engine = engine(args)?;
+    let model = engine.model();
+    let x = Tensor::<4>::zeros([1, 3, GLIMPSE, GLIMPSE], engine.device());
+    let f2 = model.features2(x, ReluKind::Standard);
+    let f3 = model.features3(f2.clone(), ReluKind::Standard);
+    let report = json!({
+        "params": model.learnable_params(),
+        "running_statistics": model.num_params() - model.learnable_params(),
+        "input_shape": [1, 3, GLIMPSE, GLIMPSE],
+        "f2_shape": f2.dims(),
+        "f3_shape": f3.dims(),
+        "backend": backend_name(args.backend),
+        "weights": weights_name(args),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!(
+            "CELNet: {} learnable parameters (+{} batch-norm running statistics)",
+            model.learnable_params(),
+            model.num_params() - model.learnable_params()
+        );
+        println!("F2 (CAM2 layer) for a 96x96 glimpse: {:?}", f2.dims());
+        println!("F3 (CAM3 layer) for a 96x96 glimpse: {:?}", f3.dims());
+        println!(
+            "backend: {}, weights: {}",
+            backend_name(args.backend),
+            weights_name(args)
+        );
+    }
+    Ok(())
+}
+
+fn predict(images: &[PathBuf], json: bool, args: &ModelArgs) -> Result<bool> {
+    let engine = engine(args)?;
+    let mut all_ok = true;
+    let mut results = Vec::new();
+    for path in images {
+        let start = Instant::now();
+        let outcome = read_image(path).and_then(|img| pollster::block_on(engine.predict(&img)));
+        let file = path.display().to_string();
+        match outcome {
+            Ok(logit) => {
+                let probability = sigmoid(logit);
+                let label = if probability >= 0.5 {
+                    "metastasis"
+                } else {
+                    "normal"
+                };
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                if !json {
+                    println!("{file}\t{probability:.4}\t{label}\t{ms:.1} ms");
+                }
+                results.push(
+                    json!({"file": file, "logit": logit, "probability": probability,
+                                    "label": label, "milliseconds": ms}),
+                );
+            }
+            Err(e) => {
+                all_ok = false;
+                if !json {
+                    eprintln!("{file}: {e}");
+                }
+                results.push(json!({"file": file, "error": e.to_string()}));
+            }
+        }
+    }
+    if json {
+        let report = if results.len() == 1 {
+            results.remove(0)
+        } else {
+            json!({"results": results})
+        };
+        println!("{report}");
+    }
+    Ok(all_ok)
+}
+
+fn explain(image_path: &Path, out: &Path, params: CelmParams, args: &ModelArgs) -> Result<()> {
+    params.validate()?;
+    let start = Instant::now();
+    let engine = engine(args)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let image = read_image(image_path)?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let evidence = pollster::block_on(engine.evidence(&image))?;
+    let gradients_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let explanation = evidence.fuse(&params)?;
+    let fusion_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
+    write_png(&image, &out.join("input.png"))?;
+    for (name, map) in [
+        ("cam2", &explanation.cam2),
+        ("cam3", &explanation.cam3),
+        ("csm", &explanation.csm),
+        ("mc", &explanation.mc),
+        ("celm", &explanation.celm),
+    ] {
+        write_png(&render::colormap(map), &out.join(format!("{name}.png")))?;
+    }
+    write_png(
+        &render::mask_image(&explanation.mask),
+        &out.join("mask.png"),
+    )?;
+    let mut overlay = render::overlay(&image, &explanation.celm, 0.6);
+    render::outline(&mut overlay, &explanation.mask, [0, 255, 255]);
+    write_png(&overlay, &out.join("overlay.png"))?;
+
+    let label = if explanation.probability >= 0.5 {
+        "metastasis"
+    } else {
+        "normal"
+    };
+    let report = json!({
+        "file": image_path.display().to_string(),
+        "width": image.width(),
+        "height": image.height(),
+        "logit": explanation.logit,
+        "probability": explanation.probability,
+        "label": label,
+        "params": explanation.params,
+        "regions": explanation.regions,
+        "backend": backend_name(args.backend),
+        "weights": weights_name(args),
+        "timings_ms": {
+            "model_load": load_ms,
+            "decode": decode_ms,
+            "gradients": gradients_ms,
+            "fusion": fusion_ms,
+            "total": start.elapsed().as_secs_f64() * 1e3,
+        },
+        "files": ["input.png", "cam2.png", "cam3.png", "csm.png", "mc.png", "celm.png",
+                  "mask.png", "overlay.png"],
+    });
+    let json_path = out.join("explain.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .map_err(|e| CelnetError::io(&json_path, e))?;
+    println!(
+        "{}: probability {:.4} ({label}), {} region(s); maps in {}",
+        image_path.display(),
+        explanation.probability,
+        explanation.regions.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn run_train(args: &TrainArgs) -> Result<()> {
+    let device = device(args.backend)?;
+    let t = Instant::now();
+    let mut train_set = PatchSet::from_folder(&args.data.join("train"))?;
+    let valid_set = PatchSet::from_folder(&args.data.join("valid"))?;
+    if let Some(limit) = args.train_limit {
+        train_set = train_set.random_subset(limit, args.seed);
+    }
+    eprintln!(
+        "loaded {} training patches {:?} and {} validation patches {:?} in {:.1} s",
+        train_set.len(),
+        train_set.class_counts(),
+        valid_set.len(),
+        valid_set.class_counts(),
+        t.elapsed().as_secs_f64()
+    );
+    let options = TrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.lr,
+        optimizer: args.optimizer,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        crop: args.crop,
+        checkpoint_secs: args.checkpoint_secs,
+    };
+    let init = match &args.init {
+        Some(path) => Some(weights::load_file(path, &device)?),
+        None => None,
+    };
+    let state = train(&train_set, &valid_set, options, &args.run, &device, init)?;
+    if let (Some(best), Some(epoch)) = (state.best_valid_loss, state.best_epoch) {
+        eprintln!(
+            "best validation loss {best:.4} at epoch {epoch}; weights in {}",
+            args.run.join("best.bpk").display()
+        );
+    }
+    Ok(())
+}
+
+fn eval(dir: &Path, json: bool, roc: &Path, args: &ModelArgs) -> Result<()> {
+    let engine = engine(args)?;
+    let set = PatchSet::from_folder(dir)?;
+    let t = Instant::now();
+    let validation = validate(&engine, &set, 128)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let confusion = Confusion::at(&validation.probabilities, &set.labels, 0.5);
+    let curve = roc_curve(&validation.probabilities, &set.labels);
+    plot::roc_curve(&curve, validation.auc, roc)?;
+    let report = json!({
+        "n": set.len(),
+        "accuracy": validation.accuracy,
+        "auc": validation.auc,
+        "loss": validation.loss,
+        "sensitivity": confusion.sensitivity(),
+        "specificity": confusion.specificity(),
+        "confusion": confusion,
+        "roc_png": roc.display().to_string(),
+        "backend": backend_name(args.backend),
+        "weights": weights_name(args),
+        "seconds": seconds,
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} patches: accuracy {:.4}, AUC {:.4}, loss {:.4}",
+            set.len(),
+            validation.accuracy,
+            validation.auc,
+            validation.loss
+        );
+        println!(
+            "confusion (rows = truth 0/1, columns = predicted 0/1): [[{}, {}], [{}, {}]]",
+            confusion.true_negative,
+            confusion.false_positive,
+            confusion.false_negative,
+            confusion.true_positive
+        );
+        println!("ROC curve: {}", roc.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Info { json, model } => info(*json, model).map(|_| true),
+        Command::Predict {
+            images,
+            json,
+            model,
+        } => predict(images, *json, model),
+        Command::Explain {
+            image,
+            out,
+            celm,
+            model,
+        } => explain(image, out, celm.params(), model).map(|_| true),
+        Command::Train(args) => run_train(args).map(|_| true),
+        Command::Eval {
+            dir,
+            json,
+            roc,
+            model,
+        } => eval(dir, *json, roc, model).map(|_| true),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Training CELNet: BCE on the logit, L2 weight decay, SGD with Nesterov momentum (or Adam),
+//! learning rate halved at 50% and 75% of the epochs, random quarter turns and flips,
+//! validation every epoch, the lowest-validation-loss weights kept.
+//!
+//! A run lives in one folder and can be stopped at any time: `checkpoint.bpk`,
+//! `optimizer.bpk` and `state.json` are rewritten every few minutes and at each epoch's end,
+//! and a resumed run continues at the next batch in the same order (shuffles and augmentation
+//! are derived from the seed, epoch and batch index).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::PatchSet;
+use crate::error::{CelnetError, Result};
+use crate::explain::{Engine, sigmoid};
+use crate::metrics::{Confusion, auc};
+use crate::model::{Celnet, CelnetConfig};
+use crate::weights;
+
+/// Which optimiser to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with Nesterov momentum 0.9 (the paper).
+    Sgd,
+    /// Adam (beta 0.9 / 0.999).
+    Adam,
+}
+
+/// Hyper-parameters of a run, stored in its `state.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Side of the training crops (96 = whole patches; 64 = random crops around the centre).
+    pub crop: usize,
+    /// Seconds between mid-epoch checkpoints.
+    pub checkpoint_secs: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            optimizer: OptimizerKind::Adam,
+            weight_decay: 1e-5,
+            seed: 42,
+            crop: 96,
+            checkpoint_secs: 300,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// The learning rate of `epoch` (0-based): halved at 50% and again at 75% of the epochs.
+    pub fn learning_rate_at(&self, epoch: usize) -> f64 {
+        let halvings = [self.epochs / 2, self.epochs * 3 / 4]
+            .iter()
+            .filter(|&&at| at > 0 && epoch >= at)
+            .count();
+        self.learning_rate / f64::from(1u32 << halvings)
+    }
+}
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub learning_rate: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub valid_loss: f64,
+    pub valid_accuracy: f64,
+    pub valid_auc: f64,
+    pub images_per_second: f64,
+    pub seconds: f64,
+}
+
+/// Everything needed to resume a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub options: TrainOptions,
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// The next batch of that epoch.
+    pub next_batch: usize,
+    /// Loss and correct count summed over the batches done in this epoch.
+    pub epoch_loss_sum: f64,
+    pub epoch_correct: usize,
+    pub epoch_seen: usize,
+    pub best_valid_loss: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub history: Vec<EpochMetrics>,
+    /// Wall time spent training, summed over sessions.
+    pub seconds: f64,
+}
+
+/// Validation results of a model on a patch set.
+#[derive(Clone, Debug, Serialize)]
+pub struct Validation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub auc: f64,
+    pub probabilities: Vec<f32>,
+}
+
+/// Files of a run folder.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.0.join("checkpoint.bpk")
+    }
+    pub fn optimizer(&self) -> PathBuf {
+        self.0.join("optimizer.bpk")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.0.join("state.json")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.0.join("best.bpk")
+    }
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.0.join("metrics.csv")
+    }
+    pub fn curves_png(&self) -> PathBuf {
+        self.0.join("curves.png")
+    }
+}
+
+/// Mean binary cross-entropy of logits `z` against targets `y`, in the stable form
+/// `max(z, 0) - z y + log(1 + exp(-|z|))`.
+pub fn bce_with_logits(logits: Tensor<1>, targets: Tensor<1>) -> Tensor<1> {
+    let softplus = logits.clone().abs().neg().exp().log1p();
+    (relu(logits.clone()) - logits * targets + softplus).mean()
+}
+
+/// Scores every patch of `set` (whole patches, no augmentation) and summarises.
+pub fn validate(engine: &Engine, set: &PatchSet, batch_size: usize) -> Result<Validation> {
+    let mut logits = Vec::with_capacity(set.len());
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let (data, _) = set.batch(chunk, set.side, None);
+        let x = Tensor::<4>::from_data(data, engine.device());
+        logits.extend(pollster::block_on(engine.predict_batch(x))?);
+    }
+    let mut loss = 0.0;
+    for (&z, &y) in logits.iter().zip(&set.labels) {
+        let (z, y) = (f64::from(z), f64::from(y));
+        loss += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
+    }
+    let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
+    Ok(Validation {
+        loss: loss / set.len().max(1) as f64,
+        accuracy: Confusion::at(&probabilities, &set.labels, 0.5).accuracy(),
+        auc: auc(&probabilities, &set.labels).unwrap_or(f64::NAN),
+        probabilities,
+    })
+}
+
+fn optimizer(options: &TrainOptions) -> ModuleOptimizer {
+    let decay = Some(WeightDecayConfig::new(options.weight_decay as f32));
+    match options.optimizer {
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_weight_decay(decay)
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(0.9)
+                    .with_dampening(0.0)
+                    .with_nesterov(true),
+            ))
+            .init(),
+        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| CelnetError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CelnetError::io(path, e))
+}
+
+fn save_checkpoint(
+    run: &RunDir,
+    model: &Celnet,
+    optim: &ModuleOptimizer,
+    state: &RunState,
+) -> Result<()> {
+    write_atomic(&run.checkpoint(), &weights::to_bytes(model.clone())?)?;
+    let optim_bytes = optim
+        .into_bytes()
+        .map_err(|e| CelnetError::WeightsFormat(format!("optimizer state: {e}")))?;
+    write_atomic(&run.optimizer(), &optim_bytes)?;
+    let json = serde_json::to_vec_pretty(state).expect("run state serialises");
+    write_atomic(&run.state(), &json)
+}
+
+fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut csv = String::from(
+        "epoch,learning_rate,train_loss,train_accuracy,valid_loss,valid_accuracy,valid_auc,images_per_second,seconds\n",
+    );
+    for m in history {
+        csv.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2},{:.1}\n",
+            m.epoch,
+            m.learning_rate,
+            m.train_loss,
+            m.train_accuracy,
+            m.valid_loss,
+            m.valid_accuracy,
+            m.valid_auc,
+            m.images_per_second,
+            m.seconds
+        ));
+    }
+    write_atomic(path, csv.as_bytes())
+}
+
+/// Mixes the seed with the epoch and batch into an independent stream.
+fn stream_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    let mut z = seed ^ ((epoch as u64) << 32) ^ (batch as u64);
+    // splitmix64 finaliser
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Trains (or resumes) a run in `run_dir` and returns its final state. `init` starts a new run
+/// from given weights (fine-tuning) instead of a random initialisation.
+pub fn train(
+    train_set: &PatchSet,
+    valid_set: &PatchSet,
+    options: TrainOptions,
+    run_dir: &Path,
+    device: &Device,
+    init: Option<Celnet>,
+) -> Result<RunState> {
+    std::fs::create_dir_all(run_dir).map_err(|e| CelnetError::io(run_dir, e))?;
+    let run = RunDir(run_dir.to_path_buf());
+    let autodiff = device.clone().autodiff();
+
+    let (mut model, mut optim, mut state) = if run.state().exists() {
+        let json = std::fs::read(run.state()).map_err(|e| CelnetError::io(run.state(), e))?;
+        let mut state: RunState = serde_json::from_slice(&json)
+            .map_err(|e| CelnetError::Dataset(format!("{}: {e}", run.state().display())))?;
+        // Longer runs may extend a finished one; everything else comes from the checkpoint.
+        state.options.epochs = options.epochs;
+        state.options.checkpoint_secs = options.checkpoint_secs;
+        let model = weights::load_file(run.checkpoint(), &autodiff)?;
+        let optim = optimizer(&state.options)
+            .load(run.optimizer())
+            .map_err(|e| CelnetError::WeightsFormat(format!("optimizer state: {e}")))?;
+        eprintln!(
+            "resuming {} at epoch {}, batch {}",
+            run_dir.display(),
+            state.epoch + 1,
+            state.next_batch
+        );
+        (model, optim, state)
+    } else {
+        autodiff.seed(options.seed);
+        let model = match init {
+            Some(model) => model.to_device(&autodiff).train(),
+            None => CelnetConfig::new().init(&autodiff),
+        };
+        let state = RunState {
+            options: options.clone(),
+            epoch: 0,
+            next_batch: 0,
+            epoch_loss_sum: 0.0,
+            epoch_correct: 0,
+            epoch_seen: 0,
+            best_valid_loss: None,
+            best_epoch: None,
+            history: Vec::new(),
+            seconds: 0.0,
+        };
+        (model, optimizer(&options), state)
+    };
+    let options = state.options.clone();
+    let checkpoint_every = Duration::from_secs(options.checkpoint_secs);
+    let interactive = std::io::stderr().is_terminal();
+
+    while state.epoch < options.epochs {
+        let epoch = state.epoch;
+        let learning_rate = options.learning_rate_at(epoch);
+        let mut order: Vec<usize> = (0..train_set.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(stream_seed(
+            options.seed,
+            epoch,
+            usize::MAX,
+        )));
+        let batches: Vec<&[usize]> = order.chunks(options.batch_size).collect();
+
+        let bar = ProgressBar::new(batches.len() as u64).with_position(state.next_batch as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, options.epochs));
+        let epoch_start = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut last_log = Instant::now();
+        let mut images_this_session = 0usize;
+
+        for (b, indices) in batches.iter().enumerate().skip(state.next_batch) {
+            let mut rng = StdRng::seed_from_u64(stream_seed(options.seed, epoch, b));
+            let (data, labels) = train_set.batch(indices, options.crop, Some(&mut rng));
+            let n = indices.len();
+            let x = Tensor::<4>::from_data(data, &autodiff);
+            let y = Tensor::<1>::from_data(TensorData::new(labels.clone(), [n]), &autodiff);
+            let logits = model.forward(x).reshape([n]);
+            let loss = bce_with_logits(logits.clone(), y);
+            let grads = loss.backward();
+            let grads = GradientsParams::from_grads(grads, &model);
+            model = optim.step(learning_rate, model, grads);
+
+            let loss_value: f64 = loss.into_scalar::<f32>().into();
+            let logit_values = logits.into_data().try_to_vec::<f32>().unwrap_or_default();
+            state.epoch_loss_sum += loss_value * n as f64;
+            state.epoch_correct += logit_values
+                .iter()
+                .zip(&labels)
+                .filter(|&(&z, &y)| (z >= 0.0) == (y >= 0.5))
+                .count();
+            state.epoch_seen += n;
+            state.next_batch = b + 1;
+            images_this_session += n;
+
+            let elapsed = epoch_start.elapsed().as_secs_f64();
+            let rate = images_this_session as f64 / elapsed.max(1e-9);
+            let message = format!(
+                "loss {:.4} acc {:.3} | {:.1} img/s",
+                state.epoch_loss_sum / state.epoch_seen as f64,
+                state.epoch_correct as f64 / state.epoch_seen as f64,
+                rate
+            );
+            bar.set_position(state.next_batch as u64);
+            bar.set_message(message.clone());
+            if !interactive && last_log.elapsed() >= Duration::from_secs(60) {
+                eprintln!(
+                    "epoch {}/{} batch {}/{} {message}",
+                    epoch + 1,
+                    options.epochs,
+                    state.next_batch,
+                    batches.len()
+                );
+                last_log = Instant::now();
+            }
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                state.seconds += last_checkpoint.elapsed().as_secs_f64();
+                save_checkpoint(&run, &model, &optim, &state)?;
+                last_checkpoint = Instant::now();
+            }
+        }
+        bar.finish_and_clear();
+        state.seconds += last_checkpoint.elapsed().as_secs_f64();
+
+        let valid_start = Instant::now();
+        let engine = Engine::new(model.valid(), device);
+        let validation = validate(&engine, valid_set, 256)?;
+        state.seconds += valid_start.elapsed().as_secs_f64();
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            learning_rate,
+            train_loss: state.epoch_loss_sum / state.epoch_seen.max(1) as f64,
+            train_accuracy: state.epoch_correct as f64 / state.epoch_seen.max(1) as f64,
+            valid_loss: validation.loss,
+            valid_accuracy: validation.accuracy,
+            valid_auc: validation.auc,
+            images_per_second: images_this_session as f64
+                / epoch_start.elapsed().as_secs_f64().max(1e-9),
+            seconds: state.seconds,
+        };
+        eprintln!(
+            "epoch {}/{}: train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} auc {:.4} | lr {:.2e} | {:.0} s total",
+            metrics.epoch,
+            options.epochs,
+            metrics.train_loss,
+            metrics.train_accuracy,
+            metrics.valid_loss,
+            metrics.valid_accuracy,
+            metrics.valid_auc,
+            learning_rate,
+            metrics.seconds
+        );
+        if state
+            .best_valid_loss
+            .is_none_or(|best| validation.loss < best)
+        {
+            state.best_valid_loss = Some(validation.loss);
+            state.best_epoch = Some(epoch + 1);
+            write_atomic(&run.best(), &weights::to_bytes(model.valid())?)?;
+        }
+        state.history.push(metrics);
+        state.epoch += 1;
+        state.next_batch = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_correct = 0;
+        state.epoch_seen = 0;
+        save_checkpoint(&run, &model, &optim, &state)?;
+        write_metrics_csv(&run.metrics_csv(), &state.history)?;
+        crate::plot::training_curves(&state.history, &run.curves_png())?;
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_halves_at_half_and_three_quarters() {
+        let options = TrainOptions {
+            epochs: 8,
+            learning_rate: 1.0,
+            ..TrainOptions::default()
+        };
+        let rates: Vec<f64> = (0..8).map(|e| options.learning_rate_at(e)).collect();
+        assert_eq!(rates, vec![1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
+    }
+
+    #[test]
+    fn bce_matches_the_textbook_formula() {
+        let device = Device::flex();
+        let z = [-3.0f32, -0.5, 0.0, 2.0];
+        let y = [0.0f32, 1.0, 1.0, 0.0];
+        let got: f32 = bce_with_logits(
+            Tensor::from_data(TensorData::new(z.to_vec(), [4]), &device),
+            Tensor::from_data(TensorData::new(y.to_vec(), [4]), &device),
+        )
+        .into_scalar();
+        let expected: f32 = z
+            .iter()
+            .zip(&y)
+            .map(|(&z, &y)| {
+                let p = sigmoid(z);
+                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            })
+            .sum::<f32>()
+            / 4.0;
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Loading and saving CELNet weights (Burn's burnpack format) and the embedded default model.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::store::{ModuleRecord, RecordError};
+use burn::tensor::Bytes;
+
+use crate::error::{CelnetError, Result};
+use crate::model::{Celnet, CelnetConfig};
+
+/// The shipped default weights (trained on the PCam subset; see `weights/README.md`).
+pub const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../weights/celnet-pcam.bpk");
+
+/// A network with the given weights, on `device`.
+pub fn load_bytes(bytes: &[u8], device: &Device) -> Result<Celnet> {
+    let record =
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(record_error)?;
+    apply(record, device)
+}
+
+/// A network with the weights in `path`, on `device`.
+pub fn load_file(path: impl AsRef<Path>, device: &Device) -> Result<Celnet> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
+    load_bytes(&bytes, device)
+}
+
+/// The embedded default network on `device`.
+pub fn load_default(device: &Device) -> Result<Celnet> {
+    load_bytes(DEFAULT_WEIGHTS, device)
+}
+
+/// The weights as burnpack bytes.
+pub fn to_bytes(model: Celnet) -> Result<Vec<u8>> {
+    let bytes = model.into_record().into_bytes().map_err(record_error)?;
+    Ok(bytes.to_vec())
+}
+
+/// Writes the weights to `path`.
+pub fn save_file(model: Celnet, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = to_bytes(model)?;
+    std::fs::write(path, bytes).map_err(|e| CelnetError::io(path, e))
+}
+
+fn apply(record: ModuleRecord, device: &Device) -> Result<Celnet> {
+    CelnetConfig::new()
+        .init(device)
+        .try_load_record(record)
+        .map_err(record_error)
+}
+
+fn record_error(error: RecordError) -> CelnetError {
+    match error {
+        RecordError::Io(msg) => CelnetError::WeightsFormat(msg),
+        RecordError::Validation(msg) => CelnetError::WeightsMismatch(msg),
+    }
+}

@@ -1,0 +1,174 @@
+//! The `celnet` binary end to end, with the embedded default weights and the shipped fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const FIXTURES: &str = "tests/fixtures/pcam-valid-200";
+
+fn celnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_celnet"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn json_stdout(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn first_fixture(label: u8) -> PathBuf {
+    let dir = Path::new(FIXTURES).join(label.to_string());
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.remove(0)
+}
+
+#[test]
+fn info_reports_the_paper_architecture() {
+    let info = json_stdout(&celnet(&["info", "--json"]));
+    let params = info["params"].as_u64().unwrap();
+    assert_eq!(params, 302_055);
+    assert!((params as f64 - 297_000.0).abs() / 297_000.0 < 0.02);
+    assert_eq!(info["f2_shape"], serde_json::json!([1, 32, 48, 48]));
+    assert_eq!(info["f3_shape"], serde_json::json!([1, 64, 24, 24]));
+}
+
+#[test]
+fn predict_gives_probabilities_per_file() {
+    let files = [first_fixture(0), first_fixture(1)];
+    let output = celnet(&[
+        "predict",
+        "--json",
+        files[0].to_str().unwrap(),
+        files[1].to_str().unwrap(),
+    ]);
+    let report = json_stdout(&output);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        let p = r["probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        let logit = r["logit"].as_f64().unwrap();
+        assert!((1.0 / (1.0 + (-logit).exp()) - p).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn predict_reports_a_bad_file_and_fails() {
+    let dir = scratch("predict-bad");
+    let bad = dir.join("notes.png");
+    std::fs::write(&bad, "not an image").unwrap();
+    let output = celnet(&["predict", "--json", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the image")
+    );
+}
+
+#[test]
+fn explain_writes_maps_overlay_and_json() {
+    let dir = scratch("explain");
+    let image = first_fixture(1);
+    let output = celnet(&[
+        "explain",
+        image.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "--alpha",
+        "0.7",
+        "--threshold",
+        "0.4",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in [
+        "input", "cam2", "cam3", "csm", "mc", "celm", "mask", "overlay",
+    ] {
+        let png = image::open(dir.join(format!("{name}.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), (96, 96), "{name}");
+    }
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("explain.json")).unwrap()).unwrap();
+    let p = report["probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    assert!(report["logit"].is_number());
+    assert!((report["params"]["alpha"].as_f64().unwrap() - 0.7).abs() < 1e-6);
+    assert!((report["params"]["threshold"].as_f64().unwrap() - 0.4).abs() < 1e-6);
+    assert!(report["regions"].is_array());
+    assert!(report["timings_ms"]["gradients"].as_f64().unwrap() > 0.0);
+
+    // The same logit as predict on the same file.
+    let predicted = json_stdout(&celnet(&["predict", "--json", image.to_str().unwrap()]));
+    let diff = (predicted["logit"].as_f64().unwrap() - report["logit"].as_f64().unwrap()).abs();
+    assert!(diff < 1e-4, "explain and predict disagree by {diff}");
+}
+
+#[test]
+fn explain_refuses_bad_parameters() {
+    let dir = scratch("explain-bad");
+    let image = first_fixture(0);
+    let output = celnet(&[
+        "explain",
+        image.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "--beta",
+        "2",
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("beta must be in [0, 1]"));
+}
+
+#[test]
+fn eval_on_fixtures_meets_the_floor() {
+    let dir = scratch("eval");
+    let roc = dir.join("roc.png");
+    let report = json_stdout(&celnet(&[
+        "eval",
+        FIXTURES,
+        "--json",
+        "--roc",
+        roc.to_str().unwrap(),
+    ]));
+    assert_eq!(report["n"], 200);
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    let auc = report["auc"].as_f64().unwrap();
+    // The shipped weights on 200 held-out validation patches (the model card has the full
+    // 3,000-patch numbers); a broken model or preprocessing lands near 0.5.
+    assert!(accuracy >= 0.8, "accuracy {accuracy}");
+    assert!(auc >= 0.88, "auc {auc}");
+    assert!(image::open(&roc).is_ok());
+}
+
+#[test]
+fn missing_weights_file_is_a_clear_error() {
+    let output = celnet(&["info", "--weights", "/nonexistent/weights.bpk"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/weights.bpk"), "{stderr}");
+}
