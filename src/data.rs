@@ -9,6 +9,31 @@ use rand::{Rng, RngExt};
 use crate::error::{CelnetError, Result};
 use crate::input::{CHANNEL_MEAN, CHANNEL_STD, decode_image};
 
+/// File names of the official PCam HDF5 files for a split.
+pub fn pcam_h5_files(root: &Path, split: &str) -> (PathBuf, PathBuf) {
+    let name = |part: &str| root.join(format!("camelyonpatch_level_2_split_{split}_{part}.h5"));
+    (name("x"), name("y"))
+}
+
+/// A split of a data root: `ROOT/SPLIT/{0,1}/*` image folders, or the official PCam HDF5 files
+/// `ROOT/camelyonpatch_level_2_split_SPLIT_{x,y}.h5`.
+pub fn load_split(root: &Path, split: &str) -> Result<PatchSet> {
+    let folder = root.join(split);
+    if folder.is_dir() {
+        return PatchSet::from_folder(&folder);
+    }
+    let (x, y) = pcam_h5_files(root, split);
+    if x.is_file() && y.is_file() {
+        return PatchSet::from_hdf5(&x, &y);
+    }
+    Err(CelnetError::Dataset(format!(
+        "{} has neither a `{split}/` folder nor {} and {}",
+        root.display(),
+        x.display(),
+        y.display()
+    )))
+}
+
 /// Image extensions read from patch folders.
 const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"];
 
@@ -106,17 +131,13 @@ impl PatchSet {
                 .map(|h| h.join().expect("decoder thread panicked"))
                 .collect()
         });
-        let side = decoded
-            .iter()
-            .find_map(|r| r.as_ref().ok().and_then(|v| v.first()).map(|i| i.width()))
-            .unwrap_or(0) as usize;
+        let mut images = Vec::with_capacity(files.len());
+        for part in decoded {
+            images.extend(part?);
+        }
+        let side = images.first().map_or(0, |image| image.width()) as usize;
         let mut pixels = Vec::with_capacity(files.len() * side * side * 3);
-        let mut images = decoded.into_iter().flat_map(|part| match part {
-            Ok(images) => images.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e)],
-        });
-        for (path, _) in &files {
-            let image = images.next().expect("one image per file")?;
+        for ((path, _), image) in files.iter().zip(&images) {
             if image.width() as usize != side || image.height() as usize != side {
                 return Err(CelnetError::Dataset(format!(
                     "{} is {}x{} px; every patch of a split must be {side}x{side}",
@@ -152,6 +173,57 @@ impl PatchSet {
             labels: order.iter().map(|&i| self.labels[i]).collect(),
             sources: order.iter().map(|&i| self.sources[i].clone()).collect(),
         }
+    }
+
+    /// Patches from the official PCam HDF5 files: dataset `x` (uint8, `N x S x S x 3`) in one
+    /// file and `y` (uint8, `N` labels in any shape) in the other. Gzip-compressed and chunked
+    /// layouts are read as well as contiguous ones.
+    pub fn from_hdf5(x_path: &Path, y_path: &Path) -> Result<Self> {
+        let h5_error = |path: &Path, e: hdf5_reader::error::Error| {
+            CelnetError::Dataset(format!("{}: {e}", path.display()))
+        };
+        let x_file = hdf5_reader::Hdf5File::open(x_path).map_err(|e| h5_error(x_path, e))?;
+        let x = x_file.dataset("x").map_err(|e| h5_error(x_path, e))?;
+        let shape: Vec<usize> = x.shape().iter().map(|&d| d as usize).collect();
+        let [n, side, side2, 3] = shape[..] else {
+            return Err(CelnetError::Dataset(format!(
+                "{}: dataset x has shape {shape:?}; expected N x S x S x 3",
+                x_path.display()
+            )));
+        };
+        if side != side2 {
+            return Err(CelnetError::Dataset(format!(
+                "{}: patches are {side}x{side2}; expected square patches",
+                x_path.display()
+            )));
+        }
+        let mut pixels = vec![0u8; n * side * side * 3];
+        x.read_into(&mut pixels).map_err(|e| h5_error(x_path, e))?;
+
+        let y_file = hdf5_reader::Hdf5File::open(y_path).map_err(|e| h5_error(y_path, e))?;
+        let y = y_file.dataset("y").map_err(|e| h5_error(y_path, e))?;
+        let count: u64 = y.shape().iter().product();
+        if count as usize != n {
+            return Err(CelnetError::Dataset(format!(
+                "{} holds {count} labels for {n} patches",
+                y_path.display()
+            )));
+        }
+        let mut labels = vec![0u8; n];
+        y.read_into(&mut labels).map_err(|e| h5_error(y_path, e))?;
+        if let Some(bad) = labels.iter().find(|&&l| l > 1) {
+            return Err(CelnetError::Dataset(format!(
+                "{}: label {bad} is not 0 or 1",
+                y_path.display()
+            )));
+        }
+        let name = x_path.display();
+        Ok(Self {
+            side,
+            pixels,
+            labels,
+            sources: (0..n).map(|i| format!("{name}#{i}")).collect(),
+        })
     }
 
     /// Number of patches of each class.

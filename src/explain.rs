@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CelnetError, Result};
 use crate::guided::ReluKind;
 use crate::input::{check_size, to_tensor_data};
-use crate::maps::{Map, luma};
+use crate::maps::{Map, luma, scaled_to_unit};
 use crate::model::Celnet;
 use crate::regions::{Mask, Region, describe_regions, label_components};
 
@@ -139,9 +139,8 @@ impl Evidence {
     /// The CSM: guided gradient scaled to [0, 1] over all channels, grey by luma, smoothed with
     /// `sigma`, rescaled to [0, 1].
     pub fn csm(&self, sigma: f32) -> Map {
-        let plane = self.width * self.height;
-        let scaled = Map::new(plane * 3, 1, self.guided_gradient.clone()).scaled_to_unit();
-        luma(&scaled.data, self.width, self.height)
+        let scaled = scaled_to_unit(&self.guided_gradient);
+        luma(&scaled, self.width, self.height)
             .gaussian_blurred(sigma)
             .scaled_to_unit()
     }

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use celnet::data::PatchSet;
+use celnet::data::{PatchSet, load_split};
 use celnet::explain::{CelmParams, Engine, sigmoid};
 use celnet::guided::ReluKind;
 use celnet::input::decode_image;
@@ -125,7 +125,8 @@ enum Command {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Data root: a folder with train/ and valid/ split folders.
+    /// Data root: train/ and valid/ split folders, or the official PCam HDF5 files
+    /// (camelyonpatch_level_2_split_{train,valid}_{x,y}.h5).
     #[arg(long)]
     data: PathBuf,
     /// Run folder (checkpoints, metrics.csv, curves.png, best.bpk); an existing run resumes.
@@ -362,8 +363,8 @@ fn explain(image_path: &Path, out: &Path, params: CelmParams, args: &ModelArgs) 
 fn run_train(args: &TrainArgs) -> Result<()> {
     let device = device(args.backend)?;
     let t = Instant::now();
-    let mut train_set = PatchSet::from_folder(&args.data.join("train"))?;
-    let valid_set = PatchSet::from_folder(&args.data.join("valid"))?;
+    let mut train_set = load_split(&args.data, "train")?;
+    let valid_set = load_split(&args.data, "valid")?;
     if let Some(limit) = args.train_limit {
         train_set = train_set.random_subset(limit, args.seed);
     }

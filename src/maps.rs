@@ -52,27 +52,9 @@ impl Map {
         Map::new(self.width, self.height, data)
     }
 
-    /// Linearly rescaled to span [0, 1]. A constant map (for instance a CAM that is zero
-    /// everywhere after its ReLU) becomes all zeros rather than NaN. Non-finite values count as 0.
+    /// Linearly rescaled to span [0, 1] (see [`scaled_to_unit`]).
     pub fn scaled_to_unit(&self) -> Map {
-        let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
-        let (lo, hi) = self
-            .data
-            .iter()
-            .map(|&v| finite(v))
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
-        let range = hi - lo;
-        let data = if range > f32::EPSILON * hi.abs().max(1.0) {
-            self.data
-                .iter()
-                .map(|&v| (finite(v) - lo) / range)
-                .collect()
-        } else {
-            vec![0.0; self.data.len()]
-        };
-        Map::new(self.width, self.height, data)
+        Map::new(self.width, self.height, scaled_to_unit(&self.data))
     }
 
     /// Bilinear resampling to `width x height` with half-pixel centres (the convention of
@@ -135,6 +117,24 @@ impl Map {
     /// Mean of the values.
     pub fn mean(&self) -> f32 {
         self.data.iter().sum::<f32>() / self.data.len().max(1) as f32
+    }
+}
+
+/// Values linearly rescaled to span [0, 1]. Constant input (for instance a CAM that is zero
+/// everywhere after its ReLU) becomes all zeros rather than NaN; non-finite values count as 0.
+pub fn scaled_to_unit(values: &[f32]) -> Vec<f32> {
+    let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
+    let (lo, hi) = values
+        .iter()
+        .map(|&v| finite(v))
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let range = hi - lo;
+    if range > f32::EPSILON * hi.abs().max(1.0) {
+        values.iter().map(|&v| (finite(v) - lo) / range).collect()
+    } else {
+        vec![0.0; values.len()]
     }
 }
 

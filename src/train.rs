@@ -264,6 +264,12 @@ pub fn train(
         // Longer runs may extend a finished one; everything else comes from the checkpoint.
         state.options.epochs = options.epochs;
         state.options.checkpoint_secs = options.checkpoint_secs;
+        if init.is_some() {
+            eprintln!(
+                "note: {} resumes its own checkpoint; --init is ignored",
+                run_dir.display()
+            );
+        }
         let model = weights::load_file(run.checkpoint(), &autodiff)?;
         let optim = optimizer(&state.options)
             .load(run.optimizer())

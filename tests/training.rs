@@ -78,3 +78,38 @@ fn resumed_run_matches_a_straight_run() {
         "resumed weights differ from the straight run"
     );
 }
+
+#[test]
+fn official_pcam_hdf5_layout_is_read() {
+    use celnet::data::load_split;
+    // Written by h5py (tests/fixtures/tools/make_pcam_h5.py): chunked, gzip-compressed.
+    let root = Path::new("tests/fixtures/pcam-mini");
+    let set = load_split(root, "train").unwrap();
+    assert_eq!((set.len(), set.side), (8, 96));
+    let listing = std::fs::read_to_string(root.join("files.txt")).unwrap();
+    for (i, line) in listing.lines().enumerate() {
+        let (name, label) = line.split_once('\t').unwrap();
+        assert_eq!(set.labels[i].to_string(), label, "label of {name}");
+        // The same patch decoded from its JPEG here; PIL's IDCT may differ by a level or two.
+        let path = format!("tests/fixtures/pcam-valid-200/{label}/{name}");
+        let ours = celnet::input::decode_image(&std::fs::read(path).unwrap()).unwrap();
+        let diff: f64 = ours
+            .as_raw()
+            .iter()
+            .zip(set.patch(i))
+            .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+            .sum::<f64>()
+            / set.patch(i).len() as f64;
+        assert!(diff < 2.0, "{name}: mean difference {diff}");
+    }
+}
+
+#[test]
+fn a_root_without_data_is_a_clear_error() {
+    let err = celnet::data::load_split(Path::new("tests/fixtures"), "train").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("camelyonpatch_level_2_split_train_x.h5"),
+        "{err}"
+    );
+}
