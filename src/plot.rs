@@ -45,6 +45,34 @@ fn render(
         .map_err(|e| CelnetError::Dataset(format!("{}: {e}", path.display())))
 }
 
+type EpochChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A line with a dot at every epoch (a single epoch is a dot, not an invisible line).
+fn draw_line_with_points(
+    chart: &mut EpochChart<'_, '_>,
+    values: Vec<(f64, f64)>,
+    color: RGBColor,
+    name: &str,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(values.clone(), color.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    chart
+        .draw_series(
+            values
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )
+        .map_err(plot_error)?;
+    Ok(())
+}
+
 /// Loss (left) and accuracy/AUC (right) per epoch.
 pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
     if history.is_empty() {
@@ -69,6 +97,8 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .x_labels(history.len().min(20))
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()
             .map_err(plot_error)?;
         let series = |f: fn(&EpochMetrics) -> f64| {
@@ -81,11 +111,7 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
             ("train", series(|m| m.train_loss), BLUE),
             ("valid", series(|m| m.valid_loss), RED),
         ] {
-            chart
-                .draw_series(LineSeries::new(values, color.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            draw_line_with_points(&mut chart, values, color, name)?;
         }
         chart
             .configure_series_labels()
@@ -104,6 +130,8 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .x_labels(history.len().min(20))
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()
             .map_err(plot_error)?;
         for (name, values, color) in [
@@ -111,11 +139,7 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
             ("valid accuracy", series(|m| m.valid_accuracy), RED),
             ("valid AUC", series(|m| m.valid_auc), GREEN),
         ] {
-            chart
-                .draw_series(LineSeries::new(values, color.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            draw_line_with_points(&mut chart, values, color, name)?;
         }
         chart
             .configure_series_labels()
