@@ -45,30 +45,62 @@ fn render(
         .map_err(|e| CelnetError::Dataset(format!("{}: {e}", path.display())))
 }
 
-type EpochChart<'a, 'b> = ChartContext<
-    'a,
-    BitMapBackend<'b>,
-    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
->;
-
-/// A line with a dot at every epoch (a single epoch is a dot, not an invisible line).
-fn draw_line_with_points(
-    chart: &mut EpochChart<'_, '_>,
-    values: Vec<(f64, f64)>,
+/// One named line of an epoch chart.
+struct Line {
+    name: &'static str,
+    points: Vec<(f64, f64)>,
     color: RGBColor,
-    name: &str,
+}
+
+/// One panel of the training chart: lines with a dot at every epoch (a single epoch is a dot,
+/// not an invisible line) and a legend.
+fn epoch_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    epochs: usize,
+    y_range: std::ops::Range<f64>,
+    lines: Vec<Line>,
+    legend: SeriesLabelPosition,
 ) -> Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.5f64..epochs as f64 + 0.5, y_range)
+        .map_err(plot_error)?;
     chart
-        .draw_series(LineSeries::new(values.clone(), color.stroke_width(2)))
-        .map_err(plot_error)?
-        .label(name)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(epochs.min(20))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(plot_error)?;
+    for Line {
+        name,
+        points,
+        color,
+    } in lines
+    {
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(plot_error)?;
+    }
     chart
-        .draw_series(
-            values
-                .into_iter()
-                .map(|p| Circle::new(p, 3, color.filled())),
-        )
+        .configure_series_labels()
+        .position(legend)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
         .map_err(plot_error)?;
     Ok(())
 }
@@ -78,77 +110,45 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
     if history.is_empty() {
         return Ok(());
     }
-    let epochs = history.len() as f64;
+    let series = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+        history.iter().map(|m| (m.epoch as f64, f(m))).collect()
+    };
+    let line = |name, f, color| Line {
+        name,
+        points: series(f),
+        color,
+    };
+    let max_loss = history
+        .iter()
+        .flat_map(|m| [m.train_loss, m.valid_loss])
+        .filter(|v| v.is_finite())
+        .fold(0.1f64, f64::max)
+        * 1.1;
     render(path, (1000, 420), |root| {
         let (left, right) = root.split_horizontally(500);
-        let max_loss = history
-            .iter()
-            .flat_map(|m| [m.train_loss, m.valid_loss])
-            .filter(|v| v.is_finite())
-            .fold(0.1f64, f64::max)
-            * 1.1;
-        let mut chart = ChartBuilder::on(&left)
-            .caption("loss (BCE)", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0.5f64..epochs + 0.5, 0f64..max_loss)
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .x_labels(history.len().min(20))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(plot_error)?;
-        let series = |f: fn(&EpochMetrics) -> f64| {
-            history
-                .iter()
-                .map(move |m| (m.epoch as f64, f(m)))
-                .collect::<Vec<_>>()
-        };
-        for (name, values, color) in [
-            ("train", series(|m| m.train_loss), BLUE),
-            ("valid", series(|m| m.valid_loss), RED),
-        ] {
-            draw_line_with_points(&mut chart, values, color, name)?;
-        }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE)
-            .draw()
-            .map_err(plot_error)?;
-
-        let mut chart = ChartBuilder::on(&right)
-            .caption("accuracy and AUC", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0.5f64..epochs + 0.5, 0.5f64..1.0)
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .x_labels(history.len().min(20))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(plot_error)?;
-        for (name, values, color) in [
-            ("train accuracy", series(|m| m.train_accuracy), BLUE),
-            ("valid accuracy", series(|m| m.valid_accuracy), RED),
-            ("valid AUC", series(|m| m.valid_auc), GREEN),
-        ] {
-            draw_line_with_points(&mut chart, values, color, name)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .border_style(BLACK)
-            .background_style(WHITE)
-            .draw()
-            .map_err(plot_error)?;
-        Ok(())
+        epoch_panel(
+            &left,
+            "loss (BCE)",
+            history.len(),
+            0.0..max_loss,
+            vec![
+                line("train", |m| m.train_loss, BLUE),
+                line("valid", |m| m.valid_loss, RED),
+            ],
+            SeriesLabelPosition::UpperRight,
+        )?;
+        epoch_panel(
+            &right,
+            "accuracy and AUC",
+            history.len(),
+            0.5..1.0,
+            vec![
+                line("train accuracy", |m| m.train_accuracy, BLUE),
+                line("valid accuracy", |m| m.valid_accuracy, RED),
+                line("valid AUC", |m| m.valid_auc, GREEN),
+            ],
+            SeriesLabelPosition::LowerRight,
+        )
     })
 }
 
