@@ -34,6 +34,9 @@ pub enum CelnetError {
     /// A dataset folder or file that cannot be used.
     #[error("dataset: {0}")]
     Dataset(String),
+    /// `celnet serve` cannot start (port taken, page not built).
+    #[error("serve: {0}")]
+    Serve(String),
     /// File-system errors, with the path involved.
     #[error("{path}: {source}")]
     Io {

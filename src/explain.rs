@@ -26,6 +26,7 @@ pub const MAX_EXPLAIN_PIXELS: u64 = 1024 * 1024;
 
 /// Fusion and region parameters of CELM.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CelmParams {
     /// Weight `a` of CAM3 against CAM2 in `Mc = a CAM3 + (1 - a) CAM2`, in [0, 1].
     pub alpha: f32,

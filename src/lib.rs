@@ -20,7 +20,11 @@ pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{CelnetError, Result};
 pub use explain::{CelmParams, Engine, Evidence, Explanation};

@@ -1,5 +1,6 @@
-//! The `celnet` command line: info, predict, explain, train and eval.
+//! The `celnet` command line: info, predict, explain, train, eval and serve.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use celnet::input::decode_image;
 use celnet::metrics::{Confusion, roc_curve};
 use celnet::model::GLIMPSE;
 use celnet::train::{OptimizerKind, TrainOptions, train, validate};
-use celnet::{CelnetError, Result, plot, render, weights};
+use celnet::{CelnetError, Result, plot, render, serve, weights};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -103,6 +104,9 @@ enum Command {
         /// Output folder.
         #[arg(short, long)]
         out: PathBuf,
+        /// Also write the maps' values (row-major, in [0, 1]) to maps.json.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         celm: CelmArgs,
         #[command(flatten)]
@@ -120,6 +124,18 @@ enum Command {
         roc: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
+    },
+    /// Serve the browser client (index.html, www/, pkg/) to a browser on this machine.
+    Serve {
+        /// TCP port (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Interface to listen on; the default keeps the page on this machine.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Folder that holds index.html, www/ and pkg/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
     },
 }
 
@@ -284,7 +300,13 @@ fn predict(images: &[PathBuf], json: bool, args: &ModelArgs) -> Result<bool> {
     Ok(all_ok)
 }
 
-fn explain(image_path: &Path, out: &Path, params: CelmParams, args: &ModelArgs) -> Result<()> {
+fn explain(
+    image_path: &Path,
+    out: &Path,
+    params: CelmParams,
+    raw: bool,
+    args: &ModelArgs,
+) -> Result<()> {
     params.validate()?;
     let start = Instant::now();
     let engine = engine(args)?;
@@ -314,9 +336,33 @@ fn explain(image_path: &Path, out: &Path, params: CelmParams, args: &ModelArgs) 
         &render::mask_image(&explanation.mask),
         &out.join("mask.png"),
     )?;
-    let mut overlay = render::overlay(&image, &explanation.celm, 0.6);
-    render::outline(&mut overlay, &explanation.mask, [0, 255, 255]);
+    let mut overlay = render::overlay(&image, &explanation.celm, render::OVERLAY_OPACITY);
+    render::outline(&mut overlay, &explanation.mask, render::OUTLINE_COLOUR);
     write_png(&overlay, &out.join("overlay.png"))?;
+    let mut files = vec![
+        "input.png",
+        "cam2.png",
+        "cam3.png",
+        "csm.png",
+        "mc.png",
+        "celm.png",
+        "mask.png",
+        "overlay.png",
+    ];
+    if raw {
+        let maps = json!({
+            "width": image.width(),
+            "height": image.height(),
+            "cam2": explanation.cam2.data,
+            "cam3": explanation.cam3.data,
+            "csm": explanation.csm.data,
+            "mc": explanation.mc.data,
+            "celm": explanation.celm.data,
+        });
+        let maps_path = out.join("maps.json");
+        std::fs::write(&maps_path, maps.to_string()).map_err(|e| CelnetError::io(&maps_path, e))?;
+        files.push("maps.json");
+    }
 
     let label = if explanation.probability >= 0.5 {
         "metastasis"
@@ -341,8 +387,7 @@ fn explain(image_path: &Path, out: &Path, params: CelmParams, args: &ModelArgs) 
             "fusion": fusion_ms,
             "total": start.elapsed().as_secs_f64() * 1e3,
         },
-        "files": ["input.png", "cam2.png", "cam3.png", "csm.png", "mc.png", "celm.png",
-                  "mask.png", "overlay.png"],
+        "files": files,
     });
     let json_path = out.join("explain.json");
     std::fs::write(
@@ -444,6 +489,17 @@ fn eval(dir: &Path, json: bool, roc: &Path, args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_serve(root: &Path, host: &str, port: u16) -> Result<()> {
+    serve::serve(root, &format!("{host}:{port}"), |address| {
+        println!(
+            "celnet: serving {} at http://{address}/ (Ctrl-C to stop)",
+            root.display()
+        );
+        // Scripts wait for this line.
+        let _ = std::io::stdout().flush();
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
@@ -456,9 +512,10 @@ fn main() -> ExitCode {
         Command::Explain {
             image,
             out,
+            raw,
             celm,
             model,
-        } => explain(image, out, celm.params(), model).map(|_| true),
+        } => explain(image, out, celm.params(), *raw, model).map(|_| true),
         Command::Train(args) => run_train(args).map(|_| true),
         Command::Eval {
             dir,
@@ -466,6 +523,7 @@ fn main() -> ExitCode {
             roc,
             model,
         } => eval(dir, *json, roc, model).map(|_| true),
+        Command::Serve { port, host, root } => run_serve(root, host, *port).map(|_| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -5,6 +5,12 @@ use image::{Rgb, RgbImage};
 use crate::maps::Map;
 use crate::regions::Mask;
 
+/// Colour of region outlines: a cyan that stands out on inferno and on H&E.
+pub const OUTLINE_COLOUR: [u8; 3] = [0, 255, 255];
+
+/// Default opacity of the evidence overlay (the CLI's overlay.png and the page's slider).
+pub const OVERLAY_OPACITY: f32 = 0.6;
+
 /// A [0, 1] map in the inferno colour map (dark = no evidence, bright yellow = strong).
 pub fn colormap(map: &Map) -> RgbImage {
     RgbImage::from_fn(map.width as u32, map.height as u32, |x, y| {
@@ -39,25 +45,71 @@ pub fn overlay(input: &RgbImage, map: &Map, opacity: f32) -> RgbImage {
 
 /// Draws the boundary pixels of `mask` onto `image` in `colour`.
 pub fn outline(image: &mut RgbImage, mask: &Mask, colour: [u8; 3]) {
-    let (w, h) = (mask.width, mask.height);
-    let inside = |x: isize, y: isize| {
-        x >= 0
-            && y >= 0
-            && (x as usize) < w
-            && (y as usize) < h
-            && mask.data[y as usize * w + x as usize]
-    };
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let boundary = inside(x, y)
-                && [(-1, 0), (1, 0), (0, -1), (0, 1)]
-                    .iter()
-                    .any(|(dx, dy)| !inside(x + dx, y + dy));
-            if boundary {
-                image.put_pixel(x as u32, y as u32, Rgb(colour));
-            }
+    for (i, on) in boundary(mask).into_iter().enumerate() {
+        if on {
+            let (x, y) = (i % mask.width, i / mask.width);
+            image.put_pixel(x as u32, y as u32, Rgb(colour));
         }
     }
+}
+
+/// Mask pixels with at least one 4-neighbour outside the mask (or outside the image).
+pub fn boundary(mask: &Mask) -> Vec<bool> {
+    let (w, h) = (mask.width as isize, mask.height as isize);
+    let inside =
+        |x: isize, y: isize| x >= 0 && y >= 0 && x < w && y < h && mask.data[(y * w + x) as usize];
+    (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            inside(x, y)
+                && [(-1, 0), (1, 0), (0, -1), (0, 1)]
+                    .iter()
+                    .any(|(dx, dy)| !inside(x + dx, y + dy))
+        })
+        .collect()
+}
+
+/// The map in the colour map as opaque RGBA bytes (for a canvas `ImageData`).
+pub fn colormap_rgba(map: &Map) -> Vec<u8> {
+    map.data
+        .iter()
+        .flat_map(|&v| {
+            let [r, g, b] = color(v);
+            [r, g, b, 255]
+        })
+        .collect()
+}
+
+/// The map as a translucent heat layer: the colour of each value with alpha equal to the value.
+/// Drawn over the input at opacity `o`, it gives exactly [`overlay`] with opacity `o`, so a page
+/// can move an opacity slider without recomputing anything.
+pub fn heat_rgba(map: &Map) -> Vec<u8> {
+    map.data
+        .iter()
+        .flat_map(|&v| {
+            let v = if v.is_finite() {
+                v.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let [r, g, b] = color(v);
+            [r, g, b, (v * 255.0).round() as u8]
+        })
+        .collect()
+}
+
+/// The mask's boundary in `colour` on a transparent RGBA layer.
+pub fn outline_rgba(mask: &Mask, colour: [u8; 3]) -> Vec<u8> {
+    boundary(mask)
+        .into_iter()
+        .flat_map(|on| {
+            if on {
+                [colour[0], colour[1], colour[2], 255]
+            } else {
+                [0; 4]
+            }
+        })
+        .collect()
 }
 
 /// The mask as a black-and-white picture.
@@ -84,6 +136,42 @@ mod tests {
         let input = RgbImage::from_pixel(4, 4, Rgb([10, 200, 30]));
         let out = overlay(&input, &Map::zeros(4, 4), 1.0);
         assert_eq!(out, input);
+    }
+
+    #[test]
+    fn heat_layer_composited_at_an_opacity_is_the_overlay() {
+        let input = RgbImage::from_fn(8, 8, |x, y| Rgb([(x * 30) as u8, (y * 30) as u8, 90]));
+        let map = Map::new(8, 8, (0..64).map(|i| i as f32 / 63.0).collect());
+        let opacity = 0.6;
+        let expected = overlay(&input, &map, opacity);
+        let heat = heat_rgba(&map);
+        for (i, p) in input.pixels().enumerate() {
+            // Canvas "source-over" with globalAlpha: out = src * a + dst * (1 - a).
+            let a = opacity * f32::from(heat[4 * i + 3]) / 255.0;
+            let want = expected.as_raw()[3 * i..3 * i + 3].to_vec();
+            for c in 0..3 {
+                let got = f32::from(heat[4 * i + c]) * a + f32::from(p.0[c]) * (1.0 - a);
+                assert!(
+                    (got - f32::from(want[c])).abs() <= 1.5,
+                    "pixel {i}: {got} vs {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn outline_layer_matches_the_drawn_outline() {
+        let mask = Mask {
+            width: 6,
+            height: 5,
+            data: (0..30).map(|i| (i % 6) > 1 && (i / 6) < 4).collect(),
+        };
+        let mut drawn = RgbImage::new(6, 5);
+        outline(&mut drawn, &mask, [0, 255, 0]);
+        let layer = outline_rgba(&mask, [0, 255, 0]);
+        for (i, p) in drawn.pixels().enumerate() {
+            assert_eq!(layer[4 * i + 3] == 255, p.0 == [0, 255, 0], "pixel {i}");
+        }
     }
 
     #[test]

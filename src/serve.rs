@@ -1,0 +1,183 @@
+//! `celnet serve`: serves the browser client (index.html, www/, pkg/) from a folder on this
+//! machine, with the MIME types, Content-Security-Policy and isolation headers it needs.
+//!
+//! Images never reach this server: the page computes everything in the browser. It only hands
+//! out the page's own static files, by default on the loopback interface.
+
+use std::fs::File;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+
+use crate::error::{CelnetError, Result};
+
+/// The page's Content-Security-Policy: nothing but its own origin, WebAssembly allowed, no
+/// inline scripts or styles. `index.html` carries the same policy in a meta tag (less
+/// `frame-ancestors`, which meta tags cannot set) for servers that send no headers.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; worker-src 'self'; \
+     font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// Files that must exist before the page can work.
+const REQUIRED: [&str; 3] = ["index.html", "pkg/celnet.js", "pkg/celnet_bg.wasm"];
+
+/// Serves `root` on `address` (e.g. `127.0.0.1:8080`) until the process ends.
+/// `on_ready` gets the bound address once the socket is listening.
+pub fn serve(root: &Path, address: &str, on_ready: impl FnOnce(&str)) -> Result<()> {
+    check_root(root)?;
+    let server = Server::http(address)
+        .map_err(|e| CelnetError::Serve(format!("cannot listen on {address}: {e}")))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| address.to_string(), |a| a.to_string());
+    on_ready(&bound);
+    for request in server.incoming_requests() {
+        if let Err(e) = respond(root, request) {
+            eprintln!("serve: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Fails with a clear message when `root` lacks the page or the generated wasm bindings.
+pub fn check_root(root: &Path) -> Result<()> {
+    for file in REQUIRED {
+        if !root.join(file).is_file() {
+            return Err(CelnetError::Serve(format!(
+                "{} is missing: build the browser client first (scripts/start.sh builds it), \
+                 or pass --root with the folder that holds index.html and pkg/",
+                root.join(file).display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The file a request path names under `root`: `/` is `index.html`; query strings and
+/// fragments are ignored; anything that would leave `root` (`..`, absolute parts) or names a
+/// hidden file is refused.
+pub fn resolve(root: &Path, url: &str) -> Option<PathBuf> {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let path = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_string()
+    };
+    let relative = Path::new(path.trim_start_matches('/'));
+    let safe = relative.components().all(|c| match c {
+        Component::Normal(part) => !part.to_string_lossy().starts_with('.'),
+        _ => false,
+    });
+    safe.then(|| root.join(relative))
+}
+
+/// The MIME type for a file name (`application/wasm` matters: streaming compilation needs it).
+pub fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "wasm" => "application/wasm",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "svg" => "image/svg+xml",
+        "ico" => "image/x-icon",
+        "webmanifest" => "application/manifest+json",
+        "bpk" => "application/octet-stream",
+        "md" | "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Headers sent with every response.
+pub fn security_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        // Cross-origin isolation: precise timers for the bench page, and nothing foreign loads.
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Cross-Origin-Embedder-Policy", "require-corp"),
+        ("Cross-Origin-Resource-Policy", "same-origin"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        // Revalidate every time: the service worker keeps the offline copy.
+        ("Cache-Control", "no-cache"),
+    ]
+}
+
+fn respond(root: &Path, request: Request) -> io::Result<()> {
+    let status = |code: u16, text: &str| {
+        Response::from_string(text)
+            .with_status_code(StatusCode(code))
+            .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+    };
+    if !matches!(request.method(), Method::Get | Method::Head) {
+        let response = status(405, "only GET and HEAD are served\n");
+        return request.respond(with_security_headers(response));
+    }
+    let Some(path) = resolve(root, request.url()) else {
+        return request.respond(with_security_headers(status(404, "not found\n")));
+    };
+    match File::open(&path) {
+        Ok(file) if path.is_file() => {
+            let response =
+                Response::from_file(file).with_header(header("Content-Type", content_type(&path)));
+            request.respond(with_security_headers(response))
+        }
+        _ => request.respond(with_security_headers(status(404, "not found\n"))),
+    }
+}
+
+fn with_security_headers<R: io::Read>(mut response: Response<R>) -> Response<R> {
+    for (name, value) in security_headers() {
+        response.add_header(header(name, value));
+    }
+    response
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_root() {
+        let root = Path::new("/srv/app");
+        assert_eq!(resolve(root, "/"), Some(root.join("index.html")));
+        assert_eq!(
+            resolve(root, "/index.html?backend=cpu"),
+            Some(root.join("index.html"))
+        );
+        assert_eq!(
+            resolve(root, "/pkg/celnet_bg.wasm"),
+            Some(root.join("pkg/celnet_bg.wasm"))
+        );
+        assert_eq!(resolve(root, "/www/"), Some(root.join("www/index.html")));
+        assert_eq!(resolve(root, "/../etc/passwd"), None);
+        assert_eq!(resolve(root, "/www/../../etc/passwd"), None);
+        assert_eq!(resolve(root, "/.git/config"), None);
+    }
+
+    #[test]
+    fn wasm_and_scripts_have_their_mime_types() {
+        assert_eq!(content_type(Path::new("a/b.wasm")), "application/wasm");
+        assert!(content_type(Path::new("app.js")).starts_with("text/javascript"));
+        assert!(content_type(Path::new("index.html")).starts_with("text/html"));
+    }
+
+    #[test]
+    fn the_page_meta_policy_matches_the_served_one() {
+        let page = include_str!("../index.html");
+        let served = CONTENT_SECURITY_POLICY.replace("; frame-ancestors 'none'", "");
+        assert!(
+            page.contains(&served),
+            "index.html's Content-Security-Policy meta tag must read: {served}"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+// The browser client in a real browser: Debian's chromium, headless, driven by playwright-core.
+// WebGPU runs on SwiftShader (a CPU implementation) when chromium gets --enable-unsafe-webgpu;
+// without that flag there is no adapter and the page must fall back to wasm CPU.
+//
+// Needs: target/release/celnet (cargo build --release), pkg/ (scripts/build-web.sh), chromium.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const CELNET = join(ROOT, 'target/release/celnet');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = join(ROOT, 'target/browser');
+const SAMPLE = join(ROOT, 'www/samples/patch0029612.jpg');
+const SAMPLE_NORMAL = join(ROOT, 'www/samples/patch0029847.jpg');
+const TIMEOUT = 240_000;
+
+const BASE_FLAGS = [
+  '--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-dev-shm-usage',
+  '--disable-default-apps', '--metrics-recording-only', '--no-pings',
+];
+const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
+
+let server;
+let origin;
+const native = {};
+
+function startServer() {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(CELNET, ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      const match = out.match(/at (http:\/\/[^/\s]+)\//);
+      if (match) resolvePromise({ child, origin: match[1] });
+    });
+    child.on('exit', (code) => reject(new Error(`celnet serve exited with ${code}: ${out}`)));
+  });
+}
+
+function nativeReference(file) {
+  const predicted = JSON.parse(execFileSync(CELNET, ['predict', '--json', file], { encoding: 'utf8' }));
+  const out = mkdtempSync(join(tmpdir(), 'celnet-explain-'));
+  execFileSync(CELNET, ['explain', file, '-o', out, '--raw'], { encoding: 'utf8' });
+  const maps = JSON.parse(readFileSync(join(out, 'maps.json'), 'utf8'));
+  const record = Array.isArray(predicted) ? predicted[0] : predicted;
+  return { probability: record.probability, celm: maps.celm };
+}
+
+// A PNG whose header claims width x height and holds no pixel data.
+function pngClaiming(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (bytes) => {
+    let c = 0xffffffff;
+    for (const b of bytes) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const ihdr = Buffer.alloc(17);
+  ihdr.write('IHDR', 0, 'ascii');
+  ihdr.writeUInt32BE(width, 4);
+  ihdr.writeUInt32BE(height, 8);
+  ihdr.set([8, 2, 0, 0, 0], 12);
+  const chunk = Buffer.alloc(25);
+  chunk.writeUInt32BE(13, 0);
+  ihdr.copy(chunk, 4);
+  chunk.writeUInt32BE(crc(ihdr), 21);
+  const iend = Buffer.from([0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk, iend]);
+}
+
+// A browser context that records every request and refuses any that leaves the page's origin.
+async function openPage(flags, query) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, ...flags] });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, serviceWorkers: 'block' });
+  const foreign = [];
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (new URL(url).origin === origin || url.startsWith('blob:') || url.startsWith('data:')) return route.continue();
+    foreign.push(url);
+    return route.abort();
+  });
+  context.on('request', (request) => {
+    const url = request.url();
+    if (!url.startsWith(origin) && !url.startsWith('blob:') && !url.startsWith('data:')) foreign.push(url);
+  });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  await page.goto(`${origin}/${query}`);
+  await page.waitForFunction(() => document.body.dataset.backend, null, { timeout: TIMEOUT });
+  return { browser, page, foreign, consoleErrors };
+}
+
+async function explainSample(page, file, count) {
+  await page.setInputFiles('#file-input', file);
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="result"]').length >= n, count, { timeout: TIMEOUT });
+  const card = page.locator('[data-testid="result"]').first();
+  const probability = Number(await card.getAttribute('data-probability'));
+  const backend = await card.getAttribute('data-backend');
+  const celm = await page.evaluate(() => Array.from(window.celnet.results.at(-1).rendered.celm));
+  return { probability, backend, celm };
+}
+
+function meanAbsoluteDifference(a, b) {
+  assert.equal(a.length, b.length, 'map sizes differ');
+  return a.reduce((sum, v, i) => sum + Math.abs(v - b[i]), 0) / a.length;
+}
+
+function checkAgainstNative(result, reference, backend) {
+  assert.equal(result.backend, backend);
+  assert.ok(Math.abs(result.probability - reference.probability) < 1e-3,
+    `probability ${result.probability} vs native ${reference.probability}`);
+  const mad = meanAbsoluteDifference(result.celm, reference.celm);
+  assert.ok(mad < 1e-2, `CELM mean absolute difference ${mad}`);
+}
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  native.tumour = nativeReference(SAMPLE);
+  native.normal = nativeReference(SAMPLE_NORMAL);
+  ({ child: server, origin } = await startServer());
+});
+
+after(() => server && server.kill());
+
+describe('WebGPU path (SwiftShader)', { timeout: 4 * TIMEOUT }, () => {
+  let session;
+  before(async () => { session = await openPage(WEBGPU_FLAGS, '?backend=webgpu'); });
+  after(async () => session && session.browser.close());
+
+  test('reports WebGPU and matches native predict and explain', async () => {
+    const { page } = session;
+    assert.equal(await page.evaluate(() => document.body.dataset.backend), 'webgpu');
+    assert.match(await page.textContent('#status'), /WebGPU/);
+    checkAgainstNative(await explainSample(page, SAMPLE, 1), native.tumour, 'webgpu');
+  });
+
+  test('sliders re-fuse the overlay without another inference', async () => {
+    const { page } = session;
+    const inferences = await page.getAttribute('#results', 'data-inferences');
+    const pixels = () => page.evaluate(() => {
+      const r = window.celnet.results.at(-1);
+      return ['overlay', 'regions'].map((k) => r.canvases[k].toDataURL());
+    });
+    const before = await pixels();
+    const setSlider = (id, value) => page.evaluate(([id, value]) => {
+      const el = document.getElementById(id);
+      el.value = value;
+      el.dispatchEvent(new Event('input', { bubbles: true }));
+    }, [id, value]);
+    await setSlider('threshold', '0.2');
+    await setSlider('alpha', '0.9');
+    await page.waitForFunction(() => window.celnet.results.at(-1).rendered.params.threshold === 0.2);
+    const afterRefuse = await pixels();
+    assert.notEqual(afterRefuse[0], before[0], 'overlay unchanged after moving a and the threshold');
+    assert.notEqual(afterRefuse[1], before[1], 'regions unchanged after moving the threshold');
+    await setSlider('opacity', '0.1');
+    await page.waitForFunction((old) => window.celnet.results.at(-1).canvases.overlay.toDataURL() !== old, afterRefuse[0]);
+    assert.equal(await page.getAttribute('#results', 'data-inferences'), inferences);
+    await page.screenshot({ path: join(SHOTS, 'results-webgpu.png'), fullPage: true });
+  });
+
+  test('no request left the page origin', () => {
+    assert.deepEqual(session.foreign, []);
+  });
+});
+
+describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => {
+  let session;
+  before(async () => { session = await openPage([], ''); });
+  after(async () => session && session.browser.close());
+
+  test('falls back to CPU, says so, and matches native', async () => {
+    const { page } = session;
+    assert.equal(await page.evaluate(() => document.body.dataset.backend), 'cpu');
+    assert.match(await page.textContent('#status'), /CPU .*no WebGPU/);
+    checkAgainstNative(await explainSample(page, SAMPLE, 1), native.tumour, 'cpu');
+    checkAgainstNative(await explainSample(page, SAMPLE_NORMAL, 2), native.normal, 'cpu');
+  });
+
+  test('bad files show an error and the page keeps working', async () => {
+    const { page } = session;
+    const jpeg = readFileSync(SAMPLE);
+    await page.setInputFiles('#file-input', [
+      { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('this is not an image\n') },
+      { name: 'truncated.jpg', mimeType: 'image/jpeg', buffer: jpeg.subarray(0, jpeg.length >> 1) },
+      { name: 'huge.png', mimeType: 'image/png', buffer: pngClaiming(20000, 20000) },
+    ]);
+    const errors = page.getByTestId('error');
+    for (const name of ['notes.png', 'truncated.jpg', 'huge.png']) {
+      await errors.getByText(name).waitFor({ timeout: TIMEOUT });
+    }
+    assert.ok(await errors.isVisible());
+    await page.screenshot({ path: join(SHOTS, 'errors-cpu.png'), fullPage: true });
+    const count = await page.locator('[data-testid="result"]').count();
+    const after = await explainSample(page, SAMPLE, count + 1);
+    assert.equal(after.backend, 'cpu');
+  });
+
+  test('?backend=cpu is honoured even where WebGPU exists', async () => {
+    const forced = await openPage(WEBGPU_FLAGS, '?backend=cpu');
+    try {
+      assert.equal(await forced.page.evaluate(() => document.body.dataset.backend), 'cpu');
+    } finally {
+      await forced.browser.close();
+    }
+  });
+
+  test('no request left the page origin', () => {
+    assert.deepEqual(session.foreign, []);
+  });
+});

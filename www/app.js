@@ -1,0 +1,493 @@
+// The page: files in, result cards out. Inference runs in the worker (engine.js); re-fusing the
+// evidence for new slider positions runs here, in the page's own wasm instance, without any
+// new gradient pass.
+
+import init, { render, default_params, colormap_legend } from '../pkg/celnet.js';
+import { Engine } from './engine.js';
+
+const MAX_FILE_BYTES = 256 * 1024 * 1024;
+const PANELS = [
+  ['input', 'Input'],
+  ['overlay', 'Evidence overlay'],
+  ['regions', 'Regions'],
+  ['cam2', 'CAM2'],
+  ['cam3', 'CAM3'],
+  ['csm', 'CSM'],
+  ['celm', 'CELM'],
+];
+
+const $ = (id) => document.getElementById(id);
+const engine = new Engine();
+const results = [];
+let ready = null; // resolves when the engine (worker) has started
+let pageWasm = null; // resolves when this page's own wasm instance (for render) is ready
+let userWeights = null; // {bytes, name}: re-applied if the worker restarts
+let inferences = 0;
+let params = null;
+const sliders = ['alpha', 'beta', 'threshold', 'sigma'];
+
+// A read-only window on the page's state for the browser console and the browser tests.
+window.celnet = { results, engine };
+
+function requestedBackend() {
+  const value = new URLSearchParams(location.search).get('backend');
+  return value === 'webgpu' || value === 'cpu' ? value : 'auto';
+}
+
+// ---------- status, errors, progress ----------
+
+function setStatus(text, busy = false) {
+  $('status').replaceChildren();
+  if (busy) {
+    const spinner = document.createElement('span');
+    spinner.className = 'spinner';
+    spinner.setAttribute('aria-hidden', 'true');
+    $('status').append(spinner, ' ');
+  }
+  $('status').append(text);
+}
+
+function describeEngine(info) {
+  const name = info.backend === 'webgpu' ? `WebGPU (${info.adapter})` : 'CPU (WebAssembly)';
+  const why = info.reason ? ` — ${info.reason}` : '';
+  return `Backend: ${name}${why}. Weights: ${info.weights}. Ready (warm-up ${Math.round(info.warmup_ms)} ms).`;
+}
+
+function showError(message) {
+  const item = document.createElement('li');
+  item.textContent = message;
+  $('error-list').append(item);
+  $('errors').hidden = false;
+}
+
+function setProgress(done, total) {
+  $('progress-row').hidden = total === 0 || done === total;
+  $('progress').max = Math.max(total, 1);
+  $('progress').value = done;
+  $('progress-text').textContent = `${done} / ${total}`;
+}
+
+// ---------- engine ----------
+
+async function startEngine(backend) {
+  setStatus('Starting the engine (loading the model, compiling kernels)…', true);
+  const info = await engine.start(backend);
+  if (userWeights) {
+    const { weights } = await engine.call('weights', userWeights);
+    info.weights = weights;
+  }
+  setStatus(describeEngine(info));
+  document.body.dataset.backend = info.backend;
+  return info;
+}
+
+// Runs `type` on the worker; if the wasm instance crashed on WebGPU (e.g. a lost device),
+// continues on CPU with a fresh worker and retries once.
+async function callEngine(type, payload) {
+  await ready;
+  try {
+    return await engine.call(type, payload);
+  } catch (e) {
+    if (!e.fatal) throw e;
+    const was = engine.info && engine.info.backend;
+    ready = startEngine('cpu').then((info) => {
+      info.reason = `${was === 'webgpu' ? 'WebGPU' : 'the engine'} failed (${e.message}); continuing on CPU`;
+      setStatus(describeEngine(info));
+      return info;
+    });
+    await ready;
+    return engine.call(type, payload);
+  }
+}
+
+// ---------- files ----------
+
+let queue = Promise.resolve();
+let queued = 0;
+let finished = 0;
+
+function addFiles(files) {
+  const list = [...files];
+  if (list.length === 0) return;
+  queued += list.length;
+  setProgress(finished, queued);
+  for (const file of list) {
+    queue = queue.then(() => processFile(file)).finally(() => {
+      finished += 1;
+      setProgress(finished, queued);
+    });
+  }
+}
+
+async function processFile(file, truth) {
+  try {
+    if (file.size > MAX_FILE_BYTES) {
+      throw new Error(`the file is ${(file.size / 1e6).toFixed(0)} MB; the limit is ${MAX_FILE_BYTES / 1e6} MB`);
+    }
+    const bytes = await file.arrayBuffer();
+    await explainBytes(file.name, bytes, truth);
+  } catch (e) {
+    showError(`${file.name}: ${e.message}`);
+  }
+}
+
+async function explainBytes(name, bytes, truth, card = null) {
+  const explained = await callEngine('explain', { bytes });
+  await pageWasm;
+  inferences += 1;
+  $('results').dataset.inferences = String(inferences);
+  const result = card ? results.find((r) => r.card === card) : { name, bytes, truth };
+  result.explained = explained;
+  result.input = new ImageData(explained.input, explained.width, explained.height);
+  if (!card) results.push(result);
+  draw(result);
+  $('export-all').disabled = false;
+}
+
+// ---------- drawing ----------
+
+function canvasFor(width, height) {
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  return canvas;
+}
+
+function layerCanvas(bytes, width, height) {
+  const canvas = canvasFor(width, height);
+  canvas.getContext('2d').putImageData(new ImageData(bytes, width, height), 0, 0);
+  return canvas;
+}
+
+function paint(result) {
+  const { width, height } = result.explained;
+  const layers = result.rendered.layers;
+  const input = canvasFor(width, height);
+  input.getContext('2d').putImageData(result.input, 0, 0);
+  const heat = layerCanvas(layers.heat, width, height);
+  const outline = layerCanvas(layers.outline, width, height);
+  const opacity = Number($('opacity').value);
+  const canvases = result.canvases;
+
+  const draw = (key, painter) => {
+    const ctx = canvases[key].getContext('2d');
+    ctx.clearRect(0, 0, width, height);
+    painter(ctx);
+  };
+  draw('input', (ctx) => ctx.drawImage(input, 0, 0));
+  draw('overlay', (ctx) => {
+    ctx.drawImage(input, 0, 0);
+    ctx.globalAlpha = opacity;
+    ctx.drawImage(heat, 0, 0);
+    ctx.globalAlpha = 1;
+    ctx.drawImage(outline, 0, 0);
+  });
+  draw('regions', (ctx) => {
+    ctx.drawImage(input, 0, 0);
+    ctx.drawImage(outline, 0, 0);
+  });
+  for (const key of ['cam2', 'cam3', 'csm', 'celm']) {
+    draw(key, (ctx) => ctx.putImageData(new ImageData(layers[key], width, height), 0, 0));
+  }
+}
+
+function describeRegions(regions) {
+  if (regions.length === 0) return 'No evidence region at this threshold.';
+  const parts = regions.slice(0, 3).map(
+    (r) => `${r.area} px at (${r.bbox.x0}, ${r.bbox.y0}), mean evidence ${r.mean_evidence.toFixed(2)}`,
+  );
+  const more = regions.length > 3 ? `, and ${regions.length - 3} more` : '';
+  return `${regions.length} region${regions.length > 1 ? 's' : ''}: ${parts.join('; ')}${more}.`;
+}
+
+function buildCard(result) {
+  const { width, height } = result.explained;
+  const card = document.createElement('article');
+  card.className = 'card';
+  const title = document.createElement('h2');
+  const verdict = document.createElement('p');
+  verdict.className = 'verdict';
+  const meta = document.createElement('p');
+  meta.className = 'meta';
+  const regions = document.createElement('p');
+  regions.className = 'regions';
+  const panels = document.createElement('div');
+  panels.className = 'panels';
+  result.canvases = {};
+  for (const [key, label] of PANELS) {
+    const figure = document.createElement('figure');
+    const canvas = canvasFor(width, height);
+    canvas.setAttribute('role', 'img');
+    canvas.setAttribute('aria-label', `${label} of ${result.name}`);
+    canvas.dataset.panel = key;
+    const caption = document.createElement('figcaption');
+    caption.textContent = label;
+    figure.append(canvas, caption);
+    panels.append(figure);
+    result.canvases[key] = canvas;
+  }
+  const actions = document.createElement('div');
+  actions.className = 'actions';
+  const button = (text, onClick) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = text;
+    b.addEventListener('click', onClick);
+    actions.append(b);
+  };
+  button('Overlay PNG', () => downloadCanvas(result.canvases.overlay, `${stem(result.name)}-overlay.png`));
+  button('Maps PNG', () => downloadCanvas(sheet(result), `${stem(result.name)}-maps.png`));
+  button('JSON', () => downloadJson(summary(result, true), `${stem(result.name)}-celm.json`));
+  card.append(title, verdict, meta, regions, panels, actions);
+  result.card = card;
+  result.parts = { title, verdict, meta, regions };
+  $('results').prepend(card);
+}
+
+function draw(result) {
+  result.rendered = render(result.explained.evidence, params);
+  if (!result.card) buildCard(result);
+  const { explained, rendered, parts, card } = result;
+  const p = explained.probability;
+  parts.title.textContent = result.name;
+  parts.verdict.textContent = `${(100 * p).toFixed(1)}% — ${p >= 0.5 ? 'metastasis likely' : 'no metastasis detected'}`;
+  parts.verdict.classList.toggle('positive', p >= 0.5);
+  const truth = result.truth === undefined ? '' : ` · PCam label: ${result.truth ? 'tumour' : 'normal'}`;
+  parts.meta.textContent = `${explained.width}x${explained.height} px · ${explained.backend === 'webgpu' ? 'WebGPU' : 'CPU'} · ${Math.round(explained.timings.total_ms)} ms · weights: ${explained.weights}${truth}`;
+  parts.regions.textContent = describeRegions(rendered.regions);
+  card.dataset.testid = 'result';
+  card.dataset.probability = String(p);
+  card.dataset.backend = explained.backend;
+  paint(result);
+}
+
+// ---------- export ----------
+
+const stem = (name) => name.replace(/\.[^.]*$/, '') || 'image';
+
+function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function downloadCanvas(canvas, name) {
+  canvas.toBlob((blob) => download(blob, name), 'image/png');
+}
+
+function downloadJson(value, name) {
+  download(new Blob([JSON.stringify(value, null, 1)], { type: 'application/json' }), name);
+}
+
+// All panels side by side with captions, for a report.
+function sheet(result) {
+  const { width, height } = result.explained;
+  const caption = 18;
+  const out = canvasFor(width * PANELS.length, height + caption);
+  const ctx = out.getContext('2d');
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.fillStyle = '#000';
+  ctx.font = '12px sans-serif';
+  PANELS.forEach(([key, label], i) => {
+    ctx.drawImage(result.canvases[key], i * width, 0);
+    ctx.fillText(label, i * width + 2, height + 13);
+  });
+  return out;
+}
+
+function summary(result, withMap) {
+  const { explained, rendered } = result;
+  const value = {
+    file: result.name,
+    probability: explained.probability,
+    logit: explained.logit,
+    label: explained.probability >= 0.5 ? 'metastasis' : 'normal',
+    backend: explained.backend,
+    weights: explained.weights,
+    width: explained.width,
+    height: explained.height,
+    timings_ms: explained.timings,
+    params: rendered.params,
+    regions: rendered.regions,
+  };
+  if (withMap) value.celm = Array.from(rendered.celm, (v) => Math.round(v * 1e4) / 1e4);
+  return value;
+}
+
+// ---------- controls ----------
+
+let redrawPending = false;
+function scheduleRedraw(refuse) {
+  if (refuse) params = readParams();
+  if (redrawPending) return;
+  redrawPending = true;
+  requestAnimationFrame(() => {
+    redrawPending = false;
+    for (const result of results) {
+      try {
+        if (refuse) draw(result);
+        else paint(result);
+      } catch (e) {
+        showError(`${result.name}: ${e.message}`);
+      }
+    }
+  });
+}
+
+function readParams() {
+  const value = {};
+  for (const name of sliders) {
+    value[name] = Number($(name).value);
+    $(`${name}-value`).textContent = $(name).value;
+  }
+  $('opacity-value').textContent = $('opacity').value;
+  return value;
+}
+
+function setParams(values) {
+  for (const name of sliders) $(name).value = String(values[name]);
+  params = readParams();
+}
+
+function drawLegend() {
+  const ramp = colormap_legend();
+  $('legend').getContext('2d').putImageData(new ImageData(ramp, 256, 1), 0, 0);
+}
+
+async function loadSamples() {
+  const response = await fetch('www/samples/samples.json');
+  const { samples } = await response.json();
+  for (const sample of samples) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'sample';
+    const label = sample.label ? 'tumour' : 'normal';
+    button.title = `${sample.file} (PCam label: ${label})`;
+    button.setAttribute('aria-label', `Explain sample ${sample.file}, PCam label ${label}`);
+    const img = document.createElement('img');
+    img.src = `www/samples/${sample.file}`;
+    img.alt = '';
+    button.append(img);
+    button.addEventListener('click', async () => {
+      try {
+        const bytes = await (await fetch(img.src)).arrayBuffer();
+        await explainBytes(sample.file, bytes, sample.label);
+      } catch (e) {
+        showError(`${sample.file}: ${e.message}`);
+      }
+    });
+    $('gallery').append(button);
+  }
+}
+
+async function loadWeights(file) {
+  try {
+    const bytes = await file.arrayBuffer();
+    await ready;
+    const { weights } = await engine.call('weights', { bytes, name: file.name });
+    userWeights = { bytes, name: file.name };
+    engine.info.weights = weights;
+    setStatus(describeEngine(engine.info));
+    await rerunAll();
+  } catch (e) {
+    showError(`weights ${file.name}: ${e.message}`);
+  }
+}
+
+async function resetWeights() {
+  try {
+    await ready;
+    const { weights } = await engine.call('resetWeights');
+    userWeights = null;
+    engine.info.weights = weights;
+    setStatus(describeEngine(engine.info));
+    await rerunAll();
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+// New weights: explain every image already on the page again.
+async function rerunAll() {
+  for (const result of [...results]) {
+    await explainBytes(result.name, result.bytes, result.truth, result.card);
+  }
+}
+
+function wireControls() {
+  const input = $('file-input');
+  input.addEventListener('change', () => {
+    addFiles(input.files);
+    input.value = '';
+  });
+  const zone = $('drop-zone');
+  zone.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    zone.classList.add('over');
+  });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (e) => {
+    e.preventDefault();
+    zone.classList.remove('over');
+    addFiles(e.dataTransfer.files);
+  });
+  // Dropping anywhere else must not navigate away from the page.
+  window.addEventListener('dragover', (e) => e.preventDefault());
+  window.addEventListener('drop', (e) => e.preventDefault());
+
+  for (const name of sliders) $(name).addEventListener('input', () => scheduleRedraw(true));
+  $('opacity').addEventListener('input', () => {
+    readParams();
+    scheduleRedraw(false);
+  });
+  $('reset-params').addEventListener('click', () => {
+    setParams(default_params());
+    scheduleRedraw(true);
+  });
+  $('clear-errors').addEventListener('click', () => {
+    $('error-list').replaceChildren();
+    $('errors').hidden = true;
+  });
+  const select = $('backend-select');
+  select.value = requestedBackend();
+  select.addEventListener('change', () => {
+    const url = new URL(location.href);
+    if (select.value === 'auto') url.searchParams.delete('backend');
+    else url.searchParams.set('backend', select.value);
+    location.assign(url);
+  });
+  const weights = $('weights-input');
+  weights.addEventListener('change', () => {
+    if (weights.files[0]) loadWeights(weights.files[0]);
+    weights.value = '';
+  });
+  $('reset-weights').addEventListener('click', resetWeights);
+  $('export-all').addEventListener('click', () =>
+    downloadJson(results.map((r) => summary(r, false)), 'celnet-results.json'));
+}
+
+async function main() {
+  wireControls();
+  ready = startEngine(requestedBackend());
+  ready.catch((e) => {
+    setStatus('The engine could not start.');
+    showError(`engine: ${e.message}`);
+  });
+  pageWasm = init().then(() => {
+    setParams(default_params());
+    drawLegend();
+  });
+  await pageWasm;
+  await loadSamples().catch((e) => showError(`samples: ${e.message}`));
+  if ('serviceWorker' in navigator && window.isSecureContext) {
+    navigator.serviceWorker.register('sw.js').catch(() => {
+      // Offline use is a convenience; the page works without it.
+    });
+  }
+}
+
+main().catch((e) => showError(e.message));

@@ -1,0 +1,134 @@
+// Inference worker: owns the wasm Session (WebGPU or wasm CPU) so the page never freezes.
+// Protocol: every request is {id, type, ...}; every reply is {id, ok, result} or
+// {id, ok: false, message, fatal}. `fatal` means the wasm instance crashed (for example a lost
+// GPU device): the page replaces this worker with a CPU one.
+
+import init, { Session } from '../pkg/celnet.js';
+
+let session = null;
+let queue = Promise.resolve();
+
+// Picks a backend. `requested` is 'webgpu', 'cpu' or 'auto'. Automatic choice takes WebGPU only
+// on a hardware adapter: a software fallback adapter (SwiftShader) is ~20x slower than wasm CPU.
+async function chooseBackend(requested) {
+  if (requested === 'cpu') return { backend: 'cpu', reason: 'CPU requested' };
+  if (!('gpu' in navigator)) return { backend: 'cpu', reason: 'this browser has no WebGPU' };
+  let adapter = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    return { backend: 'cpu', reason: `WebGPU adapter request failed: ${e.message}` };
+  }
+  if (!adapter) return { backend: 'cpu', reason: 'no WebGPU adapter' };
+  const info = adapter.info || {};
+  const software = Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter);
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+  if (software && requested !== 'webgpu') {
+    return { backend: 'cpu', reason: `the WebGPU adapter (${name || 'software'}) is a software fallback; CPU is faster` };
+  }
+  return { backend: 'webgpu', adapter: name || 'unknown adapter', reason: '' };
+}
+
+// A grey glimpse: compiles kernels and shaders before the first real image.
+function warmupImage() {
+  // A 96x96 mid-grey 24-bit BMP, built by hand so no file is fetched.
+  const w = 96, h = 96, row = w * 3, size = 54 + row * h;
+  const bytes = new Uint8Array(size);
+  const view = new DataView(bytes.buffer);
+  bytes.set([0x42, 0x4d]);
+  view.setUint32(2, size, true);
+  view.setUint32(10, 54, true);
+  view.setUint32(14, 40, true);
+  view.setInt32(18, w, true);
+  view.setInt32(22, h, true);
+  view.setUint16(26, 1, true);
+  view.setUint16(28, 24, true);
+  view.setUint32(34, row * h, true);
+  bytes.fill(170, 54);
+  return bytes;
+}
+
+async function start({ backend: requested }) {
+  await init();
+  const choice = await chooseBackend(requested);
+  let reason = choice.reason;
+  try {
+    session = await Session.create(choice.backend);
+  } catch (e) {
+    if (choice.backend !== 'webgpu') throw e;
+    reason = `WebGPU failed to start (${e.message}); using CPU`;
+    session = await Session.create('cpu');
+  }
+  const t0 = performance.now();
+  await session.explain(warmupImage());
+  return {
+    backend: session.backend,
+    reason,
+    adapter: session.backend === 'webgpu' ? choice.adapter : '',
+    weights: session.weights,
+    warmup_ms: performance.now() - t0,
+  };
+}
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function bench({ bytes, runs }) {
+  const image = new Uint8Array(bytes);
+  await session.predict(image);
+  await session.explain(image);
+  const time = async (f) => {
+    const t = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await f(image);
+      t.push(performance.now() - t0);
+    }
+    return t;
+  };
+  const predict = await time((x) => session.predict(x));
+  const explain = await time((x) => session.explain(x));
+  return {
+    backend: session.backend,
+    runs,
+    predict_ms: predict,
+    explain_ms: explain,
+    predict_median_ms: median(predict),
+    explain_median_ms: median(explain),
+  };
+}
+
+const handlers = {
+  start,
+  explain: ({ bytes }) => session.explain(new Uint8Array(bytes)),
+  predict: ({ bytes }) => session.predict(new Uint8Array(bytes)),
+  weights: ({ bytes, name }) => {
+    session.load_weights(new Uint8Array(bytes), name);
+    return { weights: session.weights };
+  },
+  resetWeights: () => {
+    session.reset_weights();
+    return { weights: session.weights };
+  },
+  bench,
+};
+
+self.onmessage = ({ data }) => {
+  // One request at a time: the session is not re-entrant.
+  queue = queue.then(async () => {
+    try {
+      const handler = handlers[data.type];
+      if (!handler) throw new Error(`unknown request ${data.type}`);
+      if (data.type !== 'start' && !session) throw new Error('the engine has not started');
+      const result = await handler(data);
+      const transfer = result && result.input ? [result.input.buffer] : [];
+      self.postMessage({ id: data.id, ok: true, result }, transfer);
+    } catch (e) {
+      const fatal = e instanceof WebAssembly.RuntimeError;
+      self.postMessage({ id: data.id, ok: false, message: String(e && e.message || e), fatal });
+    }
+  });
+};
