@@ -125,6 +125,15 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Average the weights of several networks from one training run (e.g. checkpoints).
+    Average {
+        /// Burnpack weight files.
+        #[arg(required = true, num_args = 2..)]
+        weights: Vec<PathBuf>,
+        /// Output weights file.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
     /// Serve the browser client (index.html, www/, pkg/) to a browser on this machine.
     Serve {
         /// TCP port (0 picks a free one).
@@ -489,6 +498,17 @@ fn eval(dir: &Path, json: bool, roc: &Path, args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
+fn average(files: &[PathBuf], out: &Path) -> Result<()> {
+    let device = Device::flex();
+    let models = files
+        .iter()
+        .map(|f| weights::load_file(f, &device))
+        .collect::<Result<Vec<_>>>()?;
+    weights::save_file(celnet::train::average_weights(models)?, out)?;
+    println!("averaged {} networks into {}", files.len(), out.display());
+    Ok(())
+}
+
 fn run_serve(root: &Path, host: &str, port: u16) -> Result<()> {
     serve::serve(root, &format!("{host}:{port}"), |address| {
         println!(
@@ -523,6 +543,7 @@ fn main() -> ExitCode {
             roc,
             model,
         } => eval(dir, *json, roc, model).map(|_| true),
+        Command::Average { weights, out } => average(weights, out).map(|_| true),
         Command::Serve { port, host, root } => run_serve(root, host, *port).map(|_| true),
     };
     match outcome {

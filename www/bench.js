@@ -55,7 +55,10 @@ async function main() {
   $('agent').textContent = `Browser: ${navigator.userAgent}; ${navigator.hardwareConcurrency} logical cores.`;
   const bytes = await (await fetch(SAMPLE)).arrayBuffer();
   const results = [];
-  for (const backend of ['cpu', 'webgpu']) {
+  // ?backend=cpu or ?backend=webgpu measures one backend only (SwiftShader WebGPU is slow).
+  const only = new URLSearchParams(location.search).get('backend');
+  const backends = ['cpu', 'webgpu'].filter((b) => !only || b === only);
+  for (const backend of backends) {
     const result = await benchBackend(backend, bytes.slice(0));
     results.push(result);
     row(result);
@@ -67,4 +70,5 @@ async function main() {
 
 main().catch((e) => {
   $('status').textContent = `Benchmark failed: ${e.message}`;
+  document.body.dataset.report = JSON.stringify({ error: e.message });
 });

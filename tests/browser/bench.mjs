@@ -1,0 +1,42 @@
+// Runs www/bench.html in headless chromium (WebGPU on SwiftShader enabled) and writes the
+// report to target/browser/bench.json. Not a test: `node tests/browser/bench.mjs [cpu|webgpu]`,
+// with target/release/celnet and pkg/ built. WebGPU on SwiftShader takes several minutes.
+
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const server = spawn(join(ROOT, 'target/release/celnet'), ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
+const origin = await new Promise((ok) => {
+  let out = '';
+  server.stdout.on('data', (chunk) => {
+    out += chunk;
+    const match = out.match(/at (http:\/\/[^/\s]+)\//);
+    if (match) ok(match[1]);
+  });
+});
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--disable-background-networking'],
+});
+try {
+  const page = await browser.newPage();
+  const only = process.argv[2] ? `?backend=${process.argv[2]}` : '';
+  await page.goto(`${origin}/www/bench.html${only}`);
+  await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 3_600_000 });
+  const report = JSON.parse(await page.evaluate(() => document.body.dataset.report));
+  if (report.error) throw new Error(`bench page: ${report.error}`);
+  mkdirSync(join(ROOT, 'target/browser'), { recursive: true });
+  writeFileSync(join(ROOT, 'target/browser/bench.json'), JSON.stringify(report, null, 1));
+  await page.screenshot({ path: join(ROOT, 'target/browser/bench.png'), fullPage: true });
+  for (const r of report.results) {
+    console.log(r.skipped ? `${r.backend}: ${r.skipped}`
+      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms`);
+  }
+  console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped; ${report.user_agent}`);
+} finally {
+  await browser.close();
+  server.kill();
+}
