@@ -120,6 +120,20 @@ pub struct Explanation {
     pub params: CelmParams,
 }
 
+impl Explanation {
+    /// The five maps with their names (`cam2`, `cam3`, `csm`, `mc`, `celm`), for writers and
+    /// renderers that treat them alike.
+    pub fn named_maps(&self) -> [(&'static str, &Map); 5] {
+        [
+            ("cam2", &self.cam2),
+            ("cam3", &self.cam3),
+            ("csm", &self.csm),
+            ("mc", &self.mc),
+            ("celm", &self.celm),
+        ]
+    }
+}
+
 /// Numerically stable logistic function.
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {

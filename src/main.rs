@@ -332,13 +332,7 @@ fn explain(
 
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
     write_png(&image, &out.join("input.png"))?;
-    for (name, map) in [
-        ("cam2", &explanation.cam2),
-        ("cam3", &explanation.cam3),
-        ("csm", &explanation.csm),
-        ("mc", &explanation.mc),
-        ("celm", &explanation.celm),
-    ] {
+    for (name, map) in explanation.named_maps() {
         write_png(&render::colormap(map), &out.join(format!("{name}.png")))?;
     }
     write_png(

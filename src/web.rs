@@ -178,13 +178,7 @@ pub fn render(evidence: JsValue, params: JsValue) -> Result<JsValue, JsError> {
         &js_sys::Float32Array::from(&explanation.celm.data[..]),
     )?;
     let layers = Object::new();
-    for (name, map) in [
-        ("cam2", &explanation.cam2),
-        ("cam3", &explanation.cam3),
-        ("csm", &explanation.csm),
-        ("mc", &explanation.mc),
-        ("celm", &explanation.celm),
-    ] {
+    for (name, map) in explanation.named_maps() {
         set(&layers, name, &bytes(&render::colormap_rgba(map)))?;
     }
     set(
