@@ -18,7 +18,7 @@ use crate::guided::ReluKind;
 use crate::input::{check_size, to_tensor_data};
 use crate::maps::{Map, luma, scaled_to_unit};
 use crate::model::Celnet;
-use crate::regions::{Mask, Region, describe_regions, label_components};
+use crate::regions::{Labels, Mask, Region, describe_regions, label_components};
 
 /// The largest image explained in one pass (about 1 megapixel): activations of every layer are
 /// kept for the backward passes, so memory grows with the area.
@@ -42,13 +42,15 @@ pub struct CelmParams {
     pub min_region_area: usize,
 }
 
+/// Defaults of `alpha`, `beta`, `threshold` and `sigma`: the best region F1 of a grid search
+/// (`celnet localize-tune`) on 300 mosaics from the validation split; README, "Localisation".
 impl Default for CelmParams {
     fn default() -> Self {
         Self {
-            alpha: 0.5,
-            beta: 0.5,
-            threshold: 0.5,
-            sigma: 2.0,
+            alpha: 0.25,
+            beta: 0.25,
+            threshold: 0.4,
+            sigma: 0.0,
             mask_sigma: 1.0,
             min_region_area: 16,
         }
@@ -134,6 +136,25 @@ impl Explanation {
     }
 }
 
+/// The cancer activation map `Mc = a CAM3 + (1 - a) CAM2`.
+pub fn activation_map(cam2: &Map, cam3: &Map, alpha: f32) -> Map {
+    cam3.zip_with(cam2, |c3, c2| alpha * c3 + (1.0 - alpha) * c2)
+}
+
+/// The evidence map `M = b (Mc * Ms) + (1 - b) Mc`: the activation map, partly gated by the
+/// saliency map.
+pub fn evidence_map(mc: &Map, csm: &Map, beta: f32) -> Map {
+    mc.zip_with(csm, |m, s| beta * m * s + (1.0 - beta) * m)
+}
+
+/// The region mask of any evidence-like map (thresholded at `params.threshold`, smoothed with
+/// `params.mask_sigma`) and its connected components.
+pub fn region_mask(map: &Map, params: &CelmParams) -> (Mask, Labels) {
+    let mask = Mask::threshold(map, params.threshold).smoothed(params.mask_sigma);
+    let labels = label_components(&mask);
+    (mask, labels)
+}
+
 /// Numerically stable logistic function.
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
@@ -151,10 +172,16 @@ impl Evidence {
         (up(&self.cam2), up(&self.cam3))
     }
 
-    /// The CSM: guided gradient scaled to [0, 1] over all channels, grey by luma, smoothed with
-    /// `sigma`, rescaled to [0, 1].
+    /// The CSM: the guided gradient's magnitude scaled to [0, 1] over all channels, grey by
+    /// luma, smoothed with `sigma`, rescaled to [0, 1].
+    ///
+    /// The magnitude, because the sign only says whether brighter or darker pixels would raise
+    /// the score: dark tumour nuclei mostly get negative gradients. Min-max scaling the signed
+    /// gradient instead turned the CSM into a flat field with dark spots on those nuclei (pixel
+    /// AUROC 0.47 against the tumour mask on held-out mosaics, against 0.62 for the magnitude).
     pub fn csm(&self, sigma: f32) -> Map {
-        let scaled = scaled_to_unit(&self.guided_gradient);
+        let magnitude: Vec<f32> = self.guided_gradient.iter().map(|v| v.abs()).collect();
+        let scaled = scaled_to_unit(&magnitude);
         luma(&scaled, self.width, self.height)
             .gaussian_blurred(sigma)
             .scaled_to_unit()
@@ -165,12 +192,10 @@ impl Evidence {
         params.validate()?;
         let (cam2, cam3) = self.cams();
         let csm = self.csm(params.sigma);
-        let a = params.alpha;
-        let b = params.beta;
-        let mc = cam3.zip_with(&cam2, |c3, c2| a * c3 + (1.0 - a) * c2);
-        let celm = mc.zip_with(&csm, |m, s| b * m * s + (1.0 - b) * m);
-        let mask = Mask::threshold(&celm, params.threshold).smoothed(params.mask_sigma);
-        let regions = describe_regions(&label_components(&mask), &celm, params.min_region_area);
+        let mc = activation_map(&cam2, &cam3, params.alpha);
+        let celm = evidence_map(&mc, &csm, params.beta);
+        let (mask, labels) = region_mask(&celm, params);
+        let regions = describe_regions(&labels, &celm, params.min_region_area);
         Ok(Explanation {
             logit: self.logit,
             probability: sigmoid(self.logit),
@@ -352,4 +377,34 @@ pub async fn read<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| CelnetError::Backend(format!("reading a result failed: {e:?}")))?;
     data.try_to_vec::<f32>()
         .map_err(|e| CelnetError::Backend(format!("unexpected result type: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csm_ranks_pixels_by_gradient_magnitude_whatever_its_sign() {
+        // Two pixels, channel-first: a strong negative gradient and a weak positive one.
+        let evidence = Evidence {
+            width: 2,
+            height: 1,
+            logit: 0.0,
+            cam2: Map::zeros(1, 1),
+            cam3: Map::zeros(1, 1),
+            guided_gradient: vec![-2.0, 1.0, -2.0, 1.0, -2.0, 1.0],
+        };
+        assert_eq!(evidence.csm(0.0).data, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn fusion_matches_hand_computation() {
+        let cam2 = Map::new(2, 1, vec![1.0, 0.0]);
+        let cam3 = Map::new(2, 1, vec![0.0, 1.0]);
+        let mc = activation_map(&cam2, &cam3, 0.25);
+        assert_eq!(mc.data, vec![0.75, 0.25]);
+        let csm = Map::new(2, 1, vec![0.5, 1.0]);
+        // b Mc Ms + (1 - b) Mc with b = 0.5: 0.5 * 0.375 + 0.375, 0.5 * 0.25 + 0.125.
+        assert_eq!(evidence_map(&mc, &csm, 0.5).data, vec![0.5625, 0.25]);
+    }
 }

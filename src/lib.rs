@@ -6,8 +6,10 @@
 
 pub mod error;
 pub mod explain;
+pub mod faithfulness;
 pub mod guided;
 pub mod input;
+pub mod localize;
 pub mod maps;
 pub mod metrics;
 pub mod model;
@@ -17,6 +19,8 @@ pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mosaic;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,4 +1,5 @@
-//! The `celnet` command line: info, predict, explain, train, eval and serve.
+//! The `celnet` command line: info, predict, explain, train, eval, average, the localisation
+//! study (mosaic, localize-eval, localize-tune, faithfulness) and serve.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,10 +13,13 @@ use serde_json::json;
 
 use celnet::data::{PatchSet, load_split};
 use celnet::explain::{CelmParams, Engine, sigmoid};
+use celnet::faithfulness::{DeletionOptions, curve_area, deletion_curve, random_map};
 use celnet::guided::ReluKind;
 use celnet::input::decode_image;
+use celnet::localize::{Grid, Method, PreparedGlimpse, Report, evaluate, tune};
 use celnet::metrics::{Confusion, roc_curve};
 use celnet::model::GLIMPSE;
+use celnet::mosaic::{self, MosaicOptions};
 use celnet::train::{OptimizerKind, TrainOptions, train, validate};
 use celnet::{CelnetError, Result, plot, render, serve, weights};
 
@@ -133,6 +137,75 @@ enum Command {
         /// Output weights file.
         #[arg(short, long)]
         out: PathBuf,
+    },
+    /// Mosaic glimpses with exact tumour masks: 3x3 centre crops of PCam patches.
+    Mosaic {
+        /// PCam split folder (SPLIT/0, SPLIT/1).
+        #[arg(long)]
+        from: PathBuf,
+        /// Output folder (NNNNN.png, NNNNN_mask.png, manifest.json).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = MosaicOptions::default().n)]
+        n: usize,
+        #[arg(long, default_value_t = MosaicOptions::default().seed)]
+        seed: u64,
+        /// Share of glimpses without any tumour tile.
+        #[arg(long, default_value_t = MosaicOptions::default().normal_share)]
+        normal_share: f64,
+        /// Tumour glimpses get 1 to this many tumour tiles.
+        #[arg(long, default_value_t = MosaicOptions::default().max_tumour_tiles)]
+        max_tumour_tiles: usize,
+        /// Use part K of N of each class's files (e.g. 1/2 to tune, 2/2 to test).
+        #[arg(long, default_value = "1/1", value_parser = mosaic::parse_part)]
+        part: (usize, usize),
+    },
+    /// Region precision and recall (the paper's 75% rule), pixel IoU and AUROC on mosaics.
+    LocalizeEval {
+        /// Folder of glimpses NAME.png with tumour masks NAME_mask.png.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "celm")]
+        method: Method,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        celm: CelmArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Grid-search each method's parameters on mosaics; score the tuned methods on --test.
+    LocalizeTune {
+        /// Tuning glimpses (with masks).
+        dir: PathBuf,
+        /// Held-out glimpses (with masks) to score the tuned parameters on.
+        #[arg(long)]
+        test: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Deletion curves: how fast the probability falls as the most evident pixels go.
+    Faithfulness {
+        /// Folder of glimpses (masks are not needed); those predicted positive are used.
+        dir: PathBuf,
+        #[arg(long, default_value_t = DeletionOptions::default().steps)]
+        steps: usize,
+        /// Gaussian sigma (px) of the blurred copy that replaces deleted pixels.
+        #[arg(long, default_value_t = DeletionOptions::default().blur_sigma)]
+        blur_sigma: f32,
+        /// Use at most this many positive glimpses.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Seed of the random baseline map and of tie-breaking.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        celm: CelmArgs,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Serve the browser client (index.html, www/, pkg/) to a browser on this machine.
     Serve {
@@ -503,6 +576,276 @@ fn average(files: &[PathBuf], out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn make_mosaics(from: &Path, out: &Path, options: &MosaicOptions) -> Result<()> {
+    let manifest = mosaic::build(from, out, options)?;
+    let tumour = manifest
+        .glimpses
+        .iter()
+        .filter(|g| !g.tumour_tiles.is_empty())
+        .count();
+    println!(
+        "{} mosaics ({tumour} with tumour) from {} part {}/{} in {}",
+        manifest.glimpses.len(),
+        from.display(),
+        options.part.0,
+        options.part.1,
+        out.display()
+    );
+    Ok(())
+}
+
+/// A progress bar on stderr for `len` steps.
+fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} eta {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Explains every labelled glimpse of `dir` once, with CSMs for `sigmas` ready.
+fn prepare_glimpses(engine: &Engine, dir: &Path, sigmas: &[f32]) -> Result<Vec<PreparedGlimpse>> {
+    let glimpses = mosaic::load_labelled(dir)?;
+    let bar = progress(glimpses.len(), "explaining");
+    let prepared = glimpses
+        .into_iter()
+        .map(|g| {
+            let evidence = pollster::block_on(engine.evidence(&g.image))?;
+            bar.inc(1);
+            PreparedGlimpse::new(evidence, g.truth, sigmas)
+                .map_err(|e| CelnetError::Dataset(format!("{}: {e}", g.name)))
+        })
+        .collect();
+    bar.finish_and_clear();
+    prepared
+}
+
+fn print_reports(title: &str, reports: &[Report]) {
+    println!("{title}");
+    println!(
+        "| method | precision | recall | F1 | pixel IoU | pixel AUROC | a | b | threshold | sigma |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+            r.method.title(),
+            r.precision,
+            r.recall,
+            r.f1,
+            r.iou,
+            r.pixel_auroc.map_or("-".into(), |a| format!("{a:.3}")),
+            r.params.alpha,
+            r.params.beta,
+            r.params.threshold,
+            r.params.sigma
+        );
+    }
+}
+
+fn localize_eval(
+    dir: &Path,
+    method: Method,
+    params: &CelmParams,
+    json: bool,
+    args: &ModelArgs,
+) -> Result<()> {
+    params.validate()?;
+    let engine = engine(args)?;
+    let start = Instant::now();
+    let glimpses = prepare_glimpses(&engine, dir, &[params.sigma])?;
+    let report = evaluate(&glimpses, method, params)?;
+    if json {
+        let mut value = serde_json::to_value(&report).expect("report serialises");
+        value["seconds"] = json!(start.elapsed().as_secs_f64());
+        value["backend"] = json!(backend_name(args.backend));
+        value["weights"] = json!(weights_name(args));
+        println!("{value}");
+    } else {
+        print_reports(
+            &format!("{} glimpses in {}", report.n, dir.display()),
+            &[report],
+        );
+    }
+    Ok(())
+}
+
+fn localize_tune(dir: &Path, test: Option<&Path>, json: bool, args: &ModelArgs) -> Result<()> {
+    let engine = engine(args)?;
+    let grid = Grid::default();
+    let base = CelmParams::default();
+    let start = Instant::now();
+    let tuning = prepare_glimpses(&engine, dir, &grid.sigmas)?;
+    let tuned = Method::ALL
+        .iter()
+        .map(|&m| {
+            eprintln!(
+                "tuning {} ({} candidates)",
+                m.name(),
+                grid.candidates(m, &base).len()
+            );
+            tune(&tuning, m, &grid, &base)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tested = match test {
+        Some(test_dir) => {
+            let sigmas: Vec<f32> = tuned.iter().map(|r| r.params.sigma).collect();
+            let held_out = prepare_glimpses(&engine, test_dir, &sigmas)?;
+            tuned
+                .iter()
+                .map(|r| evaluate(&held_out, r.method, &r.params))
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => Vec::new(),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({
+                "tuning_dir": dir.display().to_string(),
+                "test_dir": test.map(|t| t.display().to_string()),
+                "grid": grid,
+                "tuned": tuned,
+                "test": tested,
+                "backend": backend_name(args.backend),
+                "weights": weights_name(args),
+                "seconds": start.elapsed().as_secs_f64(),
+            })
+        );
+    } else {
+        print_reports(
+            &format!("tuned on {} ({} glimpses)", dir.display(), tuning.len()),
+            &tuned,
+        );
+        if let Some(test_dir) = test {
+            print_reports(&format!("held out: {}", test_dir.display()), &tested);
+        }
+    }
+    Ok(())
+}
+
+fn faithfulness(
+    dir: &Path,
+    options: &DeletionOptions,
+    limit: Option<usize>,
+    seed: u64,
+    params: &CelmParams,
+    json: bool,
+    args: &ModelArgs,
+) -> Result<()> {
+    params.validate()?;
+    let engine = engine(args)?;
+    let start = Instant::now();
+    let files = mosaic::list_glimpses(dir)?;
+    let names = ["celm", "gradcam3", "gradcam23", "csm", "random"];
+    let mut curves: Vec<Vec<Vec<f32>>> = vec![Vec::new(); names.len()];
+    let bar = progress(files.len(), "deleting");
+    let mut positives = 0;
+    for (i, path) in files.iter().enumerate() {
+        bar.inc(1);
+        if limit.is_some_and(|l| positives >= l) {
+            break;
+        }
+        let image = read_image(path)?;
+        let explanation = pollster::block_on(engine.explain(&image, params))?;
+        if explanation.probability < 0.5 {
+            continue;
+        }
+        positives += 1;
+        let random = random_map(
+            image.width() as usize,
+            image.height() as usize,
+            seed + i as u64,
+        );
+        let maps = [
+            &explanation.celm,
+            &explanation.cam3,
+            &explanation.mc,
+            &explanation.csm,
+            &random,
+        ];
+        for (curve, map) in curves.iter_mut().zip(maps) {
+            curve.push(pollster::block_on(deletion_curve(
+                &engine,
+                &image,
+                map,
+                options,
+                seed + i as u64,
+            ))?);
+        }
+    }
+    bar.finish_and_clear();
+    if positives == 0 {
+        return Err(CelnetError::Dataset(format!(
+            "no glimpse in {} is predicted positive; deletion curves need positive calls",
+            dir.display()
+        )));
+    }
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let methods: Vec<_> = names
+        .iter()
+        .zip(&curves)
+        .map(|(name, per_glimpse)| {
+            let areas: Vec<f64> = per_glimpse.iter().map(|c| curve_area(c)).collect();
+            let relative: Vec<f64> = per_glimpse
+                .iter()
+                .map(|c| {
+                    let first = f64::from(c[0]).max(1e-6);
+                    curve_area(c) / first
+                })
+                .collect();
+            let mean_curve: Vec<f64> = (0..=options.steps.max(1))
+                .map(|k| {
+                    mean(
+                        &per_glimpse
+                            .iter()
+                            .map(|c| f64::from(c[k]))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            json!({
+                "method": name,
+                "auc": mean(&areas),
+                "relative_auc": mean(&relative),
+                "mean_curve": mean_curve,
+            })
+        })
+        .collect();
+    let report = json!({
+        "n": positives,
+        "glimpses": files.len(),
+        "steps": options.steps,
+        "blur_sigma": options.blur_sigma,
+        "params": params,
+        "methods": methods,
+        "backend": backend_name(args.backend),
+        "weights": weights_name(args),
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!(
+            "deletion curves over {positives} positive glimpses of {} (lower is more faithful):",
+            dir.display()
+        );
+        for m in &methods {
+            println!(
+                "  {:<10} AUC {:.4}   relative to the first point {:.4}",
+                m["method"].as_str().unwrap_or(""),
+                m["auc"].as_f64().unwrap_or(f64::NAN),
+                m["relative_auc"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run_serve(root: &Path, host: &str, port: u16) -> Result<()> {
     serve::serve(root, &format!("{host}:{port}"), |address| {
         println!(
@@ -538,6 +881,53 @@ fn main() -> ExitCode {
             model,
         } => eval(dir, *json, roc, model).map(|_| true),
         Command::Average { weights, out } => average(weights, out).map(|_| true),
+        Command::Mosaic {
+            from,
+            out,
+            n,
+            seed,
+            normal_share,
+            max_tumour_tiles,
+            part,
+        } => {
+            let options = MosaicOptions {
+                n: *n,
+                seed: *seed,
+                normal_share: *normal_share,
+                max_tumour_tiles: *max_tumour_tiles,
+                part: *part,
+            };
+            make_mosaics(from, out, &options).map(|_| true)
+        }
+        Command::LocalizeEval {
+            dir,
+            method,
+            json,
+            celm,
+            model,
+        } => localize_eval(dir, *method, &celm.params(), *json, model).map(|_| true),
+        Command::LocalizeTune {
+            dir,
+            test,
+            json,
+            model,
+        } => localize_tune(dir, test.as_deref(), *json, model).map(|_| true),
+        Command::Faithfulness {
+            dir,
+            steps,
+            blur_sigma,
+            limit,
+            seed,
+            json,
+            celm,
+            model,
+        } => {
+            let options = DeletionOptions {
+                steps: *steps,
+                blur_sigma: *blur_sigma,
+            };
+            faithfulness(dir, &options, *limit, *seed, &celm.params(), *json, model).map(|_| true)
+        }
         Command::Serve { port, host, root } => run_serve(root, host, *port).map(|_| true),
     };
     match outcome {

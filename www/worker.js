@@ -6,6 +6,7 @@
 import init, { Session } from '../pkg/celnet.js';
 
 let session = null;
+let wasm = null; // the instance's exports (its linear memory, for the bench page)
 let queue = Promise.resolve();
 
 // Picks a backend. `requested` is 'webgpu', 'cpu' or 'auto'. Automatic choice takes WebGPU only
@@ -49,7 +50,7 @@ function warmupImage() {
 }
 
 async function start({ backend: requested }) {
-  await init();
+  wasm = await init();
   const choice = await chooseBackend(requested);
   let reason = choice.reason;
   try {
@@ -80,6 +81,8 @@ async function bench({ bytes, runs }) {
   const image = new Uint8Array(bytes);
   await session.predict(image);
   await session.explain(image);
+  const memory = () => wasm.memory.buffer.byteLength;
+  const memoryBefore = memory();
   const time = async (f) => {
     const t = [];
     for (let i = 0; i < runs; i++) {
@@ -94,6 +97,7 @@ async function bench({ bytes, runs }) {
   return {
     backend: session.backend,
     runs,
+    wasm_memory_bytes: { before: memoryBefore, after: memory() },
     predict_ms: predict,
     explain_ms: explain,
     predict_median_ms: median(predict),

@@ -23,6 +23,9 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage();
+  page.on('console', (m) => console.error(`console ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  page.on('crash', () => console.error('the page crashed'));
   const only = process.argv[2] ? `?backend=${process.argv[2]}` : '';
   await page.goto(`${origin}/www/bench.html${only}`);
   await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 3_600_000 });
