@@ -1,35 +1,11 @@
 //! The `celnet` binary end to end, with the embedded default weights and the shipped fixtures.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const FIXTURES: &str = "tests/fixtures/pcam-valid-200";
-
-fn celnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_celnet"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn json_stdout(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{FIXTURES, celnet, json_stdout, scratch};
 
 fn first_fixture(label: u8) -> PathBuf {
     let dir = Path::new(FIXTURES).join(label.to_string());

@@ -1,5 +1,5 @@
 // Runs www/bench.html in headless chromium (WebGPU on SwiftShader enabled) and writes the
-// report to target/browser/bench.json. Not a test: `node tests/browser/bench.mjs [cpu|webgpu]`,
+// report to target/browser/bench[-BACKEND].json. Not a test: `node tests/browser/bench.mjs [cpu|webgpu]`,
 // with target/release/celnet and pkg/ built. WebGPU on SwiftShader takes several minutes.
 
 import { spawn } from 'node:child_process';
@@ -32,8 +32,9 @@ try {
   const report = JSON.parse(await page.evaluate(() => document.body.dataset.report));
   if (report.error) throw new Error(`bench page: ${report.error}`);
   mkdirSync(join(ROOT, 'target/browser'), { recursive: true });
-  writeFileSync(join(ROOT, 'target/browser/bench.json'), JSON.stringify(report, null, 1));
-  await page.screenshot({ path: join(ROOT, 'target/browser/bench.png'), fullPage: true });
+  const name = process.argv[2] ? `bench-${process.argv[2]}` : 'bench';
+  writeFileSync(join(ROOT, `target/browser/${name}.json`), JSON.stringify(report, null, 1));
+  await page.screenshot({ path: join(ROOT, `target/browser/${name}.png`), fullPage: true });
   for (const r of report.results) {
     console.log(r.skipped ? `${r.backend}: ${r.skipped}`
       : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms`);

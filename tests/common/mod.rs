@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests that drive the `celnet` binary.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The shipped validation fixtures (PCam, CC0): `0/` and `1/`, 100 patches each.
+pub const FIXTURES: &str = "tests/fixtures/pcam-valid-200";
+
+/// Runs the `celnet` binary built for these tests.
+pub fn celnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_celnet"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// The JSON a successful run printed; panics with stderr otherwise.
+pub fn json_stdout(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
+
+/// An empty scratch folder under the target directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
