@@ -13,7 +13,7 @@ use serde_json::json;
 
 use celnet::data::{PatchSet, load_split};
 use celnet::explain::{CelmParams, Engine, sigmoid};
-use celnet::faithfulness::{DeletionOptions, curve_area, deletion_curve, random_map};
+use celnet::faithfulness::{DeletionOptions, Fill, curve_area, deletion_curve, random_map};
 use celnet::guided::ReluKind;
 use celnet::input::decode_image;
 use celnet::localize::{Grid, Method, PreparedGlimpse, Report, evaluate, tune};
@@ -191,7 +191,10 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = DeletionOptions::default().steps)]
         steps: usize,
-        /// Gaussian sigma (px) of the blurred copy that replaces deleted pixels.
+        /// What deleted pixels become (this network reads a blurred glimpse as tumour).
+        #[arg(long, value_enum, default_value = "white")]
+        fill: Fill,
+        /// Gaussian sigma (px) of the blurred copy for --fill blur.
         #[arg(long, default_value_t = DeletionOptions::default().blur_sigma)]
         blur_sigma: f32,
         /// Use at most this many positive glimpses.
@@ -820,6 +823,7 @@ fn faithfulness(
         "n": positives,
         "glimpses": files.len(),
         "steps": options.steps,
+        "fill": options.fill,
         "blur_sigma": options.blur_sigma,
         "params": params,
         "methods": methods,
@@ -915,6 +919,7 @@ fn main() -> ExitCode {
         Command::Faithfulness {
             dir,
             steps,
+            fill,
             blur_sigma,
             limit,
             seed,
@@ -924,6 +929,7 @@ fn main() -> ExitCode {
         } => {
             let options = DeletionOptions {
                 steps: *steps,
+                fill: *fill,
                 blur_sigma: *blur_sigma,
             };
             faithfulness(dir, &options, *limit, *seed, &celm.params(), *json, model).map(|_| true)
