@@ -49,8 +49,9 @@ function nativeReference(file) {
   const out = mkdtempSync(join(tmpdir(), 'celnet-explain-'));
   execFileSync(CELNET, ['explain', file, '-o', out, '--raw'], { encoding: 'utf8' });
   const maps = JSON.parse(readFileSync(join(out, 'maps.json'), 'utf8'));
+  const { params } = JSON.parse(readFileSync(join(out, 'explain.json'), 'utf8'));
   const record = Array.isArray(predicted) ? predicted[0] : predicted;
-  return { probability: record.probability, celm: maps.celm };
+  return { probability: record.probability, celm: maps.celm, params };
 }
 
 // A PNG whose header claims width x height and holds no pixel data.
@@ -107,8 +108,11 @@ async function explainSample(page, file, count) {
   const card = page.locator('[data-testid="result"]').first();
   const probability = Number(await card.getAttribute('data-probability'));
   const backend = await card.getAttribute('data-backend');
-  const celm = await page.evaluate(() => Array.from(window.celnet.results.at(-1).rendered.celm));
-  return { probability, backend, celm };
+  const { celm, params } = await page.evaluate(() => {
+    const { rendered } = window.celnet.results.at(-1);
+    return { celm: Array.from(rendered.celm), params: rendered.params };
+  });
+  return { probability, backend, celm, params };
 }
 
 function meanAbsoluteDifference(a, b) {
@@ -118,6 +122,11 @@ function meanAbsoluteDifference(a, b) {
 
 function checkAgainstNative(result, reference, backend) {
   assert.equal(result.backend, backend);
+  // The page starts at the tuned defaults, the same as the CLI's.
+  for (const name of ['alpha', 'beta', 'threshold', 'sigma']) {
+    assert.ok(Math.abs(result.params[name] - reference.params[name]) < 1e-6,
+      `${name}: page ${result.params[name]} vs native ${reference.params[name]}`);
+  }
   assert.ok(Math.abs(result.probability - reference.probability) < 1e-3,
     `probability ${result.probability} vs native ${reference.probability}`);
   const mad = meanAbsoluteDifference(result.celm, reference.celm);
