@@ -217,6 +217,16 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
     assert.equal(after.backend, 'cpu');
   });
 
+  test('the page fits a laptop-width window without sideways scrolling', async () => {
+    const { page } = session;
+    for (const width of [1400, 1024]) {
+      await page.setViewportSize({ width, height: 800 });
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `the page is ${overflow} px wider than a ${width} px window`);
+    }
+    await page.setViewportSize({ width: 1400, height: 1000 });
+  });
+
   test('?backend=cpu is honoured even where WebGPU exists', async () => {
     const forced = await openPage(WEBGPU_FLAGS, '?backend=cpu');
     try {
