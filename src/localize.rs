@@ -14,7 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
-use crate::explain::{CelmParams, Evidence, activation_map, evidence_map, region_mask, sigmoid};
+use crate::explain::{
+    CelmParams, Evidence, Explanation, activation_map, evidence_map, region_mask,
+};
 use crate::maps::Map;
 use crate::metrics::auc;
 use crate::regions::{Labels, Mask, Region, describe_regions, label_components};
@@ -53,6 +55,16 @@ impl Method {
             Method::Gradcam3 => "gradcam3",
             Method::Gradcam23 => "gradcam23",
             Method::Csm => "csm",
+        }
+    }
+
+    /// This method's map in a full explanation (fused with the explanation's parameters).
+    pub fn map_of(self, explanation: &Explanation) -> &Map {
+        match self {
+            Method::Celm => &explanation.celm,
+            Method::Gradcam3 => &explanation.cam3,
+            Method::Gradcam23 => &explanation.mc,
+            Method::Csm => &explanation.csm,
         }
     }
 
@@ -212,7 +224,6 @@ pub fn score_regions(labels: &Labels, regions: &[Region], truth: &Mask) -> Resul
 /// for each smoothing sigma of a grid, computed once.
 #[derive(Clone, Debug)]
 pub struct PreparedGlimpse {
-    pub logit: f32,
     pub cam2: Map,
     pub cam3: Map,
     csms: Vec<(f32, Map)>,
@@ -232,18 +243,12 @@ impl PreparedGlimpse {
         let (cam2, cam3) = evidence.cams();
         let csms = sigmas.iter().map(|&s| (s, evidence.csm(s))).collect();
         Ok(Self {
-            logit: evidence.logit,
             cam2,
             cam3,
             csms,
             evidence,
             truth,
         })
-    }
-
-    /// The network's probability of metastasis for the glimpse.
-    pub fn probability(&self) -> f32 {
-        sigmoid(self.logit)
     }
 
     fn csm(&self, sigma: f32) -> std::borrow::Cow<'_, Map> {
@@ -268,9 +273,13 @@ impl PreparedGlimpse {
 
     /// Region counts of `method` under `params`.
     pub fn score(&self, method: Method, params: &CelmParams) -> Result<Counts> {
-        let map = self.map(method, params);
-        let (_, labels) = region_mask(&map, params);
-        let regions = describe_regions(&labels, &map, params.min_region_area);
+        self.score_map(&self.map(method, params), params)
+    }
+
+    /// Region counts of any map of this glimpse, thresholded into regions as CELM's are.
+    pub fn score_map(&self, map: &Map, params: &CelmParams) -> Result<Counts> {
+        let (_, labels) = region_mask(map, params);
+        let regions = describe_regions(&labels, map, params.min_region_area);
         score_regions(&labels, &regions, &self.truth)
     }
 }
@@ -302,9 +311,7 @@ pub fn evaluate(
     let mut truth = Vec::new();
     for g in glimpses {
         let map = g.map(method, params);
-        let (_, labels) = region_mask(&map, params);
-        let regions = describe_regions(&labels, &map, params.min_region_area);
-        counts += score_regions(&labels, &regions, &g.truth)?;
+        counts += g.score_map(&map, params)?;
         values.extend_from_slice(&map.data);
         truth.extend(g.truth.data.iter().map(|&t| u8::from(t)));
     }

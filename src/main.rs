@@ -744,7 +744,12 @@ fn faithfulness(
     let engine = engine(args)?;
     let start = Instant::now();
     let files = mosaic::list_glimpses(dir)?;
-    let names = ["celm", "gradcam3", "gradcam23", "csm", "random"];
+    // Every localisation method's map, then a random map as the baseline.
+    let names: Vec<&str> = Method::ALL
+        .iter()
+        .map(|m| m.name())
+        .chain(["random"])
+        .collect();
     let mut curves: Vec<Vec<Vec<f32>>> = vec![Vec::new(); names.len()];
     let bar = progress(files.len(), "deleting");
     let mut positives = 0;
@@ -764,13 +769,10 @@ fn faithfulness(
             image.height() as usize,
             seed + i as u64,
         );
-        let maps = [
-            &explanation.celm,
-            &explanation.cam3,
-            &explanation.mc,
-            &explanation.csm,
-            &random,
-        ];
+        let maps = Method::ALL
+            .iter()
+            .map(|m| m.map_of(&explanation))
+            .chain([&random]);
         for (curve, map) in curves.iter_mut().zip(maps) {
             curve.push(pollster::block_on(deletion_curve(
                 &engine,

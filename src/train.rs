@@ -491,6 +491,7 @@ pub fn train(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn averaging_two_networks_gives_the_midpoint() {
@@ -519,7 +520,6 @@ mod tests {
             }
         }
     }
-    use super::*;
 
     #[test]
     fn learning_rate_halves_at_half_and_three_quarters() {
