@@ -257,7 +257,22 @@ impl PatchSet {
         &self,
         indices: &[usize],
         crop: usize,
+        rng: Option<&mut dyn Rng>,
+    ) -> (TensorData, Vec<f32>) {
+        self.augmented_batch(indices, crop, rng, 0.0)
+    }
+
+    /// [`batch`](Self::batch) with colour jitter as well (when `rng` is given): each channel
+    /// of each patch gets a random gain in `1 ± colour_jitter` and a random offset in
+    /// `± colour_jitter / 2` (intensities in [0, 1], clamped), which imitates differences in
+    /// staining and scanning between labs. `colour_jitter = 0` draws nothing extra, so the
+    /// random stream, and thus a seeded run, is the same as without it.
+    pub fn augmented_batch(
+        &self,
+        indices: &[usize],
+        crop: usize,
         mut rng: Option<&mut dyn Rng>,
+        colour_jitter: f32,
     ) -> (TensorData, Vec<f32>) {
         assert!(crop <= self.side);
         let plane = crop * crop;
@@ -282,6 +297,14 @@ impl PatchSet {
                 ),
                 None => (centre, centre, 0, false),
             };
+            let mut gain = [1.0f32; 3];
+            let mut offset = [0.0f32; 3];
+            if let Some(rng) = rng.as_deref_mut().filter(|_| colour_jitter > 0.0) {
+                for c in 0..3 {
+                    gain[c] = 1.0 + rng.random_range(-colour_jitter..=colour_jitter);
+                    offset[c] = rng.random_range(-colour_jitter..=colour_jitter) / 2.0;
+                }
+            }
             let patch = self.patch(index);
             let base = b * 3 * plane;
             for y in 0..crop {
@@ -289,8 +312,14 @@ impl PatchSet {
                     let (sx, sy) = orient(x, y, crop, rotation, flip);
                     let src = ((y0 + sy) * self.side + (x0 + sx)) * 3;
                     for c in 0..3 {
+                        let value = f32::from(patch[src + c]) / 255.0;
+                        let value = if colour_jitter > 0.0 {
+                            (value * gain[c] + offset[c]).clamp(0.0, 1.0)
+                        } else {
+                            value
+                        };
                         out[base + c * plane + y * crop + x] =
-                            (f32::from(patch[src + c]) / 255.0 - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
+                            (value - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
                     }
                 }
             }
@@ -363,6 +392,39 @@ mod tests {
                 .filter(|&&v| (v - white).abs() < 1e-4)
                 .count();
             assert_eq!(count, 32 * 32);
+        }
+    }
+
+    #[test]
+    fn colour_jitter_changes_colours_within_bounds_and_only_when_asked() {
+        let side = 32;
+        let pixels: Vec<u8> = (0..side * side * 3).map(|i| (i % 251) as u8).collect();
+        let set = PatchSet::from_raw(side, pixels, vec![0], vec!["synthetic".into()]);
+        let plain = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            set.batch(&[0], side, Some(&mut rng))
+                .0
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let jittered = |seed, jitter| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            set.augmented_batch(&[0], side, Some(&mut rng), jitter)
+                .0
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        // No jitter: the same batch as `batch` for the same seed.
+        assert_eq!(plain(3), jittered(3, 0.0));
+        // Jitter: every value moves by at most gain and offset allow (in normalised units).
+        let (a, b) = (plain(3), jittered(3, 0.1));
+        assert_ne!(a, b);
+        let plane = side * side;
+        for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
+            let c = i / plane;
+            let raw = x * CHANNEL_STD[c] + CHANNEL_MEAN[c];
+            let moved = (y - x).abs() * CHANNEL_STD[c];
+            assert!(moved <= raw * 0.1 + 0.05 + 1e-5, "value {i} moved {moved}");
         }
     }
 

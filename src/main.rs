@@ -129,6 +129,24 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Re-estimate the batch-norm statistics of a network on whole training patches.
+    Recalibrate {
+        /// Burnpack weights to start from.
+        weights: PathBuf,
+        /// A split folder (DIR/0, DIR/1) or a PCam root whose `train` split is used.
+        #[arg(long)]
+        data: PathBuf,
+        /// Batches of whole patches to run through the network.
+        #[arg(long, default_value_t = 64)]
+        batches: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output weights file.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
     /// Average the weights of several networks from one training run (e.g. checkpoints).
     Average {
         /// Burnpack weight files.
@@ -257,6 +275,13 @@ struct TrainArgs {
     /// Seconds between mid-epoch checkpoints.
     #[arg(long, default_value_t = TrainOptions::default().checkpoint_secs)]
     checkpoint_secs: u64,
+    /// Colour jitter: per-channel gain 1 ± F and offset ± F/2 on each training patch.
+    #[arg(long, default_value_t = TrainOptions::default().colour_jitter)]
+    colour_jitter: f32,
+    /// With --crop below the patch size: batches of whole training patches that re-estimate
+    /// the batch-norm statistics before each validation (0 = off).
+    #[arg(long, default_value_t = 64)]
+    bn_batches: usize,
     #[arg(long, value_enum, default_value = "flex")]
     backend: BackendChoice,
 }
@@ -509,6 +534,8 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         seed: args.seed,
         crop: args.crop,
         checkpoint_secs: args.checkpoint_secs,
+        colour_jitter: args.colour_jitter,
+        bn_batches: args.bn_batches,
     };
     let init = match &args.init {
         Some(path) => Some(weights::load_file(path, &device)?),
@@ -576,6 +603,35 @@ fn average(files: &[PathBuf], out: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     weights::save_file(celnet::train::average_weights(models)?, out)?;
     println!("averaged {} networks into {}", files.len(), out.display());
+    Ok(())
+}
+
+fn recalibrate(
+    file: &Path,
+    data: &Path,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+    out: &Path,
+) -> Result<()> {
+    let device = Device::flex();
+    let model = weights::load_file(file, &device)?;
+    let set = if data.join("train").is_dir() {
+        load_split(data, "train")?
+    } else {
+        PatchSet::from_folder(data)?
+    };
+    let start = Instant::now();
+    let model =
+        celnet::train::recalibrate_batch_norm(model, &set, batches, batch_size, seed, &device)?;
+    weights::save_file(model, out)?;
+    println!(
+        "batch-norm statistics from {} patches of {} in {:.0} s: {}",
+        batches * batch_size,
+        data.display(),
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -886,6 +942,14 @@ fn main() -> ExitCode {
             roc,
             model,
         } => eval(dir, *json, roc, model).map(|_| true),
+        Command::Recalibrate {
+            weights,
+            data,
+            batches,
+            batch_size,
+            seed,
+            out,
+        } => recalibrate(weights, data, *batches, *batch_size, *seed, out).map(|_| true),
         Command::Average { weights, out } => average(weights, out).map(|_| true),
         Command::Mosaic {
             from,

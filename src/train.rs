@@ -52,6 +52,13 @@ pub struct TrainOptions {
     pub crop: usize,
     /// Seconds between mid-epoch checkpoints.
     pub checkpoint_secs: u64,
+    /// Colour jitter of the training batches (see [`PatchSet::augmented_batch`]); 0 = none.
+    #[serde(default)]
+    pub colour_jitter: f32,
+    /// When training on crops smaller than the patches: batches of whole patches used to
+    /// re-estimate the batch-norm statistics before each validation (0 = keep the crops').
+    #[serde(default)]
+    pub bn_batches: usize,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +72,8 @@ impl Default for TrainOptions {
             seed: 42,
             crop: 96,
             checkpoint_secs: 300,
+            colour_jitter: 0.0,
+            bn_batches: 0,
         }
     }
 }
@@ -137,6 +146,10 @@ impl RunDir {
     }
     pub fn best(&self) -> PathBuf {
         self.0.join("best.bpk")
+    }
+    /// The validated weights at the end of `epoch` (1-based), for averaging.
+    pub fn epoch(&self, epoch: usize) -> PathBuf {
+        self.0.join(format!("epoch-{epoch}.bpk"))
     }
     pub fn metrics_csv(&self) -> PathBuf {
         self.0.join("metrics.csv")
@@ -233,6 +246,47 @@ pub fn average_weights(models: Vec<Celnet>) -> Result<Celnet> {
         sums: sums.0.into_iter(),
         count,
     }))
+}
+
+/// Re-estimates the batch-norm running statistics of `model` on whole, randomly oriented
+/// patches of `set`, leaving every learned weight as it is.
+///
+/// Running statistics gathered on 64x64 training crops, or averaged across several networks,
+/// are not those of the 96x96 inputs the model is evaluated on (SWA's "bn update" step fixes
+/// the same mismatch). Each batch-norm layer keeps its exponential average (momentum 0.1), so
+/// after `batches` batches the old statistics weigh `0.9^batches` (0.001 after 64).
+pub fn recalibrate_batch_norm(
+    model: Celnet,
+    set: &PatchSet,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Celnet> {
+    if set.is_empty() || batches == 0 || batch_size == 0 {
+        return Err(CelnetError::InvalidParameter(
+            "batch-norm recalibration needs patches, batches and a batch size".into(),
+        ));
+    }
+    let autodiff = device.clone().autodiff();
+    // Training mode for the batch-norm layers, but no parameter is tracked: with nothing
+    // requiring a gradient, autodiff records no graph (an unfinished graph would be kept alive).
+    let model = model.to_device(&autodiff).train().no_grad();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.shuffle(&mut rng);
+    let bar = ProgressBar::new(batches as u64);
+    for b in 0..batches {
+        let indices: Vec<usize> = (0..batch_size)
+            .map(|i| order[(b * batch_size + i) % order.len()])
+            .collect();
+        let (data, _) = set.batch(&indices, set.side, Some(&mut rng));
+        // A training-mode forward pass updates the running statistics; no gradient is needed.
+        drop(model.forward(Tensor::<4>::from_data(data, &autodiff)));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(model.valid())
 }
 
 fn optimizer(options: &TrainOptions) -> ModuleOptimizer {
@@ -389,7 +443,12 @@ pub fn train(
 
         for (b, indices) in batches.iter().enumerate().skip(state.next_batch) {
             let mut rng = StdRng::seed_from_u64(stream_seed(options.seed, epoch, b));
-            let (data, labels) = train_set.batch(indices, options.crop, Some(&mut rng));
+            let (data, labels) = train_set.augmented_batch(
+                indices,
+                options.crop,
+                Some(&mut rng),
+                options.colour_jitter,
+            );
             let n = indices.len();
             let x = Tensor::<4>::from_data(data, &autodiff);
             let y = Tensor::<1>::from_data(TensorData::new(labels.clone(), [n]), &autodiff);
@@ -441,7 +500,18 @@ pub fn train(
         state.seconds += last_checkpoint.elapsed().as_secs_f64();
 
         let valid_start = Instant::now();
-        let engine = Engine::new(model.valid(), device);
+        let mut validated = model.valid();
+        if options.bn_batches > 0 && options.crop < train_set.side {
+            validated = recalibrate_batch_norm(
+                validated,
+                train_set,
+                options.bn_batches,
+                options.batch_size,
+                stream_seed(options.seed, epoch, usize::MAX - 1),
+                device,
+            )?;
+        }
+        let engine = Engine::new(validated.clone(), device);
         let validation = validate(&engine, valid_set, 256)?;
         state.seconds += valid_start.elapsed().as_secs_f64();
         let metrics = EpochMetrics {
@@ -474,8 +544,9 @@ pub fn train(
         {
             state.best_valid_loss = Some(validation.loss);
             state.best_epoch = Some(epoch + 1);
-            write_atomic(&run.best(), &weights::to_bytes(model.valid())?)?;
+            write_atomic(&run.best(), &weights::to_bytes(validated.clone())?)?;
         }
+        write_atomic(&run.epoch(epoch + 1), &weights::to_bytes(validated)?)?;
         state.history.push(metrics);
         state.epoch += 1;
         state.next_batch = 0;
@@ -519,6 +590,47 @@ mod tests {
                 self.0 = Some(param.val().into_data().try_to_vec::<f32>().unwrap());
             }
         }
+    }
+
+    #[test]
+    fn recalibrated_statistics_reproduce_batch_normalisation_on_their_data() {
+        // A patch that every quarter turn and flip leaves unchanged, so all augmented batches
+        // are copies of it: once the running statistics have converged to its batch
+        // statistics, inference must give what a training-mode pass (batch statistics) gives.
+        let side = 32;
+        let mut pixels = Vec::with_capacity(side * side * 3);
+        for y in 0..side {
+            for x in 0..side {
+                let (dx, dy) = (2 * x as i64 - 31, 2 * y as i64 - 31);
+                let r2 = (dx * dx + dy * dy) as u64;
+                for c in 0..3u64 {
+                    pixels.push(((r2 * (7 + c) + 40 * c) % 220 + 20) as u8);
+                }
+            }
+        }
+        let set = PatchSet::from_raw(side, pixels, vec![1], vec!["synthetic".into()]);
+        let device = Device::flex();
+        let model = CelnetConfig::new().with_base_channels(4).init(&device);
+        let (data, _) = set.batch(&[0, 0], side, None);
+        let logits = |m: &Celnet| -> Vec<f32> {
+            let x = Tensor::<4>::from_data(data.clone(), &device);
+            m.forward(x).into_data().try_to_vec().unwrap()
+        };
+        let autodiff = device.clone().autodiff();
+        let batch_statistics: Vec<f32> = model
+            .clone()
+            .to_device(&autodiff)
+            .train()
+            .no_grad()
+            .forward(Tensor::<4>::from_data(data.clone(), &autodiff))
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let before = logits(&model.valid());
+        let after = logits(&recalibrate_batch_norm(model, &set, 250, 2, 1, &device).unwrap());
+        let close = |a: &[f32]| (a[0] - batch_statistics[0]).abs() < 1e-3;
+        assert!(!close(&before), "{before:?} vs {batch_statistics:?}");
+        assert!(close(&after), "{after:?} vs {batch_statistics:?}");
     }
 
     #[test]

@@ -25,6 +25,9 @@ fn options(epochs: usize) -> TrainOptions {
         // The smallest crop that still holds the labelled centre: a quick step.
         crop: 32,
         checkpoint_secs: 3600,
+        // Both draw from the seeded streams, so a resumed run must reproduce them too.
+        colour_jitter: 0.1,
+        bn_batches: 2,
     }
 }
 
