@@ -2,24 +2,15 @@
 // report to target/browser/bench[-BACKEND].json. Not a test: `node tests/browser/bench.mjs [cpu|webgpu]`,
 // with target/release/celnet and pkg/ built. WebGPU on SwiftShader takes several minutes.
 
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { BASE_FLAGS, CHROMIUM, ROOT, WEBGPU_FLAGS, startServer } from './harness.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const server = spawn(join(ROOT, 'target/release/celnet'), ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
-const origin = await new Promise((ok) => {
-  let out = '';
-  server.stdout.on('data', (chunk) => {
-    out += chunk;
-    const match = out.match(/at (http:\/\/[^/\s]+)\//);
-    if (match) ok(match[1]);
-  });
-});
+const { child: server, origin } = await startServer();
 const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--disable-background-networking'],
+  executablePath: CHROMIUM,
+  args: [...BASE_FLAGS, ...WEBGPU_FLAGS],
 });
 try {
   const page = await browser.newPage();

@@ -6,43 +6,21 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { BASE_FLAGS, CELNET, CHROMIUM, ROOT, WEBGPU_FLAGS, startServer } from './harness.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const CELNET = join(ROOT, 'target/release/celnet');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = join(ROOT, 'target/browser');
 const SAMPLE = join(ROOT, 'www/samples/patch0029612.jpg');
 const SAMPLE_NORMAL = join(ROOT, 'www/samples/patch0029847.jpg');
 const TIMEOUT = 240_000;
 
-const BASE_FLAGS = [
-  '--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-dev-shm-usage',
-  '--disable-default-apps', '--metrics-recording-only', '--no-pings',
-];
-const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
-
 let server;
 let origin;
 const native = {};
-
-function startServer() {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(CELNET, ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      const match = out.match(/at (http:\/\/[^/\s]+)\//);
-      if (match) resolvePromise({ child, origin: match[1] });
-    });
-    child.on('exit', (code) => reject(new Error(`celnet serve exited with ${code}: ${out}`)));
-  });
-}
 
 function nativeReference(file) {
   const predicted = JSON.parse(execFileSync(CELNET, ['predict', '--json', file], { encoding: 'utf8' }));
