@@ -49,8 +49,8 @@ impl Default for CelmParams {
         Self {
             alpha: 0.25,
             beta: 0.25,
-            threshold: 0.4,
-            sigma: 0.0,
+            threshold: 0.35,
+            sigma: 1.0,
             mask_sigma: 1.0,
             min_region_area: 16,
         }
