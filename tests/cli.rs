@@ -148,3 +148,54 @@ fn missing_weights_file_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/weights.bpk"), "{stderr}");
 }
+
+#[test]
+fn recalibrate_rewrites_only_statistics_into_a_working_model() {
+    let dir = scratch("recalibrate");
+    let out = dir.join("recalibrated.bpk");
+    let output = celnet(&[
+        "recalibrate",
+        "weights/celnet-pcam.bpk",
+        "--data",
+        FIXTURES,
+        "--batches",
+        "4",
+        "--batch-size",
+        "8",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let before = std::fs::read("weights/celnet-pcam.bpk").unwrap();
+    let after = std::fs::read(&out).unwrap();
+    assert_eq!(before.len(), after.len(), "same tensors, same layout");
+    assert_ne!(before, after, "the running statistics changed");
+    let report = json_stdout(&celnet(&[
+        "eval",
+        FIXTURES,
+        "--json",
+        "--roc",
+        dir.join("roc.png").to_str().unwrap(),
+        "--weights",
+        out.to_str().unwrap(),
+    ]));
+    // 32 patches of statistics are noisier than the shipped 4,096, but the model still works.
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.75, "{report}");
+
+    let output = celnet(&[
+        "recalibrate",
+        "weights/celnet-pcam.bpk",
+        "--data",
+        FIXTURES,
+        "--batches",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("batch-norm recalibration"));
+}
