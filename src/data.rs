@@ -312,12 +312,9 @@ impl PatchSet {
                     let (sx, sy) = orient(x, y, crop, rotation, flip);
                     let src = ((y0 + sy) * self.side + (x0 + sx)) * 3;
                     for c in 0..3 {
-                        let value = f32::from(patch[src + c]) / 255.0;
-                        let value = if colour_jitter > 0.0 {
-                            (value * gain[c] + offset[c]).clamp(0.0, 1.0)
-                        } else {
-                            value
-                        };
+                        // Exact for gain 1 and offset 0: x * 1 + 0 == x, already in [0, 1].
+                        let value = (f32::from(patch[src + c]) / 255.0 * gain[c] + offset[c])
+                            .clamp(0.0, 1.0);
                         out[base + c * plane + y * crop + x] =
                             (value - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
                     }

@@ -133,7 +133,7 @@ enum Command {
     Recalibrate {
         /// Burnpack weights to start from.
         weights: PathBuf,
-        /// A split folder (DIR/0, DIR/1) or a PCam root whose `train` split is used.
+        /// A split folder (DIR/0, DIR/1), or a data root (as for `train`) whose train split is used.
         #[arg(long)]
         data: PathBuf,
         /// Batches of whole patches to run through the network.
@@ -280,7 +280,7 @@ struct TrainArgs {
     colour_jitter: f32,
     /// With --crop below the patch size: batches of whole training patches that re-estimate
     /// the batch-norm statistics before each validation (0 = off).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = TrainOptions::default().bn_batches)]
     bn_batches: usize,
     #[arg(long, value_enum, default_value = "flex")]
     backend: BackendChoice,
@@ -616,10 +616,12 @@ fn recalibrate(
 ) -> Result<()> {
     let device = Device::flex();
     let model = weights::load_file(file, &device)?;
-    let set = if data.join("train").is_dir() {
-        load_split(data, "train")?
-    } else {
+    // A split folder itself, or a data root (folders or the PCam HDF5 files) whose train split
+    // load_split finds.
+    let set = if data.join("0").is_dir() {
         PatchSet::from_folder(data)?
+    } else {
+        load_split(data, "train")?
     };
     let start = Instant::now();
     let model =

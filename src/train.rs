@@ -57,6 +57,7 @@ pub struct TrainOptions {
     pub colour_jitter: f32,
     /// When training on crops smaller than the patches: batches of whole patches used to
     /// re-estimate the batch-norm statistics before each validation (0 = keep the crops').
+    /// Runs saved before this option existed resume without it.
     #[serde(default)]
     pub bn_batches: usize,
 }
@@ -73,7 +74,7 @@ impl Default for TrainOptions {
             crop: 96,
             checkpoint_secs: 300,
             colour_jitter: 0.0,
-            bn_batches: 0,
+            bn_batches: 64,
         }
     }
 }

@@ -153,18 +153,21 @@ fn missing_weights_file_is_a_clear_error() {
 fn recalibrate_rewrites_only_statistics_into_a_working_model() {
     let dir = scratch("recalibrate");
     let out = dir.join("recalibrated.bpk");
-    let output = celnet(&[
-        "recalibrate",
-        "weights/celnet-pcam.bpk",
-        "--data",
-        FIXTURES,
-        "--batches",
-        "4",
-        "--batch-size",
-        "8",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let recalibrate = |batches: &str| {
+        celnet(&[
+            "recalibrate",
+            "weights/celnet-pcam.bpk",
+            "--data",
+            FIXTURES,
+            "--batches",
+            batches,
+            "--batch-size",
+            "8",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    let output = recalibrate("4");
     assert!(
         output.status.success(),
         "{}",
@@ -186,16 +189,7 @@ fn recalibrate_rewrites_only_statistics_into_a_working_model() {
     // 32 patches of statistics are noisier than the shipped 4,096, but the model still works.
     assert!(report["accuracy"].as_f64().unwrap() >= 0.75, "{report}");
 
-    let output = celnet(&[
-        "recalibrate",
-        "weights/celnet-pcam.bpk",
-        "--data",
-        FIXTURES,
-        "--batches",
-        "0",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let output = recalibrate("0");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("batch-norm recalibration"));
 }
