@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use celnet::explain::{CelmParams, Engine};
+use celnet::explain::{CelmParams, Explainer, PreparedEvidence};
 use celnet::input::decode_image;
 use celnet::train::bce_with_logits;
 use celnet::{CelnetConfig, weights};
@@ -33,18 +33,19 @@ fn inference(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
     for (name, device) in devices() {
-        let engine = Engine::new(weights::load_default(&device).unwrap(), &device);
+        let explainer = Explainer::new(weights::load_default(&device).unwrap(), &device);
+        let classifier = explainer.classifier();
         group.bench_function(format!("predict/{name}"), |b| {
-            b.iter(|| pollster::block_on(engine.predict(black_box(&image))).unwrap())
+            b.iter(|| pollster::block_on(classifier.predict(black_box(&image))).unwrap())
         });
         group.bench_function(format!("explain/{name}"), |b| {
-            b.iter(|| pollster::block_on(engine.explain(black_box(&image), &params)).unwrap())
+            b.iter(|| pollster::block_on(explainer.explain(black_box(&image), &params)).unwrap())
         });
     }
     let evidence = {
         let device = Device::flex();
-        let engine = Engine::new(weights::load_default(&device).unwrap(), &device);
-        pollster::block_on(engine.evidence(&image)).unwrap()
+        let explainer = Explainer::new(weights::load_default(&device).unwrap(), &device);
+        PreparedEvidence::new(pollster::block_on(explainer.evidence(&image)).unwrap(), &[])
     };
     group.bench_function("fuse_only/cpu", |b| {
         b.iter(|| evidence.fuse(black_box(&params)).unwrap())

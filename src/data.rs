@@ -7,7 +7,7 @@ use burn::tensor::TensorData;
 use rand::{Rng, RngExt};
 
 use crate::error::{CelnetError, Result};
-use crate::input::{CHANNEL_MEAN, CHANNEL_STD, decode_image};
+use crate::input::{CHANNEL_MEAN, CHANNEL_STD, has_image_extension, read_image};
 
 /// File names of the official PCam HDF5 files for a split.
 pub fn pcam_h5_files(root: &Path, split: &str) -> (PathBuf, PathBuf) {
@@ -34,8 +34,15 @@ pub fn load_split(root: &Path, split: &str) -> Result<PatchSet> {
     )))
 }
 
-/// Image extensions read from patch folders.
-const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"];
+/// Patches of a split folder (`DIR/0`, `DIR/1`) given itself, or of the `split` of a data root
+/// (folders or the PCam HDF5 files, as for [`load_split`]).
+pub fn load_folder_or_split(path: &Path, split: &str) -> Result<PatchSet> {
+    if path.join("0").is_dir() {
+        PatchSet::from_folder(path)
+    } else {
+        load_split(path, split)
+    }
+}
 
 /// Square RGB patches with binary labels, stored contiguously (`N x side x side x 3`).
 #[derive(Clone, Debug)]
@@ -61,11 +68,7 @@ pub fn list_split(dir: &Path) -> Result<Vec<(PathBuf, u8)>> {
         let entries = std::fs::read_dir(&class_dir).map_err(|e| CelnetError::io(&class_dir, e))?;
         let mut class_files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            })
+            .filter(|p| has_image_extension(p))
             .collect();
         class_files.sort();
         files.extend(class_files.into_iter().map(|p| (p, label)));
@@ -113,17 +116,7 @@ impl PatchSet {
             let handles: Vec<_> = files
                 .chunks(chunk)
                 .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(path, _)| {
-                                let bytes =
-                                    std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
-                                decode_image(&bytes).map_err(|e| {
-                                    CelnetError::Dataset(format!("{}: {e}", path.display()))
-                                })
-                            })
-                            .collect()
-                    })
+                    scope.spawn(move || part.iter().map(|(path, _)| read_image(path)).collect())
                 })
                 .collect();
             handles
@@ -236,16 +229,6 @@ impl PatchSet {
     pub fn patch(&self, index: usize) -> &[u8] {
         let size = self.side * self.side * 3;
         &self.pixels[index * size..(index + 1) * size]
-    }
-
-    /// The patch as an image.
-    pub fn image(&self, index: usize) -> image::RgbImage {
-        image::RgbImage::from_raw(
-            self.side as u32,
-            self.side as u32,
-            self.patch(index).to_vec(),
-        )
-        .expect("patch buffer has the patch size")
     }
 
     /// A normalised `[B, 3, crop, crop]` batch and its labels.

@@ -19,12 +19,21 @@ pub enum CelnetError {
         max_pixels: u64,
         what: &'static str,
     },
+    /// An image (a map, an overlay, a mosaic) could not be written.
+    #[error("cannot write the image {path}: {message}")]
+    ImageWrite { path: String, message: String },
     /// The weights file is not a CELNet weights file at all.
     #[error("cannot read the weights: {0}")]
     WeightsFormat(String),
     /// A readable weights file whose tensors do not fit this network.
     #[error("the weights do not fit CELNet: {0}")]
     WeightsMismatch(String),
+    /// A training run's optimiser state cannot be read or written.
+    #[error("optimiser state {path}: {message}")]
+    OptimizerState { path: String, message: String },
+    /// A training run's `state.json` cannot be read.
+    #[error("run state {path}: {message}")]
+    RunState { path: String, message: String },
     /// A parameter outside its documented range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
@@ -34,6 +43,16 @@ pub enum CelnetError {
     /// A dataset folder or file that cannot be used.
     #[error("dataset: {0}")]
     Dataset(String),
+    /// A tumour mask whose size differs from its image's.
+    #[error("{name}: the tumour mask is {}x{} px but the glimpse is {}x{} px", mask.0, mask.1, image.0, image.1)]
+    MaskSize {
+        name: String,
+        mask: (usize, usize),
+        image: (usize, usize),
+    },
+    /// A chart (training curves, ROC) could not be drawn or written.
+    #[error("cannot draw the chart {path}: {message}")]
+    Chart { path: String, message: String },
     /// `celnet serve` cannot start (port taken, page not built).
     #[error("serve: {0}")]
     Serve(String),
@@ -44,6 +63,13 @@ pub enum CelnetError {
         #[source]
         source: std::io::Error,
     },
+    /// Any of the above, about one file of several.
+    #[error("{path}: {source}")]
+    InFile {
+        path: String,
+        #[source]
+        source: Box<CelnetError>,
+    },
 }
 
 impl CelnetError {
@@ -53,6 +79,28 @@ impl CelnetError {
             path: path.as_ref().display().to_string(),
             source,
         }
+    }
+}
+
+/// Names the file an error is about, unless the error already does.
+pub trait FileContext<T> {
+    fn in_file(self, path: impl AsRef<std::path::Path>) -> Result<T>;
+}
+
+impl<T> FileContext<T> for Result<T> {
+    fn in_file(self, path: impl AsRef<std::path::Path>) -> Result<T> {
+        self.map_err(|error| match error {
+            CelnetError::Io { .. }
+            | CelnetError::InFile { .. }
+            | CelnetError::ImageWrite { .. }
+            | CelnetError::Chart { .. }
+            | CelnetError::RunState { .. }
+            | CelnetError::OptimizerState { .. } => error,
+            other => CelnetError::InFile {
+                path: path.as_ref().display().to_string(),
+                source: Box::new(other),
+            },
+        })
     }
 }
 

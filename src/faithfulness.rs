@@ -16,10 +16,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::explain::{Engine, sigmoid};
+use crate::classifier::{Classifier, Label, sigmoid};
+use crate::error::{CelnetError, Result};
+use crate::explain::{CelmParams, Explainer, Map, PreparedEvidence};
 use crate::input::normalise;
-use crate::maps::Map;
+use crate::localize::Method;
 
 /// What a deleted pixel becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +129,7 @@ pub fn random_map(width: usize, height: usize, seed: u64) -> Map {
 
 /// Probabilities of the network along the deletion curve of `map` on `image`.
 pub async fn deletion_curve(
-    engine: &Engine,
+    classifier: &Classifier,
     image: &RgbImage,
     map: &Map,
     options: &DeletionOptions,
@@ -144,10 +145,134 @@ pub async fn deletion_curve(
     }
     let batch = Tensor::<4>::from_data(
         TensorData::new(values, [images.len(), 3, h, w]),
-        engine.device(),
+        classifier.device(),
     );
-    let logits = engine.predict_batch(batch).await?;
+    let logits = classifier.logits(batch).await?;
     Ok(logits.into_iter().map(sigmoid).collect())
+}
+
+/// The name of the random baseline in reports.
+pub const RANDOM_BASELINE: &str = "random";
+
+/// Deletion curves of every localisation method's map and of a random map, gathered over the
+/// glimpses the network calls positive.
+pub struct DeletionStudy {
+    options: DeletionOptions,
+    params: CelmParams,
+    seed: u64,
+    examined: usize,
+    /// Per map (the methods in [`Method::ALL`] order, then the random baseline): one curve per
+    /// positive glimpse.
+    curves: Vec<Vec<Vec<f32>>>,
+}
+
+impl DeletionStudy {
+    /// A study of the maps fused with `params`; `seed` drives the random map and tie-breaking.
+    pub fn new(options: DeletionOptions, params: CelmParams, seed: u64) -> Result<Self> {
+        params.validate()?;
+        Ok(Self {
+            options,
+            params,
+            seed,
+            examined: 0,
+            curves: vec![Vec::new(); Method::ALL.len() + 1],
+        })
+    }
+
+    /// Glimpses called positive so far.
+    pub fn positives(&self) -> usize {
+        self.curves[0].len()
+    }
+
+    /// Adds one glimpse; returns whether it counted (the network calls it positive).
+    pub async fn add(&mut self, explainer: &Explainer, image: &RgbImage) -> Result<bool> {
+        let seed = self.seed + self.examined as u64;
+        self.examined += 1;
+        let evidence =
+            PreparedEvidence::new(explainer.evidence(image).await?, &[self.params.sigma]);
+        if evidence.prediction.label != Label::Metastasis {
+            return Ok(false);
+        }
+        let classifier = explainer.classifier();
+        let random = random_map(image.width() as usize, image.height() as usize, seed);
+        for (i, method) in Method::ALL.iter().enumerate() {
+            let map = evidence.map(method.map_kind(), &self.params);
+            let curve = deletion_curve(&classifier, image, &map, &self.options, seed).await?;
+            self.curves[i].push(curve);
+        }
+        let curve = deletion_curve(&classifier, image, &random, &self.options, seed).await?;
+        self.curves[Method::ALL.len()].push(curve);
+        Ok(true)
+    }
+
+    /// The mean deletion AUC and curve of each map.
+    pub fn report(&self) -> Result<FaithfulnessReport> {
+        if self.positives() == 0 {
+            return Err(CelnetError::Dataset(format!(
+                "none of the {} glimpses is predicted positive; deletion curves need positive calls",
+                self.examined
+            )));
+        }
+        let names = Method::ALL
+            .iter()
+            .map(|m| m.name())
+            .chain([RANDOM_BASELINE]);
+        let mean = |xs: &mut dyn Iterator<Item = f64>| {
+            let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+            sum / n as f64
+        };
+        let methods = names
+            .zip(&self.curves)
+            .map(|(name, curves)| MethodCurve {
+                method: name.to_string(),
+                auc: mean(&mut curves.iter().map(|c| curve_area(c))),
+                relative_auc: mean(
+                    &mut curves
+                        .iter()
+                        .map(|c| curve_area(c) / f64::from(c[0]).max(1e-6)),
+                ),
+                mean_curve: (0..=self.options.steps.max(1))
+                    .map(|k| mean(&mut curves.iter().map(|c| f64::from(c[k]))))
+                    .collect(),
+            })
+            .collect();
+        Ok(FaithfulnessReport {
+            n: self.positives(),
+            glimpses: self.examined,
+            steps: self.options.steps,
+            fill: self.options.fill,
+            blur_sigma: self.options.blur_sigma,
+            params: self.params,
+            methods,
+        })
+    }
+}
+
+/// One map's deletion results, averaged over the positive glimpses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MethodCurve {
+    /// A [`Method`] name, or [`RANDOM_BASELINE`].
+    pub method: String,
+    /// Mean area under the deletion curve (lower = more faithful).
+    pub auc: f64,
+    /// Mean area divided by each glimpse's untouched probability.
+    pub relative_auc: f64,
+    /// The mean probability after each step, `steps + 1` points.
+    pub mean_curve: Vec<f64>,
+}
+
+/// The result of a [`DeletionStudy`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaithfulnessReport {
+    /// Positive glimpses the curves average over.
+    pub n: usize,
+    /// Glimpses examined (positive or not).
+    pub glimpses: usize,
+    pub steps: usize,
+    pub fill: Fill,
+    pub blur_sigma: f32,
+    pub params: CelmParams,
+    pub methods: Vec<MethodCurve>,
 }
 
 #[cfg(test)]

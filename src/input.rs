@@ -1,7 +1,8 @@
-//! Image input: decoding with size limits checked before allocation, and the conversion to the
-//! normalised `[1, 3, H, W]` layout the network expects.
+//! Image files: decoding with size limits checked before allocation, the conversion to the
+//! normalised `[1, 3, H, W]` layout the network expects, and reading and writing files.
 
 use std::io::Cursor;
+use std::path::Path;
 
 use burn::tensor::TensorData;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
@@ -9,7 +10,7 @@ use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 
-use crate::error::{CelnetError, Result};
+use crate::error::{CelnetError, FileContext, Result};
 use crate::model::MIN_INPUT;
 
 /// Largest image the decoder accepts (a 8192x8192 region): bigger files are refused from their
@@ -20,6 +21,35 @@ pub const MAX_DECODE_PIXELS: u64 = 8192 * 8192;
 pub const CHANNEL_MEAN: [f32; 3] = [0.7008, 0.5384, 0.6916];
 /// See [`CHANNEL_MEAN`].
 pub const CHANNEL_STD: [f32; 3] = [0.2350, 0.2774, 0.2128];
+
+/// File extensions (lower case) of the formats [`decode_image`] reads.
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"];
+
+/// Whether `path` names a file of a format [`decode_image`] reads, by its extension.
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Reads and decodes an image file; errors name the file.
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
+    decode_image(&bytes).in_file(path)
+}
+
+/// Writes an image in the format its extension names (PNG for the crate's outputs).
+pub fn save_image<P, C>(image: &image::ImageBuffer<P, C>, path: &Path) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
+    image.save(path).map_err(|e| CelnetError::ImageWrite {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
 
 /// Decodes PNG, JPEG, TIFF, BMP or WebP bytes into 8-bit RGB.
 ///

@@ -14,12 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
-use crate::explain::{
-    CelmParams, Evidence, Explanation, activation_map, evidence_map, region_mask,
-};
-use crate::maps::Map;
+use crate::explain::regions::{Labels, describe_regions, label_components, region_mask};
+use crate::explain::{CelmParams, Map, MapKind, Mask, PreparedEvidence, Region};
 use crate::metrics::auc;
-use crate::regions::{Labels, Mask, Region, describe_regions, label_components};
 
 /// Share of a region's area that decides its verdict.
 pub const REGION_RULE_SHARE: f64 = 0.75;
@@ -58,13 +55,13 @@ impl Method {
         }
     }
 
-    /// This method's map in a full explanation (fused with the explanation's parameters).
-    pub fn map_of(self, explanation: &Explanation) -> &Map {
+    /// The map this method thresholds into regions.
+    pub fn map_kind(self) -> MapKind {
         match self {
-            Method::Celm => &explanation.celm,
-            Method::Gradcam3 => &explanation.cam3,
-            Method::Gradcam23 => &explanation.mc,
-            Method::Csm => &explanation.csm,
+            Method::Celm => MapKind::Celm,
+            Method::Gradcam3 => MapKind::Cam3,
+            Method::Gradcam23 => MapKind::Mc,
+            Method::Csm => MapKind::Csm,
         }
     }
 
@@ -169,12 +166,7 @@ fn ratio(num: usize, den: usize) -> f64 {
 
 /// Scores the kept `regions` of a labelling against the truth mask of one glimpse.
 pub fn score_regions(labels: &Labels, regions: &[Region], truth: &Mask) -> Result<Counts> {
-    if (labels.width, labels.height) != (truth.width, truth.height) {
-        return Err(CelnetError::Dataset(format!(
-            "the tumour mask is {}x{} px but the glimpse is {}x{} px",
-            truth.width, truth.height, labels.width, labels.height
-        )));
-    }
+    truth.ensure_covers("the truth mask", labels.width, labels.height)?;
     let n = labels.count as usize;
     // Per label: tumour pixels, and whether the region is kept.
     let mut tumour = vec![0usize; n + 1];
@@ -220,55 +212,23 @@ pub fn score_regions(labels: &Labels, regions: &[Region], truth: &Mask) -> Resul
     Ok(counts)
 }
 
-/// One glimpse's evidence prepared for many re-fusions: CAMs at input resolution and the CSM
-/// for each smoothing sigma of a grid, computed once.
+/// One glimpse's evidence, prepared for many fusions, with its tumour mask.
 #[derive(Clone, Debug)]
 pub struct PreparedGlimpse {
-    pub cam2: Map,
-    pub cam3: Map,
-    csms: Vec<(f32, Map)>,
-    evidence: Evidence,
+    pub evidence: PreparedEvidence,
     pub truth: Mask,
 }
 
 impl PreparedGlimpse {
-    /// Prepares `evidence` with CSMs for `sigmas`; other sigmas are computed on demand.
-    pub fn new(evidence: Evidence, truth: Mask, sigmas: &[f32]) -> Result<Self> {
-        if (evidence.width, evidence.height) != (truth.width, truth.height) {
-            return Err(CelnetError::Dataset(format!(
-                "the tumour mask is {}x{} px but the glimpse is {}x{} px",
-                truth.width, truth.height, evidence.width, evidence.height
-            )));
-        }
-        let (cam2, cam3) = evidence.cams();
-        let csms = sigmas.iter().map(|&s| (s, evidence.csm(s))).collect();
-        Ok(Self {
-            cam2,
-            cam3,
-            csms,
-            evidence,
-            truth,
-        })
+    /// Pairs evidence with the truth mask of the glimpse called `name`.
+    pub fn new(name: &str, evidence: PreparedEvidence, truth: Mask) -> Result<Self> {
+        truth.ensure_covers(name, evidence.width, evidence.height)?;
+        Ok(Self { evidence, truth })
     }
 
-    fn csm(&self, sigma: f32) -> std::borrow::Cow<'_, Map> {
-        match self.csms.iter().find(|(s, _)| *s == sigma) {
-            Some((_, m)) => std::borrow::Cow::Borrowed(m),
-            None => std::borrow::Cow::Owned(self.evidence.csm(sigma)),
-        }
-    }
-
-    /// The map `method` localises with under `params`.
+    /// The map `method` localises with under `params` (not validated here: see [`evaluate`]).
     pub fn map(&self, method: Method, params: &CelmParams) -> Map {
-        match method {
-            Method::Celm => {
-                let mc = activation_map(&self.cam2, &self.cam3, params.alpha);
-                evidence_map(&mc, &self.csm(params.sigma), params.beta)
-            }
-            Method::Gradcam3 => self.cam3.clone(),
-            Method::Gradcam23 => activation_map(&self.cam2, &self.cam3, params.alpha),
-            Method::Csm => self.csm(params.sigma).into_owned(),
-        }
+        self.evidence.map(method.map_kind(), params).into_owned()
     }
 
     /// Region counts of `method` under `params`.
@@ -441,7 +401,7 @@ pub fn tune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regions::describe_regions;
+    use crate::explain::Evidence;
 
     fn mask_from(rows: &[&str]) -> Mask {
         Mask {
@@ -535,6 +495,7 @@ mod tests {
         let labels = label_components(&predicted);
         let err = score_regions(&labels, &[], &mask_from(&["###"])).unwrap_err();
         assert!(err.to_string().contains("3x1"), "{err}");
+        assert!(matches!(err, CelnetError::MaskSize { .. }), "{err:?}");
     }
 
     #[test]
@@ -584,7 +545,7 @@ mod tests {
             height: h,
             data: half(true).data.iter().map(|&v| v > 0.5).collect(),
         };
-        PreparedGlimpse::new(evidence, truth, &[0.0]).unwrap()
+        PreparedGlimpse::new("synthetic", PreparedEvidence::new(evidence, &[0.0]), truth).unwrap()
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! CELNet: a small residual CNN with multi-branch attention and deep supervision
-//! (Huang & Chung, MICCAI 2019), as restated in `docs/celnet-method.md` of the shared docs.
+//! CELNet: a small residual CNN with multi-branch attention and deep supervision (Y. Huang and
+//! A. C. S. Chung, "CELNet: Evidence Localization for Pathology Images using Weakly Supervised
+//! Learning", MICCAI 2019, LNCS 11764, pp. 613-621).
 //!
 //! The forward pass is split at the two layers that CELM explains (F2 and F3), so the
 //! explanation engine can cut the graph there and read the gradients it needs.

@@ -14,9 +14,9 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::list_split;
-use crate::error::{CelnetError, Result};
-use crate::input::decode_image;
-use crate::regions::Mask;
+use crate::error::{CelnetError, FileContext, Result};
+use crate::explain::Mask;
+use crate::input::{has_image_extension, read_image, save_image};
 
 /// Side of one tile: the labelled centre of a PCam patch.
 pub const TILE: u32 = 32;
@@ -177,10 +177,7 @@ pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manife
             .collect();
         let tiles = sources
             .iter()
-            .map(|p| {
-                let bytes = std::fs::read(p).map_err(|e| CelnetError::io(p, e))?;
-                centre_tile(&decode_image(&bytes)?)
-            })
+            .map(|p| centre_tile(&read_image(p)?).in_file(p))
             .collect::<Result<Vec<_>>>()?;
         let (glimpse, mask) = assemble(&tiles, &is_tumour);
         let entry = MosaicEntry {
@@ -189,8 +186,8 @@ pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manife
             tumour_tiles,
             sources: sources.iter().map(|p| p.display().to_string()).collect(),
         };
-        save(&glimpse, &out.join(&entry.image))?;
-        save(&mask, &out.join(&entry.mask))?;
+        save_image(&glimpse, &out.join(&entry.image))?;
+        save_image(&mask, &out.join(&entry.mask))?;
         glimpses.push(entry);
     }
     let manifest = Manifest {
@@ -202,17 +199,6 @@ pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manife
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     std::fs::write(&path, text).map_err(|e| CelnetError::io(&path, e))?;
     Ok(manifest)
-}
-
-fn save<P, C>(image: &image::ImageBuffer<P, C>, path: &Path) -> Result<()>
-where
-    P: image::PixelWithColorType,
-    [P::Subpixel]: image::EncodableLayout,
-    C: std::ops::Deref<Target = [P::Subpixel]>,
-{
-    image
-        .save(path)
-        .map_err(|e| CelnetError::Dataset(format!("{}: {e}", path.display())))
 }
 
 /// A glimpse with its truth mask, read from a folder.
@@ -230,15 +216,8 @@ pub fn list_glimpses(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut images: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let ext = p
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            matches!(
-                ext.as_deref(),
-                Some("png" | "jpg" | "jpeg" | "tif" | "tiff" | "bmp" | "webp")
-            ) && !stem.ends_with("_mask")
+            has_image_extension(p) && !stem.ends_with("_mask")
         })
         .collect();
     images.sort();
@@ -267,28 +246,25 @@ pub fn load_labelled(dir: &Path) -> Result<Vec<LabelledGlimpse>> {
                     mask_path.display()
                 )));
             }
-            let read = |p: &Path| std::fs::read(p).map_err(|e| CelnetError::io(p, e));
-            let image = decode_image(&read(path)?)?;
-            let mask = image::load_from_memory(&read(&mask_path)?)
-                .map_err(|e| CelnetError::Dataset(format!("{}: {e}", mask_path.display())))?
+            let image = read_image(path)?;
+            let bytes = std::fs::read(&mask_path).map_err(|e| CelnetError::io(&mask_path, e))?;
+            let mask = image::load_from_memory(&bytes)
+                .map_err(|e| CelnetError::ImageDecode(e.to_string()))
+                .in_file(&mask_path)?
                 .to_luma8();
-            if mask.dimensions() != image.dimensions() {
-                return Err(CelnetError::Dataset(format!(
-                    "{} is {}x{} px but its image is {}x{} px",
-                    mask_path.display(),
-                    mask.width(),
-                    mask.height(),
-                    image.width(),
-                    image.height()
-                )));
-            }
+            let truth = Mask {
+                width: mask.width() as usize,
+                height: mask.height() as usize,
+                data: mask.pixels().map(|p| p.0[0] > 0).collect(),
+            };
+            truth.ensure_covers(
+                &mask_path.display().to_string(),
+                image.width() as usize,
+                image.height() as usize,
+            )?;
             Ok(LabelledGlimpse {
                 name: stem.to_string(),
-                truth: Mask {
-                    width: mask.width() as usize,
-                    height: mask.height() as usize,
-                    data: mask.pixels().map(|p| p.0[0] > 0).collect(),
-                },
+                truth,
                 image,
             })
         })

@@ -7,6 +7,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 
 use crate::error::{CelnetError, Result};
+use crate::input::save_image;
 use crate::train::EpochMetrics;
 
 /// DejaVu Sans (see `assets/DejaVuSans.LICENSE`): plotters draws text only with a font it has
@@ -21,28 +22,35 @@ fn register_font() {
     });
 }
 
-fn plot_error(e: impl std::fmt::Display) -> CelnetError {
-    CelnetError::Dataset(format!("drawing a chart failed: {e}"))
+/// What drawing returns; [`render`] turns a failure into an error naming the chart's file.
+type Drawing = std::result::Result<(), String>;
+
+fn plot_error(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 /// Renders into an RGB buffer of `width x height` and writes it as PNG.
 fn render(
     path: &Path,
     (width, height): (u32, u32),
-    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Drawing,
 ) -> Result<()> {
     register_font();
     let mut buffer = vec![0u8; (width * height * 3) as usize];
-    {
+    let drawn = {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        draw(root.clone())?;
-        root.present().map_err(plot_error)?;
-    }
-    image::RgbImage::from_raw(width, height, buffer)
-        .expect("buffer has the image size")
-        .save(path)
-        .map_err(|e| CelnetError::Dataset(format!("{}: {e}", path.display())))
+        root.fill(&WHITE)
+            .map_err(plot_error)
+            .and_then(|()| draw(root.clone()))
+            .and_then(|()| root.present().map_err(plot_error))
+    };
+    drawn.map_err(|message| CelnetError::Chart {
+        path: path.display().to_string(),
+        message,
+    })?;
+    let image =
+        image::RgbImage::from_raw(width, height, buffer).expect("buffer has the image size");
+    save_image(&image, path)
 }
 
 /// One named line of an epoch chart.
@@ -61,7 +69,7 @@ fn epoch_panel(
     y_range: std::ops::Range<f64>,
     lines: Vec<Line>,
     legend: SeriesLabelPosition,
-) -> Result<()> {
+) -> Drawing {
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 18))
         .margin(12)

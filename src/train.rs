@@ -22,10 +22,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::classifier::{Classifier, Label, sigmoid};
 use crate::data::PatchSet;
 use crate::error::{CelnetError, Result};
-use crate::explain::{Engine, sigmoid};
-use crate::metrics::{Confusion, auc};
+use crate::evaluation::evaluate;
 use crate::model::{Celnet, CelnetConfig};
 use crate::weights;
 
@@ -123,15 +123,6 @@ pub struct RunState {
     pub seconds: f64,
 }
 
-/// Validation results of a model on a patch set.
-#[derive(Clone, Debug, Serialize)]
-pub struct Validation {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub auc: f64,
-    pub probabilities: Vec<f32>,
-}
-
 /// Files of a run folder.
 pub struct RunDir(pub PathBuf);
 
@@ -165,29 +156,6 @@ impl RunDir {
 pub fn bce_with_logits(logits: Tensor<1>, targets: Tensor<1>) -> Tensor<1> {
     let softplus = logits.clone().abs().neg().exp().log1p();
     (relu(logits.clone()) - logits * targets + softplus).mean()
-}
-
-/// Scores every patch of `set` (whole patches, no augmentation) and summarises.
-pub fn validate(engine: &Engine, set: &PatchSet, batch_size: usize) -> Result<Validation> {
-    let mut logits = Vec::with_capacity(set.len());
-    let indices: Vec<usize> = (0..set.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let (data, _) = set.batch(chunk, set.side, None);
-        let x = Tensor::<4>::from_data(data, engine.device());
-        logits.extend(pollster::block_on(engine.predict_batch(x))?);
-    }
-    let mut loss = 0.0;
-    for (&z, &y) in logits.iter().zip(&set.labels) {
-        let (z, y) = (f64::from(z), f64::from(y));
-        loss += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
-    }
-    let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
-    Ok(Validation {
-        loss: loss / set.len().max(1) as f64,
-        accuracy: Confusion::at(&probabilities, &set.labels, 0.5).accuracy(),
-        auc: auc(&probabilities, &set.labels).unwrap_or(f64::NAN),
-        probabilities,
-    })
 }
 
 /// The element-wise mean of several networks' parameters and batch-norm statistics.
@@ -321,10 +289,17 @@ fn save_checkpoint(
     write_atomic(&run.checkpoint(), &weights::to_bytes(model.clone())?)?;
     let optim_bytes = optim
         .into_bytes()
-        .map_err(|e| CelnetError::WeightsFormat(format!("optimizer state: {e}")))?;
+        .map_err(|e| optimizer_state_error(&run.optimizer(), e))?;
     write_atomic(&run.optimizer(), &optim_bytes)?;
     let json = serde_json::to_vec_pretty(state).expect("run state serialises");
     write_atomic(&run.state(), &json)
+}
+
+fn optimizer_state_error(path: &Path, error: impl std::fmt::Display) -> CelnetError {
+    CelnetError::OptimizerState {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    }
 }
 
 fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
@@ -373,8 +348,11 @@ pub fn train(
 
     let (mut model, mut optim, mut state) = if run.state().exists() {
         let json = std::fs::read(run.state()).map_err(|e| CelnetError::io(run.state(), e))?;
-        let mut state: RunState = serde_json::from_slice(&json)
-            .map_err(|e| CelnetError::Dataset(format!("{}: {e}", run.state().display())))?;
+        let mut state: RunState =
+            serde_json::from_slice(&json).map_err(|e| CelnetError::RunState {
+                path: run.state().display().to_string(),
+                message: e.to_string(),
+            })?;
         // Longer runs may extend a finished one; everything else comes from the checkpoint.
         state.options.epochs = options.epochs;
         state.options.checkpoint_secs = options.checkpoint_secs;
@@ -387,7 +365,7 @@ pub fn train(
         let model = weights::load_file(run.checkpoint(), &autodiff)?;
         let optim = optimizer(&state.options)
             .load(run.optimizer())
-            .map_err(|e| CelnetError::WeightsFormat(format!("optimizer state: {e}")))?;
+            .map_err(|e| optimizer_state_error(&run.optimizer(), e))?;
         eprintln!(
             "resuming {} at epoch {}, batch {}",
             run_dir.display(),
@@ -465,7 +443,7 @@ pub fn train(
             state.epoch_correct += logit_values
                 .iter()
                 .zip(&labels)
-                .filter(|&(&z, &y)| (z >= 0.0) == (y >= 0.5))
+                .filter(|&(&z, &y)| Label::of(sigmoid(z)) == Label::of(y))
                 .count();
             state.epoch_seen += n;
             state.next_batch = b + 1;
@@ -512,8 +490,7 @@ pub fn train(
                 device,
             )?;
         }
-        let engine = Engine::new(validated.clone(), device);
-        let validation = validate(&engine, valid_set, 256)?;
+        let validation = evaluate(&Classifier::new(validated.clone(), device), valid_set, 256)?;
         state.seconds += valid_start.elapsed().as_secs_f64();
         let metrics = EpochMetrics {
             epoch: epoch + 1,

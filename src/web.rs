@@ -1,21 +1,27 @@
 //! Browser bindings (wasm32 only): platform glue, no model logic.
 //!
-//! The page's inference worker owns a [`Session`] (WebGPU or wasm CPU) and calls
-//! [`Session::explain`]; the page itself calls [`render`] on the returned evidence whenever a
-//! slider moves, which re-fuses CELM without another gradient pass.
+//! The page's inference worker owns a [`Session`] (WebGPU or wasm CPU). [`Session::explain`]
+//! returns an [`Explained`] handle that keeps the evidence in the worker's wasm memory; each
+//! slider move calls [`Explained::render`] on it, which re-fuses CELM without another gradient
+//! pass and returns only pixels. The page itself loads no WebAssembly: what it needs to know
+//! (default parameters, map names, the colour legend) comes from [`page_facts`].
 
 use std::cell::RefCell;
 
 use burn::prelude::*;
 use image::RgbImage;
-use js_sys::{Object, Reflect, Uint8Array, Uint8ClampedArray};
+use js_sys::{Float32Array, Object, Reflect, Uint8ClampedArray};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use crate::classifier::{Classifier, DECISION_THRESHOLD, Prediction};
 use crate::error::CelnetError;
-use crate::explain::{CelmParams, Engine, Evidence, sigmoid};
-use crate::regions::Region;
-use crate::{input, render, weights};
+use crate::explain::render::{
+    OUTLINE_COLOUR, OVERLAY_OPACITY, colormap_rgba, heat_rgba, legend_rgba, outline_rgba,
+};
+use crate::explain::{CelmParams, Explainer, MapKind, PreparedEvidence, Region};
+use crate::timings::Timings;
+use crate::{input, weights};
 
 thread_local! {
     // wgpu initialises once per page (per worker): the device is created once and reused.
@@ -41,10 +47,44 @@ fn start() {
     }));
 }
 
-/// The inference state of one worker: a device, the loaded weights and the engine.
+/// What the page shows that is decided here: `{default_params, map_kinds: [{name, title}],
+/// decision_threshold, overlay_opacity, legend}` (`legend`: 256 RGBA entries of the colour map).
+#[wasm_bindgen]
+pub fn page_facts() -> Result<JsValue, JsError> {
+    #[derive(Serialize)]
+    struct Kind {
+        name: &'static str,
+        title: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Facts {
+        default_params: CelmParams,
+        map_kinds: Vec<Kind>,
+        decision_threshold: f32,
+        overlay_opacity: f32,
+    }
+    let facts = to_js(&Facts {
+        default_params: CelmParams::default(),
+        map_kinds: MapKind::ALL
+            .iter()
+            .map(|k| Kind {
+                name: k.name(),
+                title: k.title(),
+            })
+            .collect(),
+        decision_threshold: DECISION_THRESHOLD,
+        overlay_opacity: OVERLAY_OPACITY,
+    })?;
+    set(&facts, "legend", &pixels(&legend_rgba()))?;
+    Ok(facts)
+}
+
+/// The inference state of one worker: a device, the loaded weights, a classifier and an
+/// explainer sharing them.
 #[wasm_bindgen]
 pub struct Session {
-    engine: Engine,
+    explainer: Explainer,
+    classifier: Classifier,
     backend: &'static str,
     weights: String,
 }
@@ -64,8 +104,10 @@ impl Session {
             }
         };
         let model = weights::load_default(&device).map_err(js_error)?;
+        let explainer = Explainer::new(model, &device);
         Ok(Session {
-            engine: Engine::new(model, &device),
+            classifier: explainer.classifier(),
+            explainer,
             backend,
             weights: "default".into(),
         })
@@ -86,189 +128,179 @@ impl Session {
     /// Replaces the weights with a burnpack file's bytes. A file of the wrong shape or a corrupt
     /// one is an error naming the problem, and the current weights stay.
     pub fn load_weights(&mut self, bytes: &[u8], name: String) -> Result<(), JsError> {
-        let device = self.engine.device().clone();
+        let device = self.explainer.device().clone();
         let model = weights::load_bytes(bytes, &device).map_err(js_error)?;
-        self.engine = Engine::new(model, &device);
-        self.weights = name;
+        self.use_model(model, name);
         Ok(())
     }
 
     /// Goes back to the embedded default weights.
     pub fn reset_weights(&mut self) -> Result<(), JsError> {
-        let device = self.engine.device().clone();
-        self.engine = Engine::new(weights::load_default(&device).map_err(js_error)?, &device);
-        self.weights = "default".into();
+        let device = self.explainer.device().clone();
+        let model = weights::load_default(&device).map_err(js_error)?;
+        self.use_model(model, "default".into());
         Ok(())
     }
 
-    /// Cancer logit and probability of an encoded image, with timings.
+    /// The score of an encoded image: `{backend, weights, width, height, logit, probability,
+    /// label, verdict, timings_ms}`.
     pub async fn predict(&self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
         let start = now_ms();
         let image = input::decode_image(&bytes).map_err(js_error)?;
         let decoded = now_ms();
-        let logit = self.engine.predict(&image).await.map_err(js_error)?;
+        let prediction = self.classifier.predict(&image).await.map_err(js_error)?;
         let done = now_ms();
-        to_js(&Prediction {
-            backend: self.backend,
-            width: image.width(),
-            height: image.height(),
-            logit,
-            probability: sigmoid(logit),
-            timings: Timings {
-                decode_ms: decoded - start,
-                network_ms: done - decoded,
-                total_ms: done - start,
+        to_js(&self.summary(
+            &image,
+            prediction,
+            Timings {
+                decode: decoded - start,
+                network: done - decoded,
+                total: done - start,
+                ..Timings::default()
             },
-        })
+        ))
     }
 
-    /// The gradient passes of CELM on an encoded image.
-    ///
-    /// Returns `{backend, weights, width, height, logit, probability, timings, evidence, input}`:
-    /// `evidence` goes to [`render`] as often as the parameters change, `input` is the decoded
-    /// image as RGBA bytes (so formats the browser cannot show, such as TIFF, still display).
-    pub async fn explain(&self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+    /// The gradient passes of CELM on an encoded image. The evidence stays in this instance's
+    /// memory, behind the returned handle; call `free()` on it when the result is dropped.
+    pub async fn explain(&self, bytes: Vec<u8>) -> Result<Explained, JsError> {
         let start = now_ms();
         let image = input::decode_image(&bytes).map_err(js_error)?;
         let decoded = now_ms();
-        let evidence = self.engine.evidence(&image).await.map_err(js_error)?;
+        let evidence = self.explainer.evidence(&image).await.map_err(js_error)?;
+        let evidence = PreparedEvidence::new(evidence, &[CelmParams::default().sigma]);
         let done = now_ms();
-        let result = to_js(&Explained {
+        let summary = self.summary(
+            &image,
+            evidence.prediction,
+            Timings {
+                decode: decoded - start,
+                network: done - decoded,
+                total: done - start,
+                ..Timings::default()
+            },
+        );
+        Ok(Explained {
+            summary,
+            evidence,
+            image,
+        })
+    }
+}
+
+impl Session {
+    fn use_model(&mut self, model: crate::Celnet, name: String) {
+        let device = self.explainer.device().clone();
+        self.explainer = Explainer::new(model, &device);
+        self.classifier = self.explainer.classifier();
+        self.weights = name;
+    }
+
+    fn summary(&self, image: &RgbImage, prediction: Prediction, timings: Timings) -> Summary {
+        Summary {
             backend: self.backend,
-            weights: &self.weights,
+            weights: self.weights.clone(),
             width: image.width(),
             height: image.height(),
-            logit: evidence.logit,
-            probability: sigmoid(evidence.logit),
-            timings: Timings {
-                decode_ms: decoded - start,
-                network_ms: done - decoded,
-                total_ms: done - start,
+            prediction,
+            verdict: prediction.label.verdict(),
+            timings_ms: timings,
+        }
+    }
+}
+
+/// What the page shows about one result.
+#[derive(Clone, Serialize)]
+struct Summary {
+    backend: &'static str,
+    weights: String,
+    width: u32,
+    height: u32,
+    #[serde(flatten)]
+    prediction: Prediction,
+    verdict: &'static str,
+    timings_ms: Timings,
+}
+
+/// One explained image, kept in the worker: its evidence, ready to be re-fused, and the
+/// decoded input.
+#[wasm_bindgen]
+pub struct Explained {
+    summary: Summary,
+    evidence: PreparedEvidence,
+    image: RgbImage,
+}
+
+#[wasm_bindgen]
+impl Explained {
+    /// `{backend, weights, width, height, logit, probability, label, verdict, timings_ms}`.
+    pub fn summary(&self) -> Result<JsValue, JsError> {
+        to_js(&self.summary)
+    }
+
+    /// The decoded input as RGBA bytes (so formats the browser cannot show, such as TIFF, still
+    /// display).
+    pub fn input_rgba(&self) -> Uint8ClampedArray {
+        let rgba: Vec<u8> = self
+            .image
+            .pixels()
+            .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
+            .collect();
+        pixels(&rgba)
+    }
+
+    /// Fuses the evidence with CELM parameters (`{alpha, beta, threshold, sigma}`, any subset;
+    /// the rest default) and renders every layer the page draws.
+    ///
+    /// Returns `{params, regions, timings_ms, celm, layers}`: `celm` is the evidence map as a
+    /// `Float32Array`; `layers` holds RGBA bytes for each map kind (opaque, in the colour map),
+    /// `heat` (the CELM with alpha = evidence, drawn over the input at the overlay opacity) and
+    /// `outline` (the region boundaries).
+    pub fn render(&self, params: JsValue) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct Rendered<'a> {
+            params: CelmParams,
+            regions: &'a [Region],
+            timings_ms: Timings,
+        }
+        let params: CelmParams = if params.is_undefined() || params.is_null() {
+            CelmParams::default()
+        } else {
+            serde_wasm_bindgen::from_value(params)
+                .map_err(|e| JsError::new(&format!("bad CELM parameters: {e}")))?
+        };
+        let start = now_ms();
+        let explanation = self.evidence.fuse(&params).map_err(js_error)?;
+        let fusion = now_ms() - start;
+        let base = self.summary.timings_ms;
+        let result = to_js(&Rendered {
+            params: explanation.params,
+            regions: &explanation.regions,
+            timings_ms: Timings {
+                fusion: Some(fusion),
+                total: base.total + fusion,
+                ..base
             },
-            evidence: &evidence,
         })?;
         set(
             &result,
-            "input",
-            &Uint8ClampedArray::from(&rgba(&image)[..]),
+            "celm",
+            &Float32Array::from(&explanation.celm.data[..]),
         )?;
+        let layers = Object::new();
+        for (kind, map) in explanation.maps() {
+            set(&layers, kind.name(), &pixels(&colormap_rgba(map)))?;
+        }
+        set(&layers, "heat", &pixels(&heat_rgba(&explanation.celm)))?;
+        set(
+            &layers,
+            "outline",
+            &pixels(&outline_rgba(&explanation.mask, OUTLINE_COLOUR)),
+        )?;
+        set(&result, "layers", &layers)?;
         Ok(result)
     }
-}
-
-/// Fuses evidence from [`Session::explain`] with CELM parameters (`{alpha, beta, threshold,
-/// sigma}`, any subset; the rest default) and renders every layer the page draws.
-///
-/// Returns `{logit, probability, params, regions, width, height, celm, layers}`: `celm` is the
-/// evidence map as a `Float32Array`, and `layers` holds RGBA bytes for `cam2`, `cam3`, `csm`,
-/// `mc`, `celm` (opaque, in the colour map), `heat` (the CELM with alpha = evidence, drawn over
-/// the input at the overlay opacity) and `outline` (the region boundaries).
-#[wasm_bindgen]
-pub fn render(evidence: JsValue, params: JsValue) -> Result<JsValue, JsError> {
-    let evidence: Evidence = serde_wasm_bindgen::from_value(evidence)
-        .map_err(|e| JsError::new(&format!("not evidence from explain(): {e}")))?;
-    let params: CelmParams = if params.is_undefined() || params.is_null() {
-        CelmParams::default()
-    } else {
-        serde_wasm_bindgen::from_value(params)
-            .map_err(|e| JsError::new(&format!("bad CELM parameters: {e}")))?
-    };
-    let explanation = evidence.fuse(&params).map_err(js_error)?;
-    let result = to_js(&Rendered {
-        logit: explanation.logit,
-        probability: explanation.probability,
-        params: explanation.params,
-        regions: &explanation.regions,
-        width: evidence.width,
-        height: evidence.height,
-    })?;
-    set(
-        &result,
-        "celm",
-        &js_sys::Float32Array::from(&explanation.celm.data[..]),
-    )?;
-    let layers = Object::new();
-    for (name, map) in explanation.named_maps() {
-        set(&layers, name, &bytes(&render::colormap_rgba(map)))?;
-    }
-    set(
-        &layers,
-        "heat",
-        &bytes(&render::heat_rgba(&explanation.celm)),
-    )?;
-    set(
-        &layers,
-        "outline",
-        &bytes(&render::outline_rgba(
-            &explanation.mask,
-            render::OUTLINE_COLOUR,
-        )),
-    )?;
-    set(&result, "layers", &layers)?;
-    Ok(result)
-}
-
-/// The default CELM parameters (the page's initial slider positions).
-#[wasm_bindgen]
-pub fn default_params() -> Result<JsValue, JsError> {
-    to_js(&CelmParams::default())
-}
-
-/// The colour map as 256 RGBA entries, for the legend.
-#[wasm_bindgen]
-pub fn colormap_legend() -> Uint8ClampedArray {
-    let ramp: Vec<u8> = (0..256)
-        .flat_map(|i| {
-            let [r, g, b] = render::color(i as f32 / 255.0);
-            [r, g, b, 255]
-        })
-        .collect();
-    Uint8ClampedArray::from(&ramp[..])
-}
-
-/// The embedded default weights, for "download the model".
-#[wasm_bindgen]
-pub fn default_weights() -> Uint8Array {
-    Uint8Array::from(weights::DEFAULT_WEIGHTS)
-}
-
-#[derive(Serialize)]
-struct Timings {
-    decode_ms: f64,
-    network_ms: f64,
-    total_ms: f64,
-}
-
-#[derive(Serialize)]
-struct Prediction {
-    backend: &'static str,
-    width: u32,
-    height: u32,
-    logit: f32,
-    probability: f32,
-    timings: Timings,
-}
-
-#[derive(Serialize)]
-struct Explained<'a> {
-    backend: &'static str,
-    weights: &'a str,
-    width: u32,
-    height: u32,
-    logit: f32,
-    probability: f32,
-    timings: Timings,
-    evidence: &'a Evidence,
-}
-
-#[derive(Serialize)]
-struct Rendered<'a> {
-    logit: f32,
-    probability: f32,
-    params: CelmParams,
-    regions: &'a [Region],
-    width: usize,
-    height: usize,
 }
 
 async fn webgpu_device() -> Result<Device, JsError> {
@@ -283,14 +315,7 @@ async fn webgpu_device() -> Result<Device, JsError> {
     Ok(device)
 }
 
-fn rgba(image: &RgbImage) -> Vec<u8> {
-    image
-        .pixels()
-        .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
-        .collect()
-}
-
-fn bytes(data: &[u8]) -> Uint8ClampedArray {
+fn pixels(data: &[u8]) -> Uint8ClampedArray {
     Uint8ClampedArray::from(data)
 }
 

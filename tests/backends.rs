@@ -4,9 +4,8 @@
 //! passes; under CI a missing adapter fails it.
 
 use burn::prelude::*;
-use celnet::explain::{CelmParams, Engine};
+use celnet::explain::{CelmParams, Explainer, Map};
 use celnet::input::decode_image;
-use celnet::maps::Map;
 use celnet::weights;
 
 fn wgpu_device() -> Option<Device> {
@@ -32,34 +31,29 @@ fn max_abs_diff(a: &Map, b: &Map) -> f32 {
 fn flex_and_wgpu_agree() {
     let Some(wgpu) = wgpu_device() else { return };
     let flex = Device::flex();
-    let engines = [
-        Engine::new(weights::load_default(&flex).unwrap(), &flex),
-        Engine::new(weights::load_default(&wgpu).unwrap(), &wgpu),
+    let explainers = [
+        Explainer::new(weights::load_default(&flex).unwrap(), &flex),
+        Explainer::new(weights::load_default(&wgpu).unwrap(), &wgpu),
     ];
     for file in [
         "tests/fixtures/pcam-valid-200/0/patch0029847.jpg",
         "tests/fixtures/pcam-valid-200/1/patch0029612.jpg",
     ] {
         let image = decode_image(&std::fs::read(file).unwrap()).unwrap();
-        let [a, b] = engines
+        let [a, b] = explainers
             .each_ref()
             .map(|e| pollster::block_on(e.explain(&image, &CelmParams::default())).unwrap());
+        let (la, lb) = (a.prediction.logit, b.prediction.logit);
         assert!(
-            (a.logit - b.logit).abs() < 1e-4,
-            "{file}: logit flex {} vs wgpu {}",
-            a.logit,
-            b.logit
+            (la - lb).abs() < 1e-4,
+            "{file}: logit flex {la} vs wgpu {lb}"
         );
-        for (name, x, y) in [
-            ("cam2", &a.cam2, &b.cam2),
-            ("cam3", &a.cam3, &b.cam3),
-            ("csm", &a.csm, &b.csm),
-            ("celm", &a.celm, &b.celm),
-        ] {
+        for ((kind, x), (_, y)) in a.maps().zip(b.maps()) {
             let diff = max_abs_diff(x, y);
-            assert!(diff < 1e-3, "{file}: {name} differs by {diff}");
+            assert!(diff < 1e-3, "{file}: {} differs by {diff}", kind.name());
         }
-        let predicted = pollster::block_on(engines[1].predict(&image)).unwrap();
-        assert!((predicted - a.logit).abs() < 1e-4);
+        let classifier = explainers[1].classifier();
+        let predicted = pollster::block_on(classifier.predict(&image)).unwrap();
+        assert!((predicted.logit - la).abs() < 1e-4);
     }
 }

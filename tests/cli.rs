@@ -36,10 +36,23 @@ fn predict_gives_probabilities_per_file() {
         files[0].to_str().unwrap(),
         files[1].to_str().unwrap(),
     ]);
-    let report = json_stdout(&output);
-    let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2);
-    for r in results {
+    assert!(output.status.success());
+    // JSON Lines: one object per file, whatever the number of files.
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for r in &lines {
+        assert_eq!(r["backend"], "flex");
+        let label = if r["probability"].as_f64().unwrap() >= 0.5 {
+            "metastasis"
+        } else {
+            "normal"
+        };
+        assert_eq!(r["label"], label);
+        assert!(r["timings_ms"]["network"].as_f64().unwrap() > 0.0);
         let p = r["probability"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p));
         let logit = r["logit"].as_f64().unwrap();
@@ -55,11 +68,11 @@ fn predict_reports_a_bad_file_and_fails() {
     let output = celnet(&["predict", "--json", bad.to_str().unwrap()]);
     assert!(!output.status.success());
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("cannot read the image"), "{error}");
     assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("cannot read the image")
+        error.contains("notes.png"),
+        "the error names the file: {error}"
     );
 }
 
@@ -96,7 +109,10 @@ fn explain_writes_maps_overlay_and_json() {
     assert!((report["params"]["alpha"].as_f64().unwrap() - 0.7).abs() < 1e-6);
     assert!((report["params"]["threshold"].as_f64().unwrap() - 0.4).abs() < 1e-6);
     assert!(report["regions"].is_array());
-    assert!(report["timings_ms"]["gradients"].as_f64().unwrap() > 0.0);
+    for key in ["model_load", "decode", "network", "fusion", "total"] {
+        assert!(report["timings_ms"][key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert_eq!(report["weights"], "embedded default");
 
     // The same logit as predict on the same file.
     let predicted = json_stdout(&celnet(&["predict", "--json", image.to_str().unwrap()]));

@@ -1,26 +1,27 @@
-//! The explanation engine's gradients against independent references: central finite
+//! The explainer's gradients against independent references: central finite
 //! differences for the Grad-CAM weights, hand-computed guided-ReLU backward passes.
 
 use burn::prelude::*;
-use celnet::explain::{Engine, grad_cam_weights};
+use celnet::explain::Explainer;
+use celnet::explain::engine::grad_cam_weights;
 use celnet::guided::{ReluKind, guided_relu};
 use celnet::{Celnet, CelnetConfig};
 
 /// A small CELNet (4 base channels, one block per module) with fixed random weights.
-fn tiny_engine() -> Engine {
+fn tiny_explainer() -> Explainer {
     let device = Device::flex();
     device.seed(11);
     let model: Celnet = CelnetConfig::new()
         .with_base_channels(4)
         .with_blocks_per_module(1)
         .init(&device);
-    Engine::new(model, &device)
+    Explainer::new(model, &device)
 }
 
 /// The shipped network: trained weights make the path through module 3 matter.
-fn trained_engine() -> Engine {
+fn trained_explainer() -> Explainer {
     let device = Device::flex();
-    Engine::new(celnet::weights::load_default(&device).unwrap(), &device)
+    Explainer::new(celnet::weights::load_default(&device).unwrap(), &device)
 }
 
 fn fixture_image() -> image::RgbImage {
@@ -64,10 +65,11 @@ fn assert_close(got: &[f32], expected: &[f64], what: &str) {
 
 #[test]
 fn grad_cam_weights_of_f3_match_finite_differences() {
-    let engine = tiny_engine();
-    let model = engine.model();
-    let layers = engine
-        .layer_gradients(engine.autodiff_input(&test_image()))
+    let explainer = tiny_explainer();
+    let classifier = explainer.classifier();
+    let model = classifier.model();
+    let layers = explainer
+        .layer_gradients(explainer.autodiff_input(&test_image()))
         .unwrap();
     let alpha = values(grad_cam_weights(layers.g3));
     let dims = layers.f3.dims();
@@ -75,7 +77,7 @@ fn grad_cam_weights_of_f3_match_finite_differences() {
     let eps = 1e-2;
     let fd: Vec<f64> = (0..dims[1])
         .map(|k| {
-            let bump = channel_bump(dims, k, eps, engine.device());
+            let bump = channel_bump(dims, k, eps, explainer.device());
             let plus = scalar(model.classify(layers.f2.clone(), layers.f3.clone() + bump.clone()));
             let minus = scalar(model.classify(layers.f2.clone(), layers.f3.clone() - bump));
             (plus - minus) / (2.0 * f64::from(eps) * area)
@@ -86,10 +88,11 @@ fn grad_cam_weights_of_f3_match_finite_differences() {
 
 #[test]
 fn grad_cam_weights_of_f2_are_total_derivatives() {
-    let engine = trained_engine();
-    let model = engine.model();
-    let layers = engine
-        .layer_gradients(engine.autodiff_input(&fixture_image()))
+    let explainer = trained_explainer();
+    let classifier = explainer.classifier();
+    let model = classifier.model();
+    let layers = explainer
+        .layer_gradients(explainer.autodiff_input(&fixture_image()))
         .unwrap();
     let alpha = values(grad_cam_weights(layers.g2));
     let dims = layers.f2.dims();
@@ -102,7 +105,7 @@ fn grad_cam_weights_of_f2_are_total_derivatives() {
     let mut total = Vec::new();
     let mut direct_only = Vec::new();
     for k in 0..dims[1] {
-        let bump = channel_bump(dims, k, eps, engine.device());
+        let bump = channel_bump(dims, k, eps, explainer.device());
         let scale = 2.0 * f64::from(eps) * area;
         total.push(
             (through_module3(layers.f2.clone() + bump.clone())
@@ -166,14 +169,14 @@ fn guided_relu_is_a_plain_relu_without_autodiff() {
 
 #[test]
 fn csm_gradient_differs_from_the_plain_input_gradient() {
-    let engine = tiny_engine();
-    let x = engine.autodiff_input(&test_image());
+    let explainer = tiny_explainer();
+    let x = explainer.autodiff_input(&test_image());
     let plain = values(
-        engine
+        explainer
             .input_gradient(x.clone(), ReluKind::Standard)
             .unwrap(),
     );
-    let guided = values(engine.input_gradient(x, ReluKind::Guided).unwrap());
+    let guided = values(explainer.input_gradient(x, ReluKind::Guided).unwrap());
     assert_eq!(plain.len(), guided.len());
     assert!(plain.iter().chain(&guided).all(|v| v.is_finite()));
     let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();

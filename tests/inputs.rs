@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use burn::module::Module;
 use burn::prelude::*;
-use celnet::explain::{CelmParams, Engine};
+use celnet::explain::{CelmParams, Explainer, MapKind};
 use celnet::input::decode_image;
 use celnet::{CelnetConfig, CelnetError, weights};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
@@ -23,9 +23,9 @@ fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
     bytes
 }
 
-fn default_engine() -> Engine {
+fn default_explainer() -> Explainer {
     let device = Device::flex();
-    Engine::new(weights::load_default(&device).unwrap(), &device)
+    Explainer::new(weights::load_default(&device).unwrap(), &device)
 }
 
 #[test]
@@ -183,19 +183,14 @@ fn weights_round_trip_exactly() {
 
 #[test]
 fn degenerate_images_give_finite_maps() {
-    let engine = default_engine();
+    let explainer = default_explainer();
     for (name, value) in [("black", 0u8), ("white", 255), ("grey", 128)] {
         let image = RgbImage::from_pixel(96, 96, Rgb([value; 3]));
-        let explanation = pollster::block_on(engine.explain(&image, &CelmParams::default()))
+        let explanation = pollster::block_on(explainer.explain(&image, &CelmParams::default()))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(explanation.logit.is_finite(), "{name}");
-        for (map_name, map) in [
-            ("cam2", &explanation.cam2),
-            ("cam3", &explanation.cam3),
-            ("csm", &explanation.csm),
-            ("mc", &explanation.mc),
-            ("celm", &explanation.celm),
-        ] {
+        assert!(explanation.prediction.logit.is_finite(), "{name}");
+        for (kind, map) in explanation.maps() {
+            let map_name = kind.name();
             assert_eq!((map.width, map.height), (96, 96));
             assert!(
                 map.data
@@ -209,10 +204,10 @@ fn degenerate_images_give_finite_maps() {
 
 #[test]
 fn explanation_maps_are_at_input_resolution_for_odd_sizes() {
-    let engine = default_engine();
+    let explainer = default_explainer();
     let image = RgbImage::from_fn(45, 70, |x, y| Rgb([(x * 5) as u8, (y * 3) as u8, 128]));
-    let e = pollster::block_on(engine.explain(&image, &CelmParams::default())).unwrap();
-    for map in [&e.cam2, &e.cam3, &e.csm, &e.mc, &e.celm] {
+    let e = pollster::block_on(explainer.explain(&image, &CelmParams::default())).unwrap();
+    for map in MapKind::ALL.map(|kind| e.map(kind)) {
         assert_eq!((map.width, map.height), (45, 70));
     }
     assert_eq!((e.mask.width, e.mask.height), (45, 70));

@@ -113,11 +113,6 @@ impl Map {
         }
         Map::new(self.width, self.height, out)
     }
-
-    /// Mean of the values.
-    pub fn mean(&self) -> f32 {
-        self.data.iter().sum::<f32>() / self.data.len().max(1) as f32
-    }
 }
 
 /// Values linearly rescaled to span [0, 1]. Constant input (for instance a CAM that is zero

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::maps::Map;
+use super::maps::Map;
+use super::params::CelmParams;
+use crate::error::{CelnetError, Result};
 
 /// A binary mask, row-major.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,10 +36,26 @@ impl Mask {
         Mask::threshold(&as_map.gaussian_blurred(sigma), 0.5)
     }
 
-    /// Number of set pixels.
-    pub fn count(&self) -> usize {
-        self.data.iter().filter(|&&b| b).count()
+    /// Checks that this mask (the truth for `name`) covers an image of `width` x `height` px.
+    pub fn ensure_covers(&self, name: &str, width: usize, height: usize) -> Result<()> {
+        if (self.width, self.height) == (width, height) {
+            Ok(())
+        } else {
+            Err(CelnetError::MaskSize {
+                name: name.to_string(),
+                mask: (self.width, self.height),
+                image: (width, height),
+            })
+        }
     }
+}
+
+/// The region mask of any evidence-like map (thresholded at `params.threshold`, smoothed with
+/// `params.mask_sigma`) and its connected components.
+pub fn region_mask(map: &Map, params: &CelmParams) -> (Mask, Labels) {
+    let mask = Mask::threshold(map, params.threshold).smoothed(params.mask_sigma);
+    let labels = label_components(&mask);
+    (mask, labels)
 }
 
 /// Axis-aligned bounding box in pixels; `x1`/`y1` are exclusive.

@@ -2,8 +2,8 @@
 
 use image::{Rgb, RgbImage};
 
-use crate::maps::Map;
-use crate::regions::Mask;
+use super::maps::Map;
+use super::regions::Mask;
 
 /// Colour of region outlines: a cyan that stands out on inferno and on H&E.
 pub const OUTLINE_COLOUR: [u8; 3] = [0, 255, 255];
@@ -43,6 +43,13 @@ pub fn overlay(input: &RgbImage, map: &Map, opacity: f32) -> RgbImage {
     })
 }
 
+/// The evidence overlay: `map` over the input at `opacity`, with the boundary of `mask` on top.
+pub fn evidence_overlay(input: &RgbImage, map: &Map, mask: &Mask, opacity: f32) -> RgbImage {
+    let mut image = overlay(input, map, opacity);
+    outline(&mut image, mask, OUTLINE_COLOUR);
+    image
+}
+
 /// Draws the boundary pixels of `mask` onto `image` in `colour`.
 pub fn outline(image: &mut RgbImage, mask: &Mask, colour: [u8; 3]) {
     for (i, on) in boundary(mask).into_iter().enumerate() {
@@ -78,6 +85,15 @@ pub fn colormap_rgba(map: &Map) -> Vec<u8> {
             [r, g, b, 255]
         })
         .collect()
+}
+
+/// The colour map from 0 to 1 as 256 opaque RGBA entries, for a legend.
+pub fn legend_rgba() -> Vec<u8> {
+    colormap_rgba(&Map::new(
+        256,
+        1,
+        (0..256).map(|i| i as f32 / 255.0).collect(),
+    ))
 }
 
 /// The map as a translucent heat layer: the colour of each value with alpha equal to the value.

@@ -1,0 +1,180 @@
+//! What the commands share: the backend and weights options, CELM's parameter options, one way
+//! to print a report as text or JSON, and progress bars.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::prelude::*;
+use clap::ValueEnum;
+use serde::Serialize;
+
+use celnet::{CelmParams, Celnet, CelnetError, Classifier, Explainer, Result, weights};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// Burn's pure-Rust CPU backend.
+    Flex,
+    /// Burn's wgpu backend (Vulkan, Metal or DX12).
+    Wgpu,
+}
+
+impl BackendChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Flex => "flex",
+            BackendChoice::Wgpu => "wgpu",
+        }
+    }
+
+    pub fn device(self) -> Result<Device> {
+        match self {
+            BackendChoice::Flex => Ok(Device::flex()),
+            BackendChoice::Wgpu => Device::wgpu_options().init().map_err(|e| {
+                CelnetError::Backend(format!(
+                    "no usable wgpu adapter ({e}); install a Vulkan driver (e.g. mesa-vulkan-drivers) or use --backend flex"
+                ))
+            }),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Compute backend.
+    #[arg(long, value_enum, default_value = "flex")]
+    pub backend: BackendChoice,
+    /// Weights file (burnpack); the embedded default model when absent.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+/// A network loaded as the options say, and where it came from.
+pub struct LoadedModel {
+    pub model: Celnet,
+    pub device: Device,
+    pub source: Source,
+    /// Milliseconds spent choosing the device and loading the weights.
+    pub load_ms: f64,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<LoadedModel> {
+        let start = Instant::now();
+        let device = self.backend.device()?;
+        let model = match &self.weights {
+            Some(path) => weights::load_file(path, &device)?,
+            None => weights::load_default(&device)?,
+        };
+        Ok(LoadedModel {
+            model,
+            device,
+            source: Source {
+                backend: self.backend.name(),
+                weights: self.weights.as_ref().map_or_else(
+                    || "embedded default".to_string(),
+                    |p| p.display().to_string(),
+                ),
+            },
+            load_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+impl LoadedModel {
+    pub fn classifier(&self) -> Classifier {
+        Classifier::new(self.model.clone(), &self.device)
+    }
+
+    pub fn explainer(&self) -> Explainer {
+        Explainer::new(self.model.clone(), &self.device)
+    }
+}
+
+/// The backend and weights behind a report; every JSON report carries them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Source {
+    pub backend: &'static str,
+    pub weights: String,
+}
+
+#[derive(clap::Args)]
+pub struct CelmArgs {
+    /// Weight a of CAM3 against CAM2 in Mc.
+    #[arg(long, default_value_t = CelmParams::default().alpha)]
+    alpha: f32,
+    /// Weight b of the saliency-gated term in the CELM.
+    #[arg(long, default_value_t = CelmParams::default().beta)]
+    beta: f32,
+    /// Evidence threshold for regions.
+    #[arg(long, default_value_t = CelmParams::default().threshold)]
+    threshold: f32,
+    /// Gaussian sigma (px) smoothing the CSM.
+    #[arg(long, default_value_t = CelmParams::default().sigma)]
+    sigma: f32,
+}
+
+impl CelmArgs {
+    /// The parameters as given; the library function that fuses with them checks them once.
+    pub fn params(&self) -> CelmParams {
+        CelmParams {
+            alpha: self.alpha,
+            beta: self.beta,
+            threshold: self.threshold,
+            sigma: self.sigma,
+            ..CelmParams::default()
+        }
+    }
+}
+
+/// A report a command prints: as text for people, or as one line of JSON.
+pub trait Report: Serialize {
+    fn print_text(&self);
+}
+
+/// A report with where it came from and how long it took, as JSON consumers see it.
+#[derive(Serialize)]
+pub struct WithSource<'a, R: Serialize> {
+    #[serde(flatten)]
+    pub report: &'a R,
+    #[serde(flatten)]
+    pub source: &'a Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+/// Prints `report` as text, or as one line of JSON with its source and `started`'s elapsed time.
+pub fn emit<R: Report>(report: &R, json: bool, source: &Source, started: Option<Instant>) {
+    if json {
+        println!("{}", json_line(report, source, started));
+    } else {
+        report.print_text();
+    }
+}
+
+/// `report` with its source and elapsed seconds, as one line of JSON.
+pub fn json_line<R: Serialize>(report: &R, source: &Source, started: Option<Instant>) -> String {
+    let value = WithSource {
+        report,
+        source,
+        seconds: started.map(|s| s.elapsed().as_secs_f64()),
+    };
+    serde_json::to_string(&value).expect("reports serialise")
+}
+
+/// A progress bar on stderr for `len` steps.
+pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} eta {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Milliseconds since `start`.
+pub fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}

@@ -1,0 +1,63 @@
+//! `celnet eval`: accuracy, AUC, confusion matrix and ROC curve on a labelled split folder.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use celnet::data::PatchSet;
+use celnet::evaluation::{Evaluation, evaluate};
+use celnet::metrics::roc_curve;
+use celnet::{Result, plot};
+
+use super::common::{ModelArgs, Report, emit};
+
+#[derive(clap::Args)]
+pub struct Args {
+    dir: PathBuf,
+    #[arg(long)]
+    json: bool,
+    /// Where to write the ROC curve.
+    #[arg(long, default_value = "roc.png")]
+    roc: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    #[serde(flatten)]
+    evaluation: Evaluation,
+    roc_png: String,
+}
+
+impl Report for EvalReport {
+    fn print_text(&self) {
+        let e = &self.evaluation;
+        let c = &e.confusion;
+        println!(
+            "{} patches: accuracy {:.4}, AUC {:.4}, loss {:.4}, sensitivity {:.4}, specificity {:.4}",
+            e.n, e.accuracy, e.auc, e.loss, e.sensitivity, e.specificity
+        );
+        println!(
+            "confusion (rows = truth 0/1, columns = predicted 0/1): [[{}, {}], [{}, {}]]",
+            c.true_negative, c.false_positive, c.false_negative, c.true_positive
+        );
+        println!("ROC curve: {}", self.roc_png);
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let loaded = args.model.load()?;
+    let set = PatchSet::from_folder(&args.dir)?;
+    let start = Instant::now();
+    let evaluation = evaluate(&loaded.classifier(), &set, 128)?;
+    let curve = roc_curve(&evaluation.probabilities, &set.labels);
+    plot::roc_curve(&curve, evaluation.auc, &args.roc)?;
+    let report = EvalReport {
+        evaluation,
+        roc_png: args.roc.display().to_string(),
+    };
+    emit(&report, args.json, &loaded.source, Some(start));
+    Ok(())
+}
