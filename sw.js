@@ -1,13 +1,13 @@
 // Service worker: keeps a copy of the page so it works offline after the first visit.
 // Network first (a rebuilt page is picked up at once), the cached copy when offline.
 
-const CACHE = 'celnet-v1';
+const CACHE = 'celnet-v2';
 const FILES = [
   './',
   'index.html',
   'www/style.css',
   'www/app.js',
-  'www/engine.js',
+  'www/worker-client.js',
   'www/worker.js',
   'www/bench.html',
   'www/bench.js',

@@ -1,33 +1,30 @@
-// The page: files in, result cards out. Inference runs in the worker (engine.js); re-fusing the
-// evidence for new slider positions runs here, in the page's own wasm instance, without any
-// new gradient pass.
+// The page: files in, result cards out. Everything that computes runs in the inference worker
+// (worker.js, through worker-client.js): the network, and re-fusing a kept result's evidence for
+// new slider positions, which needs no new gradient pass. The page loads no WebAssembly.
 
-import init, { render, default_params, colormap_legend } from '../pkg/celnet.js';
-import { Engine } from './engine.js';
+import { WorkerClient } from './worker-client.js';
 
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
-const PANELS = [
+// Composite panels drawn here; the map panels (one per map kind) come from the crate.
+const COMPOSITES = [
   ['input', 'Input'],
   ['overlay', 'Evidence overlay'],
   ['regions', 'Regions'],
-  ['cam2', 'CAM2'],
-  ['cam3', 'CAM3'],
-  ['csm', 'CSM'],
-  ['celm', 'CELM'],
 ];
 
 const $ = (id) => document.getElementById(id);
-const engine = new Engine();
+const engine = new WorkerClient();
 const results = [];
 let ready = null; // resolves when the engine (worker) has started
-let pageWasm = null; // resolves when this page's own wasm instance (for render) is ready
+let facts = null; // {default_params, map_kinds, legend, ...} from the crate
+let panels = COMPOSITES;
 let userWeights = null; // {bytes, name}: re-applied if the worker restarts
 let inferences = 0;
 let params = null;
 const sliders = ['alpha', 'beta', 'threshold', 'sigma'];
 
 // A read-only window on the page's state for the browser console and the browser tests.
-window.celnet = { results, engine };
+window.celnet = { results, engine, exported: (result) => summary(result, false) };
 
 function requestedBackend() {
   const value = new URLSearchParams(location.search).get('backend');
@@ -71,6 +68,8 @@ function setProgress(done, total) {
 
 async function startEngine(backend) {
   setStatus('Starting the engine (loading the model, compiling kernels)…', true);
+  const opened = await engine.open();
+  if (!facts) useFacts(opened);
   const info = await engine.start(backend);
   if (userWeights) {
     const { weights } = await engine.call('weights', userWeights);
@@ -119,29 +118,45 @@ function addFiles(files) {
   }
 }
 
-async function processFile(file, truth) {
+async function processFile(file) {
   try {
     if (file.size > MAX_FILE_BYTES) {
       throw new Error(`the file is ${(file.size / 1e6).toFixed(0)} MB; the limit is ${MAX_FILE_BYTES / 1e6} MB`);
     }
     const bytes = await file.arrayBuffer();
-    await explainBytes(file.name, bytes, truth);
+    await explainBytes(file.name, bytes);
   } catch (e) {
     showError(`${file.name}: ${e.message}`);
   }
 }
 
-async function explainBytes(name, bytes, truth, card = null) {
-  const explained = await callEngine('explain', { bytes });
-  await pageWasm;
+// Explains `bytes` (a new card, or again for `result`'s card), keeping the evidence in the
+// worker for later re-fusion.
+async function explainBytes(name, bytes, truth, result = null) {
+  await ready;
+  const { handle, summary, input, rendered } = await callEngine('explain', { bytes, params });
   inferences += 1;
   $('results').dataset.inferences = String(inferences);
-  const result = card ? results.find((r) => r.card === card) : { name, bytes, truth };
-  result.explained = explained;
-  result.input = new ImageData(explained.input, explained.width, explained.height);
-  if (!card) results.push(result);
-  draw(result);
+  if (result && result.generation === engine.generation) {
+    engine.call('release', { handle: result.handle }).catch(() => {});
+  }
+  const target = result || { name, bytes, truth };
+  Object.assign(target, { handle, generation: engine.generation, summary, rendered });
+  target.input = new ImageData(input, summary.width, summary.height);
+  if (!result) results.push(target);
+  draw(target);
   $('export-all').disabled = false;
+}
+
+// New parameters for one result: re-fused in the worker, or explained again if the worker that
+// held its evidence has been replaced.
+async function updateEvidence(result) {
+  if (result.generation !== engine.generation) {
+    await explainBytes(result.name, result.bytes, result.truth, result);
+    return;
+  }
+  result.rendered = await engine.call('render', { handle: result.handle, params });
+  draw(result);
 }
 
 // ---------- drawing ----------
@@ -160,7 +175,7 @@ function layerCanvas(bytes, width, height) {
 }
 
 function paint(result) {
-  const { width, height } = result.explained;
+  const { width, height } = result.summary;
   const layers = result.rendered.layers;
   const input = canvasFor(width, height);
   input.getContext('2d').putImageData(result.input, 0, 0);
@@ -186,8 +201,8 @@ function paint(result) {
     ctx.drawImage(input, 0, 0);
     ctx.drawImage(outline, 0, 0);
   });
-  for (const key of ['cam2', 'cam3', 'csm', 'celm']) {
-    draw(key, (ctx) => ctx.putImageData(new ImageData(layers[key], width, height), 0, 0));
+  for (const { name } of facts.map_kinds) {
+    draw(name, (ctx) => ctx.putImageData(new ImageData(layers[name], width, height), 0, 0));
   }
 }
 
@@ -201,7 +216,7 @@ function describeRegions(regions) {
 }
 
 function buildCard(result) {
-  const { width, height } = result.explained;
+  const { width, height } = result.summary;
   const card = document.createElement('article');
   card.className = 'card';
   const title = document.createElement('h2');
@@ -214,7 +229,7 @@ function buildCard(result) {
   const panels = document.createElement('div');
   panels.className = 'panels';
   result.canvases = {};
-  for (const [key, label] of PANELS) {
+  for (const [key, label] of panels) {
     const figure = document.createElement('figure');
     const canvas = canvasFor(width, height);
     canvas.setAttribute('role', 'img');
@@ -245,19 +260,19 @@ function buildCard(result) {
 }
 
 function draw(result) {
-  result.rendered = render(result.explained.evidence, params);
   if (!result.card) buildCard(result);
-  const { explained, rendered, parts, card } = result;
-  const p = explained.probability;
+  const { summary, rendered, parts, card } = result;
+  const p = summary.probability;
   parts.title.textContent = result.name;
-  parts.verdict.textContent = `${(100 * p).toFixed(1)}% — ${p >= 0.5 ? 'metastasis likely' : 'no metastasis detected'}`;
-  parts.verdict.classList.toggle('positive', p >= 0.5);
+  parts.verdict.textContent = `${(100 * p).toFixed(1)}% — ${summary.verdict}`;
+  parts.verdict.dataset.label = summary.label;
   const truth = result.truth === undefined ? '' : ` · PCam label: ${result.truth ? 'tumour' : 'normal'}`;
-  parts.meta.textContent = `${explained.width}x${explained.height} px · ${explained.backend === 'webgpu' ? 'WebGPU' : 'CPU'} · ${Math.round(explained.timings.total_ms)} ms · weights: ${explained.weights}${truth}`;
+  const timings = summary.timings_ms;
+  parts.meta.textContent = `${summary.width}x${summary.height} px · ${summary.backend === 'webgpu' ? 'WebGPU' : 'CPU'} · ${Math.round(timings.total)} ms · weights: ${summary.weights}${truth}`;
   parts.regions.textContent = describeRegions(rendered.regions);
   card.dataset.testid = 'result';
   card.dataset.probability = String(p);
-  card.dataset.backend = explained.backend;
+  card.dataset.backend = summary.backend;
   paint(result);
 }
 
@@ -284,35 +299,36 @@ function downloadJson(value, name) {
 
 // All panels side by side with captions, for a report.
 function sheet(result) {
-  const { width, height } = result.explained;
+  const { width, height } = result.summary;
   const caption = 18;
-  const out = canvasFor(width * PANELS.length, height + caption);
+  const out = canvasFor(width * panels.length, height + caption);
   const ctx = out.getContext('2d');
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, out.width, out.height);
   ctx.fillStyle = '#000';
   ctx.font = '12px sans-serif';
-  PANELS.forEach(([key, label], i) => {
+  panels.forEach(([key, label], i) => {
     ctx.drawImage(result.canvases[key], i * width, 0);
     ctx.fillText(label, i * width + 2, height + 13);
   });
   return out;
 }
 
+// The same fields as the CLI's explain.json where they mean the same thing.
 function summary(result, withMap) {
-  const { explained, rendered } = result;
+  const { summary: s, rendered } = result;
   const value = {
     file: result.name,
-    probability: explained.probability,
-    logit: explained.logit,
-    label: explained.probability >= 0.5 ? 'metastasis' : 'normal',
-    backend: explained.backend,
-    weights: explained.weights,
-    width: explained.width,
-    height: explained.height,
-    timings_ms: explained.timings,
+    width: s.width,
+    height: s.height,
+    logit: s.logit,
+    probability: s.probability,
+    label: s.label,
     params: rendered.params,
     regions: rendered.regions,
+    timings_ms: rendered.timings_ms,
+    backend: s.backend,
+    weights: s.weights,
   };
   if (withMap) value.celm = Array.from(rendered.celm, (v) => Math.round(v * 1e4) / 1e4);
   return value;
@@ -320,22 +336,35 @@ function summary(result, withMap) {
 
 // ---------- controls ----------
 
+// Slider moves: `fuse` re-fuses every result with the new parameters (in the worker); without
+// it only the overlay opacity changed and the page repaints. At most one re-fusion per result
+// is in flight; moves made meanwhile are folded into the next one.
 let redrawPending = false;
-function scheduleRedraw(refuse) {
-  if (refuse) params = readParams();
+let fusing = false;
+let fuseAgain = false;
+function scheduleRedraw(fuse) {
+  if (fuse) {
+    params = readParams();
+    fuseAgain = true;
+    updateAllEvidence();
+    return;
+  }
   if (redrawPending) return;
   redrawPending = true;
   requestAnimationFrame(() => {
     redrawPending = false;
-    for (const result of results) {
-      try {
-        if (refuse) draw(result);
-        else paint(result);
-      } catch (e) {
-        showError(`${result.name}: ${e.message}`);
-      }
-    }
+    for (const result of results) paint(result);
   });
+}
+
+async function updateAllEvidence() {
+  if (fusing) return;
+  fusing = true;
+  while (fuseAgain) {
+    fuseAgain = false;
+    await Promise.all(results.map((result) => updateEvidence(result).catch((e) => showError(`${result.name}: ${e.message}`))));
+  }
+  fusing = false;
 }
 
 function readParams() {
@@ -353,9 +382,13 @@ function setParams(values) {
   params = readParams();
 }
 
-function drawLegend() {
-  const ramp = colormap_legend();
-  $('legend').getContext('2d').putImageData(new ImageData(ramp, 256, 1), 0, 0);
+// What the crate decides: the initial sliders, the map panels and the colour legend.
+function useFacts(value) {
+  facts = value;
+  panels = [...COMPOSITES, ...facts.map_kinds.map((k) => [k.name, k.title])];
+  $('opacity').value = String(facts.overlay_opacity);
+  setParams(facts.default_params);
+  $('legend').getContext('2d').putImageData(new ImageData(facts.legend, 256, 1), 0, 0);
 }
 
 async function loadSamples() {
@@ -414,7 +447,7 @@ async function resetWeights() {
 // New weights: explain every image already on the page again.
 async function rerunAll() {
   for (const result of [...results]) {
-    await explainBytes(result.name, result.bytes, result.truth, result.card);
+    await explainBytes(result.name, result.bytes, result.truth, result);
   }
 }
 
@@ -445,7 +478,8 @@ function wireControls() {
     scheduleRedraw(false);
   });
   $('reset-params').addEventListener('click', () => {
-    setParams(default_params());
+    if (!facts) return;
+    setParams(facts.default_params);
     scheduleRedraw(true);
   });
   $('clear-errors').addEventListener('click', () => {
@@ -477,11 +511,6 @@ async function main() {
     setStatus('The engine could not start.');
     showError(`engine: ${e.message}`);
   });
-  pageWasm = init().then(() => {
-    setParams(default_params());
-    drawLegend();
-  });
-  await pageWasm;
   await loadSamples().catch((e) => showError(`samples: ${e.message}`));
   if ('serviceWorker' in navigator && window.isSecureContext) {
     navigator.serviceWorker.register('sw.js').catch(() => {

@@ -1,7 +1,7 @@
 // Benchmark page: predict and explain timings per backend, measured inside the worker (no
 // message-passing overhead), plus the size of the wasm the page loads.
 
-import { Engine } from './engine.js';
+import { WorkerClient } from './worker-client.js';
 
 const RUNS = 20;
 const SAMPLE = 'samples/patch0029612.jpg';
@@ -16,8 +16,9 @@ async function wasmSizes() {
 }
 
 async function benchBackend(backend, bytes) {
-  const engine = new Engine();
+  const engine = new WorkerClient();
   try {
+    await engine.open();
     const info = await engine.start(backend);
     if (info.backend !== backend) return { backend, skipped: info.reason };
     const result = await engine.call('bench', { bytes, runs: RUNS });

@@ -1,13 +1,16 @@
-// Inference worker: owns the wasm Session (WebGPU or wasm CPU) so the page never freezes.
+// Inference worker: owns the wasm Session (WebGPU or wasm CPU) and every explained result's
+// evidence, so the page never freezes and never loads WebAssembly itself.
 // Protocol: every request is {id, type, ...}; every reply is {id, ok, result} or
 // {id, ok: false, message, fatal}. `fatal` means the wasm instance crashed (for example a lost
 // GPU device): the page replaces this worker with a CPU one.
 
-import init, { Session } from '../pkg/celnet.js';
+import init, { Session, page_facts } from '../pkg/celnet.js';
 
 let session = null;
 let wasm = null; // the instance's exports (its linear memory, for the bench page)
 let queue = Promise.resolve();
+const explained = new Map(); // handle number -> Explained (evidence kept in wasm memory)
+let nextHandle = 1;
 
 // Picks a backend. `requested` is 'webgpu', 'cpu' or 'auto'. Automatic choice takes WebGPU only
 // on a hardware adapter: a software fallback adapter (SwiftShader) is ~20x slower than wasm CPU.
@@ -49,8 +52,14 @@ function warmupImage() {
   return bytes;
 }
 
+// Loads the wasm module and answers with what the page shows that the crate decides.
+async function facts() {
+  if (!wasm) wasm = await init();
+  return page_facts();
+}
+
 async function start({ backend: requested }) {
-  wasm = await init();
+  if (!wasm) wasm = await init();
   const choice = await chooseBackend(requested);
   let reason = choice.reason;
   try {
@@ -61,7 +70,7 @@ async function start({ backend: requested }) {
     session = await Session.create('cpu');
   }
   const t0 = performance.now();
-  await session.explain(warmupImage());
+  (await session.explain(warmupImage())).free();
   return {
     backend: session.backend,
     reason,
@@ -69,6 +78,28 @@ async function start({ backend: requested }) {
     weights: session.weights,
     warmup_ms: performance.now() - t0,
   };
+}
+
+// A rendering of a kept result: {params, regions, timings_ms, celm, layers}.
+function render({ handle, params }) {
+  const result = explained.get(handle);
+  if (!result) throw new Error('this result is no longer in the engine; explain the image again');
+  return result.render(params);
+}
+
+// Explains an image, keeps its evidence and returns {handle, summary, input, rendered}.
+async function explain({ bytes, params }) {
+  const result = await session.explain(new Uint8Array(bytes));
+  const handle = nextHandle++;
+  explained.set(handle, result);
+  return { handle, summary: result.summary(), input: result.input_rgba(), rendered: result.render(params) };
+}
+
+function release({ handle }) {
+  const result = explained.get(handle);
+  if (result) result.free();
+  explained.delete(handle);
+  return {};
 }
 
 function median(values) {
@@ -79,8 +110,9 @@ function median(values) {
 
 async function bench({ bytes, runs }) {
   const image = new Uint8Array(bytes);
+  const explainOnce = async (x) => (await session.explain(x)).free();
   await session.predict(image);
-  await session.explain(image);
+  await explainOnce(image);
   const memory = () => wasm.memory.buffer.byteLength;
   const memoryBefore = memory();
   const time = async (f) => {
@@ -93,21 +125,30 @@ async function bench({ bytes, runs }) {
     return t;
   };
   const predict = await time((x) => session.predict(x));
-  const explain = await time((x) => session.explain(x));
+  const explainTimes = await time(explainOnce);
   return {
     backend: session.backend,
     runs,
     wasm_memory_bytes: { before: memoryBefore, after: memory() },
     predict_ms: predict,
-    explain_ms: explain,
+    explain_ms: explainTimes,
     predict_median_ms: median(predict),
-    explain_median_ms: median(explain),
+    explain_median_ms: median(explainTimes),
   };
 }
 
+// The wasm instance's linear memory, for the page's start-up measurement.
+function memory() {
+  return { wasm_memory_bytes: wasm ? wasm.memory.buffer.byteLength : 0 };
+}
+
 const handlers = {
+  facts,
   start,
-  explain: ({ bytes }) => session.explain(new Uint8Array(bytes)),
+  explain,
+  render,
+  release,
+  memory,
   predict: ({ bytes }) => session.predict(new Uint8Array(bytes)),
   weights: ({ bytes, name }) => {
     session.load_weights(new Uint8Array(bytes), name);
@@ -120,19 +161,39 @@ const handlers = {
   bench,
 };
 
+// Pixel buffers go back to the page without a copy.
+function transferables(result) {
+  if (!result) return [];
+  const buffers = [];
+  if (result.input) buffers.push(result.input.buffer);
+  const rendered = result.layers ? result : result.rendered;
+  if (rendered) {
+    buffers.push(rendered.celm.buffer, ...Object.values(rendered.layers).map((l) => l.buffer));
+  }
+  if (result.legend) buffers.push(result.legend.buffer);
+  return buffers;
+}
+
+async function handle(data) {
+  try {
+    const handler = handlers[data.type];
+    if (!handler) throw new Error(`unknown request ${data.type}`);
+    const needsSession = !['facts', 'start', 'render', 'release', 'memory'].includes(data.type);
+    if (needsSession && !session) throw new Error('the engine has not started');
+    const result = await handler(data);
+    self.postMessage({ id: data.id, ok: true, result }, transferables(result));
+  } catch (e) {
+    const fatal = e instanceof WebAssembly.RuntimeError;
+    self.postMessage({ id: data.id, ok: false, message: String(e && e.message || e), fatal });
+  }
+}
+
 self.onmessage = ({ data }) => {
-  // One request at a time: the session is not re-entrant.
-  queue = queue.then(async () => {
-    try {
-      const handler = handlers[data.type];
-      if (!handler) throw new Error(`unknown request ${data.type}`);
-      if (data.type !== 'start' && !session) throw new Error('the engine has not started');
-      const result = await handler(data);
-      const transfer = result && result.input ? [result.input.buffer] : [];
-      self.postMessage({ id: data.id, ok: true, result }, transfer);
-    } catch (e) {
-      const fatal = e instanceof WebAssembly.RuntimeError;
-      self.postMessage({ id: data.id, ok: false, message: String(e && e.message || e), fatal });
-    }
-  });
+  // Re-fusing a kept result is quick and touches no session state: it skips the queue, so
+  // sliders stay live while images wait for inference. Everything else runs one at a time.
+  if (data.type === 'render' || data.type === 'release') {
+    handle(data);
+    return;
+  }
+  queue = queue.then(() => handle(data));
 };

@@ -1,4 +1,4 @@
-// What the browser test and the bench script share: paths, chromium flags and a `celnet serve`
+// What the browser tests and scripts/bench-browser.mjs share: paths, chromium flags and a `celnet serve`
 // on a free port.
 
 import { spawn } from 'node:child_process';
@@ -15,10 +15,11 @@ export const BASE_FLAGS = [
 ];
 export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
 
-// Starts `celnet serve` on a free port over the repository; resolves to { child, origin }.
-export function startServer() {
+// Starts `celnet serve` on a free port over `root` (the repository); resolves to
+// { child, origin }.
+export function startServer(root = ROOT) {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(CELNET, ['serve', '--port', '0', '--root', ROOT], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(CELNET, ['serve', '--port', '0', '--root', root], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (chunk) => {
       out += chunk;

@@ -23,13 +23,14 @@ let origin;
 const native = {};
 
 function nativeReference(file) {
-  const predicted = JSON.parse(execFileSync(CELNET, ['predict', '--json', file], { encoding: 'utf8' }));
+  // predict --json prints one JSON object per line.
+  const [line] = execFileSync(CELNET, ['predict', '--json', file], { encoding: 'utf8' }).trim().split('\n');
+  const predicted = JSON.parse(line);
   const out = mkdtempSync(join(tmpdir(), 'celnet-explain-'));
   execFileSync(CELNET, ['explain', file, '-o', out, '--raw'], { encoding: 'utf8' });
   const maps = JSON.parse(readFileSync(join(out, 'maps.json'), 'utf8'));
-  const { params } = JSON.parse(readFileSync(join(out, 'explain.json'), 'utf8'));
-  const record = Array.isArray(predicted) ? predicted[0] : predicted;
-  return { probability: record.probability, celm: maps.celm, params };
+  const report = JSON.parse(readFileSync(join(out, 'explain.json'), 'utf8'));
+  return { probability: predicted.probability, label: predicted.label, celm: maps.celm, params: report.params, report };
 }
 
 // A PNG whose header claims width x height and holds no pixel data.
@@ -62,6 +63,7 @@ async function openPage(flags, query) {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, ...flags] });
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, serviceWorkers: 'block' });
   const foreign = [];
+  const wasmLoads = [];
   await context.route('**/*', (route) => {
     const url = route.request().url();
     if (new URL(url).origin === origin || url.startsWith('blob:') || url.startsWith('data:')) return route.continue();
@@ -71,13 +73,14 @@ async function openPage(flags, query) {
   context.on('request', (request) => {
     const url = request.url();
     if (!url.startsWith(origin) && !url.startsWith('blob:') && !url.startsWith('data:')) foreign.push(url);
+    if (url.endsWith('.wasm')) wasmLoads.push(url);
   });
   const page = await context.newPage();
   const consoleErrors = [];
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   await page.goto(`${origin}/${query}`);
   await page.waitForFunction(() => document.body.dataset.backend, null, { timeout: TIMEOUT });
-  return { browser, page, foreign, consoleErrors };
+  return { browser, page, foreign, wasmLoads, consoleErrors };
 }
 
 async function explainSample(page, file, count) {
@@ -174,6 +177,31 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
     assert.match(await page.textContent('#status'), /CPU .*no WebGPU/);
     checkAgainstNative(await explainSample(page, SAMPLE, 1), native.tumour, 'cpu');
     checkAgainstNative(await explainSample(page, SAMPLE_NORMAL, 2), native.normal, 'cpu');
+  });
+
+  test('one wasm instance: the worker loads the module, the page does not', () => {
+    assert.equal(session.wasmLoads.length, 1, `wasm fetched ${session.wasmLoads.length} times`);
+  });
+
+  test('cards show every map the CLI writes, and export the CLI\'s JSON fields', async () => {
+    const { page } = session;
+    const { panels, exported } = await page.evaluate(() => {
+      const result = window.celnet.results[0];
+      return {
+        panels: [...result.card.querySelectorAll('canvas[data-panel]')].map((c) => c.dataset.panel),
+        exported: window.celnet.exported(result),
+      };
+    });
+    for (const name of ['cam2', 'cam3', 'csm', 'mc', 'celm']) {
+      assert.ok(panels.includes(name), `no ${name} panel in ${panels}`);
+    }
+    const cli = native.tumour.report;
+    assert.equal(exported.label, native.tumour.label);
+    assert.deepEqual(Object.keys(exported.timings_ms).sort(), ['decode', 'fusion', 'network', 'total']);
+    for (const key of Object.keys(exported)) {
+      if (key !== 'file') assert.ok(key in cli, `the page exports ${key}, which explain.json does not have`);
+    }
+    assert.deepEqual(Object.keys(exported.params).sort(), Object.keys(cli.params).sort());
   });
 
   test('bad files show an error and the page keeps working', async () => {

@@ -1,37 +1,46 @@
-// The page's handle on the inference worker: request/reply over postMessage, and a clean
-// restart (a fresh worker) when the wasm instance crashes.
+// The page's handle on the inference worker (worker.js): request/reply over postMessage, and a
+// clean restart (a fresh worker) when the wasm instance crashes.
 
-export class EngineError extends Error {
+export class WorkerError extends Error {
   constructor(message, fatal) {
     super(message);
     this.fatal = fatal;
   }
 }
 
-export class Engine {
+export class WorkerClient {
   constructor() {
     this.worker = null;
     this.pending = new Map();
     this.nextId = 1;
     this.info = null;
+    // Counts worker starts: handles to kept results are only valid in the worker that made them.
+    this.generation = 0;
   }
 
-  // Starts a fresh worker on `backend` ('auto', 'webgpu' or 'cpu'); resolves with
-  // {backend, reason, adapter, weights, warmup_ms}.
-  async start(backend) {
+  // Starts a fresh worker. Resolves with what the page shows that the crate decides (default
+  // parameters, map kinds, legend); `start(backend)` then loads the model.
+  async open() {
     this.stop();
+    this.generation += 1;
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this.worker.onmessage = ({ data }) => {
       const request = this.pending.get(data.id);
       if (!request) return;
       this.pending.delete(data.id);
       if (data.ok) request.resolve(data.result);
-      else request.reject(new EngineError(data.message, data.fatal));
+      else request.reject(new WorkerError(data.message, data.fatal));
     };
     this.worker.onerror = (event) => {
       event.preventDefault();
       this.failAll(`the inference worker failed: ${event.message || 'unknown error'}`);
     };
+    return this.call('facts');
+  }
+
+  // Loads the model on `backend` ('auto', 'webgpu' or 'cpu'); resolves with
+  // {backend, reason, adapter, weights, warmup_ms}.
+  async start(backend) {
     this.info = await this.call('start', { backend });
     return this.info;
   }
@@ -43,12 +52,12 @@ export class Engine {
   }
 
   failAll(message) {
-    for (const request of this.pending.values()) request.reject(new EngineError(message, true));
+    for (const request of this.pending.values()) request.reject(new WorkerError(message, true));
     this.pending.clear();
   }
 
   call(type, payload = {}, transfer = []) {
-    if (!this.worker) return Promise.reject(new EngineError('the engine is not running', true));
+    if (!this.worker) return Promise.reject(new WorkerError('the engine is not running', true));
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject });

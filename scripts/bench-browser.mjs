@@ -1,0 +1,106 @@
+// Browser benchmarks in headless chromium, with target/release/celnet and pkg/ built:
+//
+//   node scripts/bench-browser.mjs [cpu|webgpu]   www/bench.html: predict and explain medians per
+//                                                 backend; target/browser/bench[-BACKEND].json
+//   node scripts/bench-browser.mjs startup [N]    the page on the wasm CPU path, N loads (5): time
+//                                                 to a ready engine and to the first result, and
+//                                                 the memory of the page with its worker;
+//                                                 target/browser/startup.json
+//
+// BENCH_ROOT serves another checkout's page (to compare builds). WebGPU on SwiftShader takes
+// several minutes.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { BASE_FLAGS, CHROMIUM, ROOT, WEBGPU_FLAGS, startServer } from '../tests/browser/harness.mjs';
+
+const OUT = join(ROOT, 'target/browser');
+const SAMPLE = 'www/samples/patch0029612.jpg';
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function benchPage(browser, origin, backend) {
+  const page = await browser.newPage();
+  page.on('console', (m) => console.error(`console ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  page.on('crash', () => console.error('the page crashed'));
+  await page.goto(`${origin}/www/bench.html${backend ? `?backend=${backend}` : ''}`);
+  await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 3_600_000 });
+  const report = JSON.parse(await page.evaluate(() => document.body.dataset.report));
+  if (report.error) throw new Error(`bench page: ${report.error}`);
+  const name = backend ? `bench-${backend}` : 'bench';
+  writeFileSync(join(OUT, `${name}.json`), JSON.stringify(report, null, 1));
+  await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
+  for (const r of report.results) {
+    console.log(r.skipped ? `${r.backend}: ${r.skipped}`
+      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms`);
+  }
+  console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped; ${report.user_agent}`);
+}
+
+// One cold load of the page (new context, no service worker, no HTTP cache): milliseconds to
+// a ready engine and to the first explained sample, then the memory of the page and its worker
+// (JavaScript heaps and WebAssembly memories, from measureUserAgentSpecificMemory).
+async function loadOnce(browser, origin, root) {
+  const context = await browser.newContext({ serviceWorkers: 'block' });
+  const page = await context.newPage();
+  const t0 = Date.now();
+  await page.goto(`${origin}/?backend=cpu`);
+  await page.waitForFunction(() => document.body.dataset.backend, null, { timeout: 600_000 });
+  const ready = Date.now() - t0;
+  const t1 = Date.now();
+  await page.setInputFiles('#file-input', join(root, SAMPLE));
+  await page.waitForSelector('[data-testid="result"]', { timeout: 600_000 });
+  const firstResult = Date.now() - t1;
+  const memory = await page.evaluate(async () => {
+    const m = await performance.measureUserAgentSpecificMemory();
+    const byScope = {};
+    for (const entry of m.breakdown) {
+      for (const attribution of entry.attribution) {
+        const scope = attribution.scope || 'other';
+        byScope[scope] = (byScope[scope] || 0) + entry.bytes;
+      }
+      if (entry.attribution.length === 0) byScope.shared = (byScope.shared || 0) + entry.bytes;
+    }
+    return { bytes: m.bytes, by_scope: byScope };
+  });
+  await context.close();
+  return { ready_ms: ready, first_result_ms: firstResult, memory };
+}
+
+async function startup(browser, origin, root, loads) {
+  const runs = [];
+  for (let i = 0; i < loads; i++) {
+    const run = await loadOnce(browser, origin, root);
+    console.log(`load ${i + 1}: ready ${run.ready_ms} ms, first result ${run.first_result_ms} ms, memory ${(run.memory.bytes / 1e6).toFixed(1)} MB ${JSON.stringify(run.memory.by_scope)}`);
+    runs.push(run);
+  }
+  const report = {
+    root,
+    loads,
+    ready_median_ms: median(runs.map((r) => r.ready_ms)),
+    first_result_median_ms: median(runs.map((r) => r.first_result_ms)),
+    memory_median_bytes: median(runs.map((r) => r.memory.bytes)),
+    runs,
+  };
+  writeFileSync(join(OUT, 'startup.json'), JSON.stringify(report, null, 1));
+  console.log(`median of ${loads}: ready ${report.ready_median_ms} ms, first result ${report.first_result_median_ms} ms, memory ${(report.memory_median_bytes / 1e6).toFixed(1)} MB`);
+}
+
+const root = process.env.BENCH_ROOT || ROOT;
+const mode = process.argv[2];
+mkdirSync(OUT, { recursive: true });
+const { child: server, origin } = await startServer(root);
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, ...WEBGPU_FLAGS, '--enable-blink-features=ForceEagerMeasureMemory'] });
+try {
+  if (mode === 'startup') await startup(browser, origin, root, Number(process.argv[3] || 5));
+  else await benchPage(browser, origin, mode);
+} finally {
+  await browser.close();
+  server.kill();
+}
