@@ -10,7 +10,7 @@
 // BENCH_ROOT serves another checkout's page (to compare builds). WebGPU on SwiftShader takes
 // several minutes.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { BASE_FLAGS, CHROMIUM, ROOT, WEBGPU_FLAGS, startServer } from '../tests/browser/harness.mjs';
@@ -43,9 +43,37 @@ async function benchPage(browser, origin, backend) {
   console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped; ${report.user_agent}`);
 }
 
+// Proportional set size (bytes) of the renderer processes this script started (through the
+// browser), where the page and its
+// workers run with their WebAssembly memories; Linux only (null elsewhere).
+function rendererBytes(browserPid) {
+  if (!existsSync('/proc/self/smaps_rollup')) return null;
+  const parent = new Map();
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      parent.set(Number(pid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch { /* the process ended */ }
+  }
+  const descends = (pid) => {
+    for (let p = pid; p > 1; p = parent.get(p)) if (p === browserPid) return true;
+    return false;
+  };
+  let total = 0;
+  for (const pid of parent.keys()) {
+    try {
+      if (!descends(pid) || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--type=renderer')) continue;
+      const pss = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').match(/^Pss:\s+(\d+) kB/m);
+      if (pss) total += Number(pss[1]) * 1024;
+    } catch { /* the process ended */ }
+  }
+  return total;
+}
+
 // One cold load of the page (new context, no service worker, no HTTP cache): milliseconds to
-// a ready engine and to the first explained sample, then the memory of the page and its worker
-// (JavaScript heaps and WebAssembly memories, from measureUserAgentSpecificMemory).
+// a ready engine and to the first explained sample, then the memory of the page and its worker:
+// their JavaScript heaps (measureUserAgentSpecificMemory) and the renderer processes' PSS,
+// which also counts the WebAssembly memories.
 async function loadOnce(browser, origin, root) {
   const context = await browser.newContext({ serviceWorkers: 'block' });
   const page = await context.newPage();
@@ -69,15 +97,16 @@ async function loadOnce(browser, origin, root) {
     }
     return { bytes: m.bytes, by_scope: byScope };
   });
+  const renderer = rendererBytes(process.pid);
   await context.close();
-  return { ready_ms: ready, first_result_ms: firstResult, memory };
+  return { ready_ms: ready, first_result_ms: firstResult, js_heap: memory, renderer_pss_bytes: renderer };
 }
 
 async function startup(browser, origin, root, loads) {
   const runs = [];
   for (let i = 0; i < loads; i++) {
     const run = await loadOnce(browser, origin, root);
-    console.log(`load ${i + 1}: ready ${run.ready_ms} ms, first result ${run.first_result_ms} ms, memory ${(run.memory.bytes / 1e6).toFixed(1)} MB ${JSON.stringify(run.memory.by_scope)}`);
+    console.log(`load ${i + 1}: ready ${run.ready_ms} ms, first result ${run.first_result_ms} ms, JS heaps ${(run.js_heap.bytes / 1e6).toFixed(1)} MB ${JSON.stringify(run.js_heap.by_scope)}, renderer PSS ${(run.renderer_pss_bytes / 1e6).toFixed(1)} MB`);
     runs.push(run);
   }
   const report = {
@@ -85,11 +114,13 @@ async function startup(browser, origin, root, loads) {
     loads,
     ready_median_ms: median(runs.map((r) => r.ready_ms)),
     first_result_median_ms: median(runs.map((r) => r.first_result_ms)),
-    memory_median_bytes: median(runs.map((r) => r.memory.bytes)),
+    js_heap_median_bytes: median(runs.map((r) => r.js_heap.bytes)),
+    renderer_pss_median_bytes: median(runs.map((r) => r.renderer_pss_bytes)),
     runs,
   };
   writeFileSync(join(OUT, 'startup.json'), JSON.stringify(report, null, 1));
-  console.log(`median of ${loads}: ready ${report.ready_median_ms} ms, first result ${report.first_result_median_ms} ms, memory ${(report.memory_median_bytes / 1e6).toFixed(1)} MB`);
+  const mb = (bytes) => (bytes / 1e6).toFixed(1);
+  console.log(`median of ${loads}: ready ${report.ready_median_ms} ms, first result ${report.first_result_median_ms} ms, JS heaps ${mb(report.js_heap_median_bytes)} MB, renderer PSS ${mb(report.renderer_pss_median_bytes)} MB`);
 }
 
 const root = process.env.BENCH_ROOT || ROOT;

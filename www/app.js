@@ -17,7 +17,7 @@ const engine = new WorkerClient();
 const results = [];
 let ready = null; // resolves when the engine (worker) has started
 let facts = null; // {default_params, map_kinds, legend, ...} from the crate
-let panels = COMPOSITES;
+let panelList = COMPOSITES; // [key, caption] of every panel of a card
 let userWeights = null; // {bytes, name}: re-applied if the worker restarts
 let inferences = 0;
 let params = null;
@@ -229,7 +229,7 @@ function buildCard(result) {
   const panels = document.createElement('div');
   panels.className = 'panels';
   result.canvases = {};
-  for (const [key, label] of panels) {
+  for (const [key, label] of panelList) {
     const figure = document.createElement('figure');
     const canvas = canvasFor(width, height);
     canvas.setAttribute('role', 'img');
@@ -301,13 +301,13 @@ function downloadJson(value, name) {
 function sheet(result) {
   const { width, height } = result.summary;
   const caption = 18;
-  const out = canvasFor(width * panels.length, height + caption);
+  const out = canvasFor(width * panelList.length, height + caption);
   const ctx = out.getContext('2d');
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, out.width, out.height);
   ctx.fillStyle = '#000';
   ctx.font = '12px sans-serif';
-  panels.forEach(([key, label], i) => {
+  panelList.forEach(([key, label], i) => {
     ctx.drawImage(result.canvases[key], i * width, 0);
     ctx.fillText(label, i * width + 2, height + 13);
   });
@@ -385,7 +385,7 @@ function setParams(values) {
 // What the crate decides: the initial sliders, the map panels and the colour legend.
 function useFacts(value) {
   facts = value;
-  panels = [...COMPOSITES, ...facts.map_kinds.map((k) => [k.name, k.title])];
+  panelList = [...COMPOSITES, ...facts.map_kinds.map((k) => [k.name, k.title])];
   $('opacity').value = String(facts.overlay_opacity);
   setParams(facts.default_params);
   $('legend').getContext('2d').putImageData(new ImageData(facts.legend, 256, 1), 0, 0);
