@@ -10,10 +10,12 @@ pub mod error;
 pub mod explain;
 pub mod faithfulness;
 pub mod guided;
+pub mod heatmap;
 pub mod input;
 pub mod localize;
 pub mod metrics;
 pub mod model;
+pub mod scale;
 pub mod timings;
 pub mod weights;
 

@@ -6,6 +6,7 @@ mod common;
 mod eval;
 mod explain;
 mod faithfulness;
+mod heatmap;
 mod info;
 mod localize_eval;
 mod localize_tune;
@@ -38,6 +39,9 @@ enum Command {
     Predict(predict::Args),
     /// Evidence maps (CAM2, CAM3, CSM, Mc, CELM), mask, regions and an overlay for one image.
     Explain(explain::Args),
+    /// Probability map of an image larger than a glimpse: windows at the model's scale, slide
+    /// score, tumour points, QuPath GeoJSON.
+    Heatmap(heatmap::Args),
     /// Train on PCam patch folders (ROOT/{train,valid}/{0,1}/*) or the PCam HDF5 files.
     Train(train::Args),
     /// Accuracy, AUC, confusion matrix and ROC curve on a split folder (DIR/0, DIR/1).
@@ -72,6 +76,7 @@ impl Cli {
             Command::Info(args) => info::run(args).map(done),
             Command::Predict(args) => predict::run(args),
             Command::Explain(args) => explain::run(args).map(done),
+            Command::Heatmap(args) => heatmap::run(args).map(done),
             Command::Train(args) => train::run(args).map(done),
             Command::Eval(args) => eval::run(args).map(done),
             Command::Recalibrate(args) => recalibrate::run(args).map(done),

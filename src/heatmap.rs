@@ -1,0 +1,335 @@
+//! Images larger than a glimpse: tissue detection, a grid of 96x96 windows at the model's scale,
+//! the probability of each window, the slide score and tumour points (the paper's slide
+//! pipeline: heatmap, maximum, non-maximum suppression).
+//!
+//! Everything here works in model-scale pixels (see [`crate::scale`]); callers map results back
+//! to the original image with the scale factor.
+
+use burn::prelude::*;
+use image::RgbImage;
+use image::imageops::FilterType;
+use serde::Serialize;
+
+use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
+use crate::error::{CelnetError, Result};
+use crate::input::normalise;
+use crate::model::GLIMPSE;
+
+/// Default distance between window positions, in model-scale pixels (half a window).
+pub const DEFAULT_STRIDE: usize = 48;
+/// Strides offered: from a quarter of the receptive field to plain tiling.
+pub const STRIDES: std::ops::RangeInclusive<usize> = 16..=96;
+/// Side, in model-scale pixels, of one cell of the tissue mask.
+pub const TISSUE_CELL: u32 = 8;
+/// Saturation thresholds tissue detection may use: Otsu's threshold, held in this range so that
+/// an image of tissue only (one mode) is not split in two and faint eosin is not lost.
+pub const TISSUE_THRESHOLD: std::ops::RangeInclusive<f32> = 0.05..=0.15;
+
+/// Where the tissue is: HSV saturation of a low-resolution copy above an Otsu threshold. Glass,
+/// white background and grey pen-free blanks have almost no saturation; H&E-stained tissue has.
+#[derive(Clone, Debug)]
+pub struct TissueMask {
+    /// Cells across and down; a cell covers [`TISSUE_CELL`] x [`TISSUE_CELL`] model-scale px.
+    pub cols: usize,
+    pub rows: usize,
+    pub data: Vec<bool>,
+    /// The saturation threshold used.
+    pub threshold: f32,
+}
+
+impl TissueMask {
+    /// The mask of a model-scale image.
+    pub fn of(image: &RgbImage) -> TissueMask {
+        let cols = image.width().div_ceil(TISSUE_CELL).max(1);
+        let rows = image.height().div_ceil(TISSUE_CELL).max(1);
+        let small = image::imageops::resize(image, cols, rows, FilterType::Triangle);
+        let saturation: Vec<f32> = small
+            .pixels()
+            .map(|p| {
+                let max = f32::from(*p.0.iter().max().expect("three channels"));
+                let min = f32::from(*p.0.iter().min().expect("three channels"));
+                if max == 0.0 { 0.0 } else { (max - min) / max }
+            })
+            .collect();
+        let threshold = otsu(&saturation).clamp(*TISSUE_THRESHOLD.start(), *TISSUE_THRESHOLD.end());
+        TissueMask {
+            cols: cols as usize,
+            rows: rows as usize,
+            data: saturation.iter().map(|&s| s >= threshold).collect(),
+            threshold,
+        }
+    }
+
+    /// Whether the model-scale pixel `(x, y)` lies in tissue.
+    pub fn contains(&self, x: usize, y: usize) -> bool {
+        let (c, r) = (x / TISSUE_CELL as usize, y / TISSUE_CELL as usize);
+        c < self.cols && r < self.rows && self.data[r * self.cols + c]
+    }
+
+    /// Share of the image that is tissue.
+    pub fn fraction(&self) -> f64 {
+        self.data.iter().filter(|&&t| t).count() as f64 / self.data.len().max(1) as f64
+    }
+}
+
+/// Otsu's threshold of values in [0, 1] (256 bins): the split with the largest between-class
+/// variance.
+pub fn otsu(values: &[f32]) -> f32 {
+    let mut histogram = [0u64; 256];
+    for &v in values {
+        histogram[(v.clamp(0.0, 1.0) * 255.0).round() as usize] += 1;
+    }
+    let total = values.len() as f64;
+    let sum: f64 = histogram
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| i as f64 * n as f64)
+        .sum();
+    let (mut weight_low, mut sum_low) = (0.0, 0.0);
+    let (mut best, mut best_variance) = (0usize, -1.0);
+    for (i, &n) in histogram.iter().enumerate() {
+        weight_low += n as f64;
+        sum_low += i as f64 * n as f64;
+        let weight_high = total - weight_low;
+        if weight_low == 0.0 || weight_high == 0.0 {
+            continue;
+        }
+        let mean_low = sum_low / weight_low;
+        let mean_high = (sum - sum_low) / weight_high;
+        let variance = weight_low * weight_high * (mean_low - mean_high).powi(2);
+        if variance > best_variance {
+            best_variance = variance;
+            best = i;
+        }
+    }
+    // Values at or above the boundary between bin `best` and the next are "high".
+    (best as f32 + 0.5) / 255.0
+}
+
+/// Window positions: top-left corners `(col * stride, row * stride)` of 96x96 windows that fit in
+/// the model-scale image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Grid {
+    pub stride: usize,
+    pub cols: usize,
+    pub rows: usize,
+}
+
+impl Grid {
+    /// The grid over a `width` x `height` model-scale image.
+    pub fn new(width: usize, height: usize, stride: usize) -> Result<Grid> {
+        if !STRIDES.contains(&stride) {
+            return Err(CelnetError::InvalidParameter(format!(
+                "the stride must be {} to {} px at the model's scale, got {stride}",
+                STRIDES.start(),
+                STRIDES.end()
+            )));
+        }
+        if width < GLIMPSE || height < GLIMPSE {
+            return Err(CelnetError::ImageTooSmall {
+                width: width as u32,
+                height: height as u32,
+                min: GLIMPSE as u32,
+            });
+        }
+        Ok(Grid {
+            stride,
+            cols: (width - GLIMPSE) / stride + 1,
+            rows: (height - GLIMPSE) / stride + 1,
+        })
+    }
+
+    /// The top-left corner of window `(col, row)`.
+    pub fn origin(&self, col: usize, row: usize) -> (usize, usize) {
+        (col * self.stride, row * self.stride)
+    }
+
+    /// The centre of window `(col, row)`.
+    pub fn centre(&self, col: usize, row: usize) -> (usize, usize) {
+        let (x, y) = self.origin(col, row);
+        (x + GLIMPSE / 2, y + GLIMPSE / 2)
+    }
+}
+
+/// The probability of every window on a grid; `None` where the window's centre is background.
+#[derive(Clone, Debug)]
+pub struct Heatmap {
+    pub grid: Grid,
+    pub probabilities: Vec<Option<f32>>,
+}
+
+/// A local maximum of the heatmap, in model-scale pixels (a window centre).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub probability: f32,
+}
+
+impl Heatmap {
+    /// Scores each tissue window of `image` (model scale) separately, `batch` at a time: the
+    /// reference every faster path is compared with. `progress(done, total)` follows batches.
+    pub async fn exact(
+        classifier: &Classifier,
+        image: &RgbImage,
+        grid: Grid,
+        tissue: &TissueMask,
+        batch: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Heatmap> {
+        let cells: Vec<(usize, usize)> = (0..grid.rows)
+            .flat_map(|r| (0..grid.cols).map(move |c| (c, r)))
+            .collect();
+        let kept: Vec<usize> = (0..cells.len())
+            .filter(|&i| {
+                let (x, y) = grid.centre(cells[i].0, cells[i].1);
+                tissue.contains(x, y)
+            })
+            .collect();
+        let mut probabilities = vec![None; cells.len()];
+        let side = GLIMPSE as u32;
+        for (done, chunk) in kept.chunks(batch.max(1)).enumerate() {
+            let mut values = Vec::with_capacity(chunk.len() * 3 * GLIMPSE * GLIMPSE);
+            for &i in chunk {
+                let (x, y) = grid.origin(cells[i].0, cells[i].1);
+                let window = image::imageops::crop_imm(image, x as u32, y as u32, side, side);
+                values.extend(normalise(&window.to_image()));
+            }
+            let x = Tensor::<4>::from_data(
+                TensorData::new(values, [chunk.len(), 3, GLIMPSE, GLIMPSE]),
+                classifier.device(),
+            );
+            for (&i, logit) in chunk.iter().zip(classifier.logits(x).await?) {
+                probabilities[i] = Some(sigmoid(logit));
+            }
+            progress(
+                (done * batch.max(1) + chunk.len()).min(kept.len()),
+                kept.len(),
+            );
+        }
+        Ok(Heatmap {
+            grid,
+            probabilities,
+        })
+    }
+
+    /// Windows scored (in tissue).
+    pub fn scored(&self) -> usize {
+        self.probabilities.iter().flatten().count()
+    }
+
+    /// The probability of window `(col, row)`.
+    pub fn get(&self, col: usize, row: usize) -> Option<f32> {
+        self.probabilities[row * self.grid.cols + col]
+    }
+
+    /// The slide score: the highest window probability (`None` without tissue).
+    pub fn slide_score(&self) -> Option<f32> {
+        self.probabilities
+            .iter()
+            .flatten()
+            .copied()
+            .reduce(f32::max)
+    }
+
+    /// Tumour points by non-maximum suppression: windows at or above `min_probability`, taken
+    /// from the most probable down, each kept unless a kept point lies within `radius`
+    /// model-scale pixels.
+    pub fn points(&self, radius: f64, min_probability: f32) -> Vec<Point> {
+        let mut candidates: Vec<Point> = (0..self.grid.rows)
+            .flat_map(|r| (0..self.grid.cols).map(move |c| (c, r)))
+            .filter_map(|(c, r)| {
+                let p = self.get(c, r)?;
+                let (x, y) = self.grid.centre(c, r);
+                (p >= min_probability).then_some(Point {
+                    x: x as f64,
+                    y: y as f64,
+                    probability: p,
+                })
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        let mut kept: Vec<Point> = Vec::new();
+        for candidate in candidates {
+            let near = |k: &Point| (k.x - candidate.x).hypot(k.y - candidate.y) < radius;
+            if !kept.iter().any(near) {
+                kept.push(candidate);
+            }
+        }
+        kept
+    }
+
+    /// Default suppression: points closer than one window are the same finding.
+    pub fn tumour_points(&self) -> Vec<Point> {
+        self.points(GLIMPSE as f64, DECISION_THRESHOLD)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otsu_splits_two_modes() {
+        let mut values = vec![0.02f32; 600];
+        values.extend(vec![0.6f32; 400]);
+        let t = otsu(&values);
+        assert!(t > 0.02 && t <= 0.6, "{t}");
+    }
+
+    #[test]
+    fn glass_is_not_tissue_and_stain_is() {
+        // Left half white glass, right half H&E pink-purple.
+        let image = RgbImage::from_fn(192, 96, |x, _| {
+            image::Rgb(if x < 96 {
+                [243, 243, 241]
+            } else {
+                [180, 90, 170]
+            })
+        });
+        let tissue = TissueMask::of(&image);
+        assert!(!tissue.contains(40, 40));
+        assert!(tissue.contains(150, 40));
+        assert!(
+            (tissue.fraction() - 0.5).abs() < 0.1,
+            "{}",
+            tissue.fraction()
+        );
+        // Tissue only: the threshold stays low enough to keep it all.
+        let stained = RgbImage::from_fn(96, 96, |x, y| {
+            image::Rgb([170 + (x % 7) as u8, 80 + (y % 11) as u8, 160])
+        });
+        assert_eq!(TissueMask::of(&stained).fraction(), 1.0);
+    }
+
+    #[test]
+    fn grid_fits_whole_windows() {
+        let grid = Grid::new(200, 96, 48).unwrap();
+        assert_eq!((grid.cols, grid.rows), (3, 1));
+        assert_eq!(grid.origin(2, 0), (96, 0));
+        assert_eq!(grid.centre(0, 0), (48, 48));
+        assert!(Grid::new(95, 200, 48).is_err());
+        assert!(Grid::new(200, 200, 8).is_err());
+    }
+
+    #[test]
+    fn suppression_keeps_one_point_per_peak() {
+        // 5x1 windows at stride 16: two peaks (columns 1 and 4) and a shoulder next to the first.
+        let heatmap = Heatmap {
+            grid: Grid {
+                stride: 16,
+                cols: 5,
+                rows: 1,
+            },
+            probabilities: vec![Some(0.2), Some(0.9), Some(0.8), None, Some(0.7)],
+        };
+        let points = heatmap.points(40.0, 0.5);
+        let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
+        // Column 2 (x = 80) is 16 px from the peak at x = 64: suppressed. Column 4 (x = 112) is
+        // 48 px away: kept.
+        assert_eq!(xs, vec![64.0, 112.0]);
+        assert_eq!(heatmap.slide_score(), Some(0.9));
+        assert_eq!(heatmap.scored(), 4);
+        assert!(heatmap.points(40.0, 0.95).is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! `celnet heatmap` on regions assembled from the shipped PCam fixtures.
+
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use serde_json::Value;
+
+mod common;
+use common::{FIXTURES, celnet, json_stdout, scratch};
+
+fn fixture(label: u8, index: usize) -> RgbImage {
+    let dir = Path::new(FIXTURES).join(label.to_string());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    image::open(&files[index]).unwrap().to_rgb8()
+}
+
+/// A 288x192 region at 1 µm/px: two rows of three patches, the right column bare glass. The
+/// patches are label-1 ones, whose centres hold tumour and so are tissue whatever else a patch
+/// shows (a normal lymph-node patch may be fat at its centre, and is rightly skipped).
+fn region() -> RgbImage {
+    let mut region = RgbImage::from_pixel(288, 192, Rgb([244, 244, 242]));
+    let tiles = [
+        (0, 0, fixture(1, 0)),
+        (96, 0, fixture(1, 1)),
+        (0, 96, fixture(1, 2)),
+        (96, 96, fixture(1, 3)),
+    ];
+    for (x, y, tile) in tiles {
+        image::imageops::replace(&mut region, &tile, x, y);
+    }
+    region
+}
+
+fn rows(csv: &str) -> Vec<Vec<f64>> {
+    csv.lines()
+        .skip(1)
+        .map(|line| line.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+#[test]
+fn exact_windows_score_like_predict_and_glass_is_never_scored() {
+    let dir = scratch("heatmap");
+    let input = dir.join("region.png");
+    region().save(&input).unwrap();
+    let out = dir.join("out");
+    let report = json_stdout(&celnet(&[
+        "heatmap",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mpp",
+        "1.0",
+        "--stride",
+        "96",
+        "--json",
+    ]));
+    assert_eq!(report["mode"], "exact");
+    assert_eq!(report["mpp_source"], "user");
+    assert_eq!(
+        report["factor"], 1.0,
+        "1 µm/px is within the tolerance of the model's scale"
+    );
+    assert_eq!(report["grid"], serde_json::json!([3, 2]));
+    assert_eq!(report["windows"], 4, "the two glass windows are not scored");
+
+    let windows = rows(&std::fs::read_to_string(out.join("windows.csv")).unwrap());
+    assert_eq!(windows.len(), 4);
+    assert!(
+        windows.iter().all(|w| w[0] < 192.0),
+        "a glass window was scored"
+    );
+    // Each window's probability is what `predict` gives the same 96x96 crop.
+    let mut crops = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        let crop =
+            image::imageops::crop_imm(&region(), w[0] as u32, w[1] as u32, 96, 96).to_image();
+        let path = dir.join(format!("crop{i}.png"));
+        crop.save(&path).unwrap();
+        crops.push(path);
+    }
+    let mut args = vec!["predict", "--json"];
+    args.extend(crops.iter().map(|p| p.to_str().unwrap()));
+    let predicted = celnet(&args);
+    assert!(predicted.status.success());
+    let stdout = String::from_utf8(predicted.stdout).unwrap();
+    for (w, line) in windows.iter().zip(stdout.lines()) {
+        let p: Value = serde_json::from_str(line).unwrap();
+        let diff = (p["probability"].as_f64().unwrap() - w[4]).abs();
+        assert!(
+            diff < 1e-5,
+            "window at ({}, {}): heatmap {} vs predict {}",
+            w[0],
+            w[1],
+            w[4],
+            p["probability"]
+        );
+    }
+    let max = windows.iter().map(|w| w[4]).fold(0.0, f64::max);
+    assert!((report["slide_score"].as_f64().unwrap() - max).abs() < 1e-5);
+
+    let geojson: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("heatmap.geojson")).unwrap())
+            .unwrap();
+    let features = geojson["features"].as_array().unwrap();
+    let points = features
+        .iter()
+        .filter(|f| f["geometry"]["type"] == "Point")
+        .count();
+    assert_eq!(features.len() - points, 4, "one tile per scored window");
+    assert_eq!(points, report["points"].as_array().unwrap().len());
+    for name in ["heatmap.png", "overlay.png", "tissue.png", "summary.json"] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+}
+
+#[test]
+fn a_large_image_without_pixel_size_is_refused_with_the_way_out() {
+    let dir = scratch("heatmap-no-mpp");
+    let input = dir.join("region.png");
+    region().save(&input).unwrap();
+    let output = celnet(&[
+        "heatmap",
+        input.to_str().unwrap(),
+        "-o",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--mpp") && stderr.contains("288x192"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_40x_region_is_shrunk_to_the_model_scale() {
+    let dir = scratch("heatmap-40x");
+    let input = dir.join("region.png");
+    // The region upscaled 4x stands for a 0.243 µm/px scan of the same tissue.
+    let big = image::imageops::resize(&region(), 1152, 768, image::imageops::FilterType::Triangle);
+    big.save(&input).unwrap();
+    let report = json_stdout(&celnet(&[
+        "heatmap",
+        input.to_str().unwrap(),
+        "-o",
+        dir.join("out").to_str().unwrap(),
+        "--mpp",
+        "0.243",
+        "--json",
+    ]));
+    assert!((report["factor"].as_f64().unwrap() - 0.25).abs() < 1e-3);
+    assert_eq!(report["grid"], serde_json::json!([5, 3]));
+    // Points come back in the input's pixels.
+    for p in report["points"].as_array().unwrap() {
+        assert!(p["x"].as_f64().unwrap() < 1152.0 && p["y"].as_f64().unwrap() < 768.0);
+    }
+}
