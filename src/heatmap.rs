@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
 use crate::error::{CelnetError, Result};
+use crate::explain::{CelmParams, Explainer, Explanation, PreparedEvidence};
 use crate::input::normalise;
 use crate::model::GLIMPSE;
 
@@ -262,6 +263,49 @@ impl Heatmap {
     /// Default suppression: points closer than one window are the same finding.
     pub fn tumour_points(&self) -> Vec<Point> {
         self.points(GLIMPSE as f64, DECISION_THRESHOLD)
+    }
+}
+
+/// CELM of one window of a heatmap.
+#[derive(Clone, Debug)]
+pub struct WindowEvidence {
+    /// Top-left corner of the 96x96 window, model-scale pixels.
+    pub origin: (usize, usize),
+    pub explanation: Explanation,
+}
+
+impl WindowEvidence {
+    /// The window of `image` (model scale) around `point`.
+    pub fn crop(image: &RgbImage, point: &Point) -> ((usize, usize), RgbImage) {
+        let half = (GLIMPSE / 2) as f64;
+        let x =
+            ((point.x - half).max(0.0) as u32).min(image.width().saturating_sub(GLIMPSE as u32));
+        let y =
+            ((point.y - half).max(0.0) as u32).min(image.height().saturating_sub(GLIMPSE as u32));
+        let side = GLIMPSE as u32;
+        let window = image::imageops::crop_imm(image, x, y, side, side).to_image();
+        ((x as usize, y as usize), window)
+    }
+
+    /// CELM of the windows centred on `points` (for instance the top tumour points).
+    pub async fn explain_points(
+        explainer: &Explainer,
+        image: &RgbImage,
+        points: &[Point],
+        params: &CelmParams,
+    ) -> Result<Vec<WindowEvidence>> {
+        params.validate()?;
+        let mut out = Vec::with_capacity(points.len());
+        for point in points {
+            let (origin, window) = Self::crop(image, point);
+            let evidence = explainer.evidence(&window).await?;
+            let explanation = PreparedEvidence::new(evidence, &[params.sigma]).fuse_checked(params);
+            out.push(WindowEvidence {
+                origin,
+                explanation,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -111,8 +111,31 @@ fn exact_windows_score_like_predict_and_glass_is_never_scored() {
         .iter()
         .filter(|f| f["geometry"]["type"] == "Point")
         .count();
-    assert_eq!(features.len() - points, 4, "one tile per scored window");
+    let tiles = features
+        .iter()
+        .filter(|f| f["properties"]["objectType"] == "tile")
+        .count();
+    assert_eq!(tiles, 4, "one tile per scored window");
     assert_eq!(points, report["points"].as_array().unwrap().len());
+    // CELM of the top tumour points' windows: regions inside their window, in input pixels,
+    // and in the GeoJSON.
+    let evidence = report["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), points.min(3));
+    let mut regions = 0;
+    for w in evidence {
+        let (x, y) = (w["x"].as_f64().unwrap(), w["y"].as_f64().unwrap());
+        assert!(out.join(w["overlay_png"].as_str().unwrap()).is_file());
+        for r in w["regions"].as_array().unwrap() {
+            regions += 1;
+            assert!(r["x0"].as_f64().unwrap() >= x && r["x1"].as_f64().unwrap() <= x + 96.0);
+            assert!(r["y0"].as_f64().unwrap() >= y && r["y1"].as_f64().unwrap() <= y + 96.0);
+        }
+    }
+    let celm_features = features
+        .iter()
+        .filter(|f| f["properties"]["name"] == "CELM region")
+        .count();
+    assert_eq!(celm_features, regions);
     for name in ["heatmap.png", "overlay.png", "tissue.png", "summary.json"] {
         assert!(out.join(name).is_file(), "{name}");
     }

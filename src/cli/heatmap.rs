@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use celnet::error::FileContext;
-use celnet::explain::Map;
-use celnet::explain::render::{OVERLAY_OPACITY, colormap, overlay};
-use celnet::heatmap::{DEFAULT_STRIDE, Grid, Heatmap, Point, TissueMask};
+use celnet::explain::render::{OVERLAY_OPACITY, colormap, evidence_overlay, overlay};
+use celnet::explain::{CelmParams, Map};
+use celnet::heatmap::{DEFAULT_STRIDE, Grid, Heatmap, Point, TissueMask, WindowEvidence};
 use celnet::input::{decode_image, save_image};
 use celnet::model::GLIMPSE;
 use celnet::scale::{MppSource, PixelSize, file_resolution, to_model_scale};
@@ -35,6 +35,9 @@ pub struct Args {
     /// Windows scored per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Explain (CELM, default parameters) the windows of the K most probable tumour points.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -59,8 +62,61 @@ struct HeatmapReport {
     /// The highest window probability; absent without tissue.
     slide_score: Option<f32>,
     points: Vec<Point>,
+    /// CELM of the top-k tumour points' windows.
+    evidence: Vec<ExplainedWindow>,
     mode: &'static str,
-    files: Vec<&'static str>,
+    files: Vec<String>,
+}
+
+/// One explained window, in the input's full-resolution pixels.
+#[derive(Serialize)]
+struct ExplainedWindow {
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+    probability: f32,
+    overlay_png: String,
+    regions: Vec<EvidenceRegion>,
+}
+
+/// A CELM region's bounding box in the input's pixels.
+#[derive(Serialize)]
+struct EvidenceRegion {
+    x0: f64,
+    y0: f64,
+    x1: f64,
+    y1: f64,
+    mean_evidence: f32,
+    max_evidence: f32,
+}
+
+impl ExplainedWindow {
+    fn new(window: &WindowEvidence, to_input: f64, overlay_png: String) -> Self {
+        let (ox, oy) = (window.origin.0 as f64, window.origin.1 as f64);
+        let side = GLIMPSE as f64 * to_input;
+        let explanation = &window.explanation;
+        ExplainedWindow {
+            x: ox * to_input,
+            y: oy * to_input,
+            width: side,
+            height: side,
+            probability: explanation.prediction.probability,
+            overlay_png,
+            regions: explanation
+                .regions
+                .iter()
+                .map(|r| EvidenceRegion {
+                    x0: (ox + r.bbox.x0 as f64) * to_input,
+                    y0: (oy + r.bbox.y0 as f64) * to_input,
+                    x1: (ox + r.bbox.x1 as f64) * to_input,
+                    y1: (oy + r.bbox.y1 as f64) * to_input,
+                    mean_evidence: r.mean_evidence,
+                    max_evidence: r.max_evidence,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Report for HeatmapReport {
@@ -90,6 +146,15 @@ impl Report for HeatmapReport {
         }
         for p in &self.points {
             println!("  ({:.0}, {:.0})  {:.4}", p.x, p.y, p.probability);
+        }
+        for w in &self.evidence {
+            println!(
+                "CELM of the window at ({:.0}, {:.0}): {} region(s), {}",
+                w.x,
+                w.y,
+                w.regions.len(),
+                w.overlay_png
+            );
         }
     }
 }
@@ -127,10 +192,18 @@ pub fn run(args: Args) -> Result<()> {
     ))?;
     bar.finish_and_clear();
 
+    let tumour_points = heatmap.tumour_points();
+    let top: Vec<Point> = tumour_points.iter().take(args.top_k).copied().collect();
+    let explained = pollster::block_on(WindowEvidence::explain_points(
+        &loaded.explainer(),
+        &scaled,
+        &top,
+        &CelmParams::default(),
+    ))?;
+
     // Back to the input's pixels.
     let to_input = size.factor().recip();
-    let points = heatmap
-        .tumour_points()
+    let points = tumour_points
         .into_iter()
         .map(|p| Point {
             x: p.x * to_input,
@@ -138,7 +211,20 @@ pub fn run(args: Args) -> Result<()> {
             ..p
         })
         .collect();
-    let files = write_outputs(&args.out, &scaled, &tissue, &heatmap, to_input)?;
+    let mut files = write_outputs(&args.out, &scaled, &tissue, &heatmap, to_input)?;
+    let mut evidence = Vec::new();
+    for (i, window) in explained.iter().enumerate() {
+        let name = format!("evidence-{}.png", i + 1);
+        let (_, crop) = WindowEvidence::crop(&scaled, &top[i]);
+        let e = &window.explanation;
+        save_image(
+            &evidence_overlay(&crop, &e.celm, &e.mask, OVERLAY_OPACITY),
+            &args.out.join(&name),
+        )?;
+        evidence.push(ExplainedWindow::new(window, to_input, name.clone()));
+        files.push(name);
+    }
+    write_geojson(&args.out, &heatmap, &evidence, to_input)?;
     let report = HeatmapReport {
         file: args.input.display().to_string(),
         width: image.width(),
@@ -152,6 +238,7 @@ pub fn run(args: Args) -> Result<()> {
         tissue_fraction: tissue.fraction(),
         slide_score: heatmap.slide_score(),
         points,
+        evidence,
         mode: "exact",
         files,
     };
@@ -181,14 +268,14 @@ fn probability_map(heatmap: &Heatmap, width: usize, height: usize) -> Map {
     Map::new(width, height, data)
 }
 
-/// Writes the pictures, the window table and the GeoJSON; returns their names.
+/// Writes the pictures and the window table; returns the names of the files a run writes.
 fn write_outputs(
     out: &Path,
     scaled: &image::RgbImage,
     tissue: &TissueMask,
     heatmap: &Heatmap,
     to_input: f64,
-) -> Result<Vec<&'static str>> {
+) -> Result<Vec<String>> {
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
     let grid = heatmap.grid;
     let cells = Map::new(
@@ -217,28 +304,61 @@ fn write_outputs(
 
     let side = GLIMPSE as f64 * to_input;
     let mut csv = String::from("x,y,width,height,probability\n");
-    let mut features = Vec::new();
-    for row in 0..grid.rows {
-        for col in 0..grid.cols {
-            let Some(p) = heatmap.get(col, row) else {
-                continue;
-            };
+    for (x, y, p) in scored_windows(heatmap, to_input) {
+        csv.push_str(&format!("{x:.1},{y:.1},{side:.1},{side:.1},{p:.6}\n"));
+    }
+    let csv_path = out.join("windows.csv");
+    std::fs::write(&csv_path, csv).map_err(|e| CelnetError::io(&csv_path, e))?;
+    let names = [
+        "heatmap.png",
+        "overlay.png",
+        "tissue.png",
+        "windows.csv",
+        "heatmap.geojson",
+        "summary.json",
+    ];
+    Ok(names.map(String::from).to_vec())
+}
+
+/// Top-left corners (input pixels) and probabilities of the scored windows.
+fn scored_windows(heatmap: &Heatmap, to_input: f64) -> Vec<(f64, f64, f32)> {
+    let grid = heatmap.grid;
+    (0..grid.rows)
+        .flat_map(|row| (0..grid.cols).map(move |col| (col, row)))
+        .filter_map(|(col, row)| {
+            let p = heatmap.get(col, row)?;
             let (x, y) = grid.origin(col, row);
-            let (x, y) = (x as f64 * to_input, y as f64 * to_input);
-            csv.push_str(&format!("{x:.1},{y:.1},{side:.1},{side:.1},{p:.6}\n"));
-            features.push(json!({
-                "type": "Feature",
-                "geometry": {
-                    "type": "Polygon",
-                    "coordinates": [[[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]],
-                },
-                "properties": {
-                    "objectType": "tile",
-                    "name": "window",
-                    "measurements": { "probability": p },
-                },
-            }));
-        }
+            Some((x as f64 * to_input, y as f64 * to_input, p))
+        })
+        .collect()
+}
+
+/// Everything for QuPath in input pixels: the scored windows as tiles with their probability,
+/// the tumour points, and the bounding boxes of the explained windows' CELM regions.
+fn write_geojson(
+    out: &Path,
+    heatmap: &Heatmap,
+    evidence: &[ExplainedWindow],
+    to_input: f64,
+) -> Result<()> {
+    let side = GLIMPSE as f64 * to_input;
+    let rectangle = |x0: f64, y0: f64, x1: f64, y1: f64| {
+        json!({
+            "type": "Polygon",
+            "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+        })
+    };
+    let mut features = Vec::new();
+    for (x, y, p) in scored_windows(heatmap, to_input) {
+        features.push(json!({
+            "type": "Feature",
+            "geometry": rectangle(x, y, x + side, y + side),
+            "properties": {
+                "objectType": "tile",
+                "name": "window",
+                "measurements": { "probability": p },
+            },
+        }));
     }
     for p in heatmap.tumour_points() {
         features.push(json!({
@@ -252,18 +372,25 @@ fn write_outputs(
             },
         }));
     }
-    let csv_path = out.join("windows.csv");
-    std::fs::write(&csv_path, csv).map_err(|e| CelnetError::io(&csv_path, e))?;
+    for window in evidence {
+        for r in &window.regions {
+            features.push(json!({
+                "type": "Feature",
+                "geometry": rectangle(r.x0, r.y0, r.x1, r.y1),
+                "properties": {
+                    "objectType": "annotation",
+                    "name": "CELM region",
+                    "classification": { "name": "CELM evidence", "color": [0, 200, 200] },
+                    "measurements": {
+                        "mean_evidence": r.mean_evidence,
+                        "max_evidence": r.max_evidence,
+                        "window_probability": window.probability,
+                    },
+                },
+            }));
+        }
+    }
     let geojson = json!({ "type": "FeatureCollection", "features": features });
-    let geojson_path = out.join("heatmap.geojson");
-    std::fs::write(&geojson_path, geojson.to_string())
-        .map_err(|e| CelnetError::io(&geojson_path, e))?;
-    Ok(vec![
-        "heatmap.png",
-        "overlay.png",
-        "tissue.png",
-        "windows.csv",
-        "heatmap.geojson",
-        "summary.json",
-    ])
+    let path = out.join("heatmap.geojson");
+    std::fs::write(&path, geojson.to_string()).map_err(|e| CelnetError::io(&path, e))
 }
