@@ -266,6 +266,37 @@ impl Heatmap {
     }
 }
 
+/// An image analysed at the model's scale: the resampled image, its tissue and its heatmap.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub scaled: RgbImage,
+    pub tissue: TissueMask,
+    pub heatmap: Heatmap,
+}
+
+impl Analysis {
+    /// Resamples `image` (of pixel size `size`) to the model's scale, finds its tissue and
+    /// scores every tissue window at `stride`, exactly, `batch` windows at a time.
+    pub async fn exact(
+        classifier: &Classifier,
+        image: &RgbImage,
+        size: &crate::scale::PixelSize,
+        stride: usize,
+        batch: usize,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Analysis> {
+        let scaled = crate::scale::to_model_scale(image, size);
+        let tissue = TissueMask::of(&scaled);
+        let grid = Grid::new(scaled.width() as usize, scaled.height() as usize, stride)?;
+        let heatmap = Heatmap::exact(classifier, &scaled, grid, &tissue, batch, progress).await?;
+        Ok(Analysis {
+            scaled,
+            tissue,
+            heatmap,
+        })
+    }
+}
+
 /// CELM of one window of a heatmap.
 #[derive(Clone, Debug)]
 pub struct WindowEvidence {

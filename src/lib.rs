@@ -30,6 +30,8 @@ pub mod plot;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod slide_mosaic;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

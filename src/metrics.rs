@@ -83,9 +83,107 @@ pub fn auc(scores: &[f32], labels: &[u8]) -> Option<f64> {
     Some(area)
 }
 
+/// A detection on a slide: its score and the lesion it falls in (`None`: a false positive).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detection {
+    pub slide: usize,
+    pub score: f32,
+    pub lesion: Option<usize>,
+}
+
+/// Camelyon16's FROC: sensitivity (share of lesions hit, each lesion counted once) at several
+/// average numbers of false positives per slide, and their mean.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Froc {
+    /// `(false positives per slide, sensitivity)` at 1/4, 1/2, 1, 2, 4 and 8.
+    pub sensitivity_at_fp: Vec<(f64, f64)>,
+    /// The mean of those six sensitivities.
+    pub score: f64,
+}
+
+/// The FROC of `detections` over `slides` slides holding `lesions` lesions in all. Lesion ids
+/// are global (unique across slides). A threshold keeps the detections scoring at least it;
+/// the sensitivity at a rate is the best one reached without exceeding that many false
+/// positives per slide on average.
+pub fn froc(detections: &[Detection], lesions: usize, slides: usize) -> Froc {
+    let mut order: Vec<&Detection> = detections.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut hit = std::collections::HashSet::new();
+    let mut false_positives = 0usize;
+    // (fp per slide, sensitivity) after each distinct threshold, from the highest down.
+    let mut curve = vec![(0.0, 0.0)];
+    for (k, d) in order.iter().enumerate() {
+        match d.lesion {
+            Some(lesion) => {
+                hit.insert((d.slide, lesion));
+            }
+            None => false_positives += 1,
+        }
+        let last_of_tie = order.get(k + 1).is_none_or(|next| next.score != d.score);
+        if last_of_tie {
+            curve.push((
+                false_positives as f64 / slides.max(1) as f64,
+                hit.len() as f64 / lesions.max(1) as f64,
+            ));
+        }
+    }
+    let sensitivity_at_fp: Vec<(f64, f64)> = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+        .iter()
+        .map(|&rate| {
+            let best = curve
+                .iter()
+                .filter(|(fp, _)| *fp <= rate)
+                .map(|&(_, s)| s)
+                .fold(0.0, f64::max);
+            (rate, best)
+        })
+        .collect();
+    let score = sensitivity_at_fp.iter().map(|&(_, s)| s).sum::<f64>() / 6.0;
+    Froc {
+        sensitivity_at_fp,
+        score,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn froc_by_hand() {
+        // Two slides, three lesions (ids 0 and 1 on slide 0, 2 on slide 1). Detections from the
+        // highest score: hit lesion 0, a false positive, hit lesion 0 again (no new lesion),
+        // hit lesion 2, two false positives.
+        let d = |slide, score, lesion| Detection {
+            slide,
+            score,
+            lesion,
+        };
+        let detections = [
+            d(0, 0.9, Some(0)),
+            d(1, 0.8, None),
+            d(0, 0.7, Some(0)),
+            d(1, 0.6, Some(2)),
+            d(0, 0.5, None),
+            d(1, 0.4, None),
+        ];
+        let f = froc(&detections, 3, 2);
+        let at = |rate: f64| {
+            f.sensitivity_at_fp
+                .iter()
+                .find(|(r, _)| *r == rate)
+                .unwrap()
+                .1
+        };
+        // At most 1/4 FP per slide (0 FPs): only lesion 0 is found.
+        assert_eq!(at(0.25), 1.0 / 3.0);
+        // Up to 1/2 (1 FP): lesions 0 and 2.
+        assert_eq!(at(0.5), 2.0 / 3.0);
+        // Up to 1 (2 FPs) and beyond: still two of three; lesion 1 is never hit.
+        assert_eq!(at(1.0), 2.0 / 3.0);
+        assert_eq!(at(8.0), 2.0 / 3.0);
+        assert!((f.score - (1.0 / 3.0 + 5.0 * 2.0 / 3.0) / 6.0).abs() < 1e-12);
+    }
 
     #[test]
     fn auc_matches_pair_counting() {

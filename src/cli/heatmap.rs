@@ -10,10 +10,10 @@ use serde_json::json;
 use celnet::error::FileContext;
 use celnet::explain::render::{OVERLAY_OPACITY, colormap, evidence_overlay, overlay};
 use celnet::explain::{CelmParams, Map};
-use celnet::heatmap::{DEFAULT_STRIDE, Grid, Heatmap, Point, TissueMask, WindowEvidence};
+use celnet::heatmap::{Analysis, DEFAULT_STRIDE, Heatmap, Point, TissueMask, WindowEvidence};
 use celnet::input::{decode_image, save_image};
 use celnet::model::GLIMPSE;
-use celnet::scale::{MppSource, PixelSize, file_resolution, to_model_scale};
+use celnet::scale::{MppSource, PixelSize, file_resolution};
 use celnet::{CelnetError, Result};
 
 use super::common::{ModelArgs, Report, emit, progress};
@@ -171,19 +171,16 @@ pub fn run(args: Args) -> Result<()> {
         image.height(),
     )
     .in_file(&args.input)?;
-    let scaled = to_model_scale(&image, &size);
-    let tissue = TissueMask::of(&scaled);
-    let grid = Grid::new(
-        scaled.width() as usize,
-        scaled.height() as usize,
-        args.stride,
-    )?;
-    let bar = progress(grid.cols * grid.rows, "windows");
-    let heatmap = pollster::block_on(Heatmap::exact(
+    let bar = progress(0, "windows");
+    let Analysis {
+        scaled,
+        tissue,
+        heatmap,
+    } = pollster::block_on(Analysis::exact(
         &loaded.classifier(),
-        &scaled,
-        grid,
-        &tissue,
+        &image,
+        &size,
+        args.stride,
         args.batch_size,
         |done, total| {
             bar.set_length(total as u64);
@@ -191,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         },
     ))?;
     bar.finish_and_clear();
+    let grid = heatmap.grid;
 
     let tumour_points = heatmap.tumour_points();
     let top: Vec<Point> = tumour_points.iter().take(args.top_k).copied().collect();

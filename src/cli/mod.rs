@@ -14,6 +14,8 @@ mod mosaic;
 mod predict;
 mod recalibrate;
 mod serve;
+mod slide_eval;
+mod slide_mosaic;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,10 @@ enum Command {
     LocalizeTune(localize_tune::Args),
     /// Deletion curves: how fast the probability falls as the most evident pixels go.
     Faithfulness(faithfulness::Args),
+    /// Synthetic slides with known lesions, built from whole PCam patches.
+    SlideMosaic(slide_mosaic::Args),
+    /// Slide AUC and FROC (Camelyon16's measures) on synthetic slides.
+    SlideEval(slide_eval::Args),
     /// Serve the browser client (index.html, www/, pkg/) to a browser on this machine.
     Serve(serve::Args),
 }
@@ -85,6 +91,8 @@ impl Cli {
             Command::LocalizeEval(args) => localize_eval::run(args).map(done),
             Command::LocalizeTune(args) => localize_tune::run(args).map(done),
             Command::Faithfulness(args) => faithfulness::run(args).map(done),
+            Command::SlideMosaic(args) => slide_mosaic::run(args).map(done),
+            Command::SlideEval(args) => slide_eval::run(args).map(done),
             Command::Serve(args) => serve::run(args).map(done),
         }
     }

@@ -1,0 +1,58 @@
+//! `celnet slide-eval`: slide AUC and FROC on synthetic slides with known lesions.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use celnet::Result;
+use celnet::heatmap::DEFAULT_STRIDE;
+use celnet::slide_mosaic::{SlideEvaluation, evaluate};
+
+use super::common::{ModelArgs, Report, emit, progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder made by `celnet slide-mosaic`.
+    dir: PathBuf,
+    /// Distance between window positions at the model's scale (16 to 96).
+    #[arg(long, default_value_t = DEFAULT_STRIDE)]
+    stride: usize,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl Report for SlideEvaluation {
+    fn print_text(&self) {
+        println!(
+            "{} slides ({} with {} lesions), stride {}: slide AUC {}, FROC {:.3}",
+            self.n,
+            self.tumour_slides,
+            self.lesions,
+            self.stride,
+            self.auc.map_or("-".into(), |a| format!("{a:.3}")),
+            self.froc
+        );
+        for (rate, sensitivity) in &self.sensitivity_at_fp {
+            println!("  sensitivity at {rate} false positives per slide: {sensitivity:.3}");
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let loaded = args.model.load()?;
+    let start = Instant::now();
+    let bar = progress(0, "slides");
+    let evaluation = evaluate(
+        &loaded.classifier(),
+        &args.dir,
+        args.stride,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    emit(&evaluation, args.json, &loaded.source, Some(start));
+    Ok(())
+}
