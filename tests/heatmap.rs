@@ -183,3 +183,47 @@ fn a_40x_region_is_shrunk_to_the_model_scale() {
         assert!(p["x"].as_f64().unwrap() < 1152.0 && p["y"].as_f64().unwrap() < 768.0);
     }
 }
+
+#[test]
+fn damaged_and_oversized_files_are_clear_errors() {
+    let dir = scratch("heatmap-bad");
+    // A TIFF cut in half, and a PNG whose header claims 100,000 x 100,000 px with no pixel data:
+    // both refused before any pixel buffer is allocated.
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    region()
+        .write_to(&mut tiff, image::ImageFormat::Tiff)
+        .unwrap();
+    let tiff = tiff.into_inner();
+    let truncated = dir.join("truncated.tif");
+    std::fs::write(&truncated, &tiff[..tiff.len() / 2]).unwrap();
+    let mut png = Vec::new();
+    png.extend_from_slice(&[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a]);
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
+    png.extend_from_slice(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82]);
+    let huge = dir.join("huge.png");
+    std::fs::write(&huge, png).unwrap();
+    for file in [&truncated, &huge] {
+        let output = celnet(&[
+            "heatmap",
+            file.to_str().unwrap(),
+            "-o",
+            dir.join("out").to_str().unwrap(),
+            "--mpp",
+            "0.5",
+        ]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("cannot read the image"),
+            "{}: {stderr}",
+            file.display()
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
