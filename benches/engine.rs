@@ -1,4 +1,4 @@
-//! Per-glimpse prediction and explanation, and training throughput.
+//! Per-glimpse prediction and explanation, heatmaps of a region, and training throughput.
 //!
 //! `cargo bench` reports medians on flex, and on wgpu when an adapter exists (natively on a
 //! CPU-only machine that is Mesa's lavapipe, a correctness path rather than a fast one).
@@ -9,6 +9,7 @@ use std::time::Duration;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use celnet::explain::{CelmParams, Explainer, PreparedEvidence};
+use celnet::heatmap::{Grid, Heatmap, TissueMask};
 use celnet::input::decode_image;
 use celnet::train::bce_with_logits;
 use celnet::{CelnetConfig, weights};
@@ -75,5 +76,41 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inference, training);
+/// Exact heatmaps of a 480x480 px region at the model's scale (25 fixture patches), flex only:
+/// 81 windows at stride 48, 25 at stride 96.
+fn heatmap(c: &mut Criterion) {
+    let device = Device::flex();
+    let classifier = Explainer::new(weights::load_default(&device).unwrap(), &device).classifier();
+    let patch = decode_image(&std::fs::read(SAMPLE).unwrap()).unwrap();
+    let mut region = image::RgbImage::new(480, 480);
+    for i in 0..25 {
+        let (x, y) = ((i % 5) * 96, (i / 5) * 96);
+        image::imageops::replace(&mut region, &patch, x, y);
+    }
+    let tissue = TissueMask::of(&region);
+    let mut group = c.benchmark_group("heatmap_480_exact_flex");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for stride in [48usize, 96] {
+        let grid = Grid::new(480, 480, stride).unwrap();
+        group.throughput(Throughput::Elements((grid.cols * grid.rows) as u64));
+        group.bench_function(format!("stride{stride}"), |b| {
+            b.iter(|| {
+                pollster::block_on(Heatmap::exact(
+                    &classifier,
+                    black_box(&region),
+                    grid,
+                    &tissue,
+                    64,
+                    |_, _| {},
+                ))
+                .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, inference, heatmap, training);
 criterion_main!(benches);
