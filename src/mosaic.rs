@@ -114,25 +114,16 @@ pub fn assemble(tiles: &[RgbImage], tumour: &[bool]) -> (RgbImage, GrayImage) {
     (glimpse, mask)
 }
 
-/// Builds `options.n` mosaics from a split folder (`SPLIT/0`, `SPLIT/1`) into `out`:
-/// `NNNNN.png`, `NNNNN_mask.png` and `manifest.json`. Deterministic for a seed.
-pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manifest> {
-    let (k, parts) = options.part;
+/// The normal (label 0) and tumour (label 1) files of part `k` of `parts` of a split folder:
+/// every `parts`-th file of each class's sorted list, from the `k`-th, so that different parts
+/// never share a patch. Both classes must be present.
+pub fn class_pools(
+    split: &Path,
+    (k, parts): (usize, usize),
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     if k == 0 || k > parts {
         return Err(CelnetError::InvalidParameter(format!(
             "part {k}/{parts} does not exist"
-        )));
-    }
-    if !(0.0..=1.0).contains(&options.normal_share) {
-        return Err(CelnetError::InvalidParameter(format!(
-            "normal share must be in [0, 1], got {}",
-            options.normal_share
-        )));
-    }
-    if !(1..=(GRID * GRID) as usize).contains(&options.max_tumour_tiles) {
-        return Err(CelnetError::InvalidParameter(format!(
-            "max tumour tiles must be 1 to 9, got {}",
-            options.max_tumour_tiles
         )));
     }
     let files = list_split(split)?;
@@ -154,6 +145,25 @@ pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manife
             tumour.len()
         )));
     }
+    Ok((normal, tumour))
+}
+
+/// Builds `options.n` mosaics from a split folder (`SPLIT/0`, `SPLIT/1`) into `out`:
+/// `NNNNN.png`, `NNNNN_mask.png` and `manifest.json`. Deterministic for a seed.
+pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manifest> {
+    if !(0.0..=1.0).contains(&options.normal_share) {
+        return Err(CelnetError::InvalidParameter(format!(
+            "normal share must be in [0, 1], got {}",
+            options.normal_share
+        )));
+    }
+    if !(1..=(GRID * GRID) as usize).contains(&options.max_tumour_tiles) {
+        return Err(CelnetError::InvalidParameter(format!(
+            "max tumour tiles must be 1 to 9, got {}",
+            options.max_tumour_tiles
+        )));
+    }
+    let (normal, tumour) = class_pools(split, options.part)?;
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);

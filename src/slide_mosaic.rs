@@ -7,7 +7,7 @@
 //! detection matters. The lesion mask is exact at patch level.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::{GrayImage, Rgb, RgbImage};
 use rand::seq::IndexedRandom;
@@ -15,12 +15,12 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::Classifier;
-use crate::data::list_split;
 use crate::error::{CelnetError, FileContext, Result};
 use crate::heatmap::Analysis;
 use crate::input::{decode_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
 use crate::model::GLIMPSE;
+use crate::mosaic::class_pools;
 use crate::scale::{MODEL_MPP, PixelSize, file_resolution};
 
 /// The colour of bare glass.
@@ -142,29 +142,12 @@ fn save_at_model_scale(image: &RgbImage, path: &Path) -> Result<()> {
 /// Builds `options.n` slides from a split folder into `out`: `slide-NNN.png` (with pHYs),
 /// `slide-NNN_mask.png` and `manifest.json`. Deterministic for a seed.
 pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<SlideManifest> {
-    let (k, parts) = options.part;
-    if k == 0 || k > parts || options.grid < 2 || options.max_lesions == 0 {
-        return Err(CelnetError::InvalidParameter(format!(
-            "slide mosaics need a part that exists (got {k}/{parts}), a grid of at least 2 and at least one lesion"
-        )));
+    if options.grid < 2 || options.max_lesions == 0 {
+        return Err(CelnetError::InvalidParameter(
+            "slide mosaics need a grid of at least 2 patches and at least one lesion".into(),
+        ));
     }
-    let files = list_split(split)?;
-    let class = |label: u8| -> Vec<PathBuf> {
-        files
-            .iter()
-            .filter(|(_, l)| *l == label)
-            .map(|(p, _)| p.clone())
-            .skip(k - 1)
-            .step_by(parts)
-            .collect()
-    };
-    let (normal, tumour) = (class(0), class(1));
-    if normal.is_empty() || tumour.is_empty() {
-        return Err(CelnetError::Dataset(format!(
-            "{} part {k}/{parts} needs patches of both classes",
-            split.display()
-        )));
-    }
+    let (normal, tumour) = class_pools(split, options.part)?;
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let grid = options.grid;
