@@ -266,25 +266,26 @@ impl Heatmap {
     }
 }
 
-/// An image analysed at the model's scale: the resampled image, its tissue and its heatmap.
+/// An image analysed at the model's scale: the image at that scale (the input itself when no
+/// resampling was needed), its tissue and its heatmap.
 #[derive(Clone, Debug)]
-pub struct Analysis {
-    pub scaled: RgbImage,
+pub struct Analysis<'a> {
+    pub scaled: std::borrow::Cow<'a, RgbImage>,
     pub tissue: TissueMask,
     pub heatmap: Heatmap,
 }
 
-impl Analysis {
+impl<'a> Analysis<'a> {
     /// Resamples `image` (of pixel size `size`) to the model's scale, finds its tissue and
     /// scores every tissue window at `stride`, exactly, `batch` windows at a time.
     pub async fn exact(
         classifier: &Classifier,
-        image: &RgbImage,
+        image: &'a RgbImage,
         size: &crate::scale::PixelSize,
         stride: usize,
         batch: usize,
         progress: impl FnMut(usize, usize),
-    ) -> Result<Analysis> {
+    ) -> Result<Analysis<'a>> {
         let scaled = crate::scale::to_model_scale(image, size);
         let tissue = TissueMask::of(&scaled);
         let grid = Grid::new(scaled.width() as usize, scaled.height() as usize, stride)?;
@@ -302,6 +303,8 @@ impl Analysis {
 pub struct WindowEvidence {
     /// Top-left corner of the 96x96 window, model-scale pixels.
     pub origin: (usize, usize),
+    /// The window itself.
+    pub image: RgbImage,
     pub explanation: Explanation,
 }
 
@@ -333,6 +336,7 @@ impl WindowEvidence {
             let explanation = PreparedEvidence::new(evidence, &[params.sigma]).fuse_checked(params);
             out.push(WindowEvidence {
                 origin,
+                image: window,
                 explanation,
             });
         }

@@ -4,6 +4,7 @@
 //! CELNet saw PCam glimpses at about 1 µm/px (10x), so a score only means something at that
 //! scale: a 40x field of view must be shrunk four times before it is scored.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use image::RgbImage;
@@ -177,18 +178,19 @@ impl PixelSize {
 
 /// `image` at the model's scale: resized by `size.factor()` with a triangle filter whose support
 /// widens with the reduction, so shrinking averages every source pixel instead of aliasing.
-pub fn to_model_scale(image: &RgbImage, size: &PixelSize) -> RgbImage {
+/// The image itself, uncopied, when no resampling is needed.
+pub fn to_model_scale<'a>(image: &'a RgbImage, size: &PixelSize) -> Cow<'a, RgbImage> {
     let factor = size.factor();
     if factor == 1.0 {
-        return image.clone();
+        return Cow::Borrowed(image);
     }
     let scaled = |side: u32| ((f64::from(side) * factor).round() as u32).max(1);
-    image::imageops::resize(
+    Cow::Owned(image::imageops::resize(
         image,
         scaled(image.width()),
         scaled(image.height()),
         FilterType::Triangle,
-    )
+    ))
 }
 
 #[cfg(test)]

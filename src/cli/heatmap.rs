@@ -201,7 +201,7 @@ pub fn run(args: Args) -> Result<()> {
 
     // Back to the input's pixels.
     let to_input = size.factor().recip();
-    let points = tumour_points
+    let points: Vec<Point> = tumour_points
         .into_iter()
         .map(|p| Point {
             x: p.x * to_input,
@@ -213,16 +213,15 @@ pub fn run(args: Args) -> Result<()> {
     let mut evidence = Vec::new();
     for (i, window) in explained.iter().enumerate() {
         let name = format!("evidence-{}.png", i + 1);
-        let (_, crop) = WindowEvidence::crop(&scaled, &top[i]);
         let e = &window.explanation;
         save_image(
-            &evidence_overlay(&crop, &e.celm, &e.mask, OVERLAY_OPACITY),
+            &evidence_overlay(&window.image, &e.celm, &e.mask, OVERLAY_OPACITY),
             &args.out.join(&name),
         )?;
         evidence.push(ExplainedWindow::new(window, to_input, name.clone()));
         files.push(name);
     }
-    write_geojson(&args.out, &heatmap, &evidence, to_input)?;
+    write_geojson(&args.out, &heatmap, &points, &evidence, to_input)?;
     let report = HeatmapReport {
         file: args.input.display().to_string(),
         width: image.width(),
@@ -332,10 +331,12 @@ fn scored_windows(heatmap: &Heatmap, to_input: f64) -> Vec<(f64, f64, f32)> {
 }
 
 /// Everything for QuPath in input pixels: the scored windows as tiles with their probability,
-/// the tumour points, and the bounding boxes of the explained windows' CELM regions.
+/// the tumour points (already in input pixels), and the bounding boxes of the explained
+/// windows' CELM regions.
 fn write_geojson(
     out: &Path,
     heatmap: &Heatmap,
+    points: &[Point],
     evidence: &[ExplainedWindow],
     to_input: f64,
 ) -> Result<()> {
@@ -358,10 +359,10 @@ fn write_geojson(
             },
         }));
     }
-    for p in heatmap.tumour_points() {
+    for p in points {
         features.push(json!({
             "type": "Feature",
-            "geometry": { "type": "Point", "coordinates": [p.x * to_input, p.y * to_input] },
+            "geometry": { "type": "Point", "coordinates": [p.x, p.y] },
             "properties": {
                 "objectType": "annotation",
                 "name": "tumour point",
