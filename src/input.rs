@@ -38,6 +38,16 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
     decode_image(&bytes).in_file(path)
 }
 
+/// Reads a mask or label image file as 8-bit grey (no size limit beyond the decoder's own: masks
+/// are written by this crate); errors name the file.
+pub fn read_gray_image(path: &Path) -> Result<image::GrayImage> {
+    let bytes = std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
+    let image = image::load_from_memory(&bytes)
+        .map_err(|e| CelnetError::ImageDecode(e.to_string()))
+        .in_file(path)?;
+    Ok(image.to_luma8())
+}
+
 /// Writes an image in the format its extension names (PNG for the crate's outputs).
 pub fn save_image<P, C>(image: &image::ImageBuffer<P, C>, path: &Path) -> Result<()>
 where

@@ -227,8 +227,8 @@ impl PreparedGlimpse {
     }
 
     /// The map `method` localises with under `params` (not validated here: see [`evaluate`]).
-    pub fn map(&self, method: Method, params: &CelmParams) -> Map {
-        self.evidence.map(method.map_kind(), params).into_owned()
+    pub fn map(&self, method: Method, params: &CelmParams) -> std::borrow::Cow<'_, Map> {
+        self.evidence.map(method.map_kind(), params)
     }
 
     /// Region counts of `method` under `params`.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::list_split;
 use crate::error::{CelnetError, FileContext, Result};
 use crate::explain::Mask;
-use crate::input::{has_image_extension, read_image, save_image};
+use crate::input::{has_image_extension, read_gray_image, read_image, save_image};
 
 /// Side of one tile: the labelled centre of a PCam patch.
 pub const TILE: u32 = 32;
@@ -257,11 +257,7 @@ pub fn load_labelled(dir: &Path) -> Result<Vec<LabelledGlimpse>> {
                 )));
             }
             let image = read_image(path)?;
-            let bytes = std::fs::read(&mask_path).map_err(|e| CelnetError::io(&mask_path, e))?;
-            let mask = image::load_from_memory(&bytes)
-                .map_err(|e| CelnetError::ImageDecode(e.to_string()))
-                .in_file(&mask_path)?
-                .to_luma8();
+            let mask = read_gray_image(&mask_path)?;
             let truth = Mask {
                 width: mask.width() as usize,
                 height: mask.height() as usize,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::Classifier;
 use crate::error::{CelnetError, FileContext, Result};
 use crate::heatmap::Analysis;
-use crate::input::{decode_image, read_image, save_image};
+use crate::input::{decode_image, read_gray_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
 use crate::model::GLIMPSE;
 use crate::mosaic::class_pools;
@@ -324,11 +324,7 @@ pub fn evaluate(
 }
 
 fn read_mask(path: &Path, size: (u32, u32)) -> Result<GrayImage> {
-    let bytes = std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
-    let mask = image::load_from_memory(&bytes)
-        .map_err(|e| CelnetError::ImageDecode(e.to_string()))
-        .in_file(path)?
-        .to_luma8();
+    let mask = read_gray_image(path)?;
     if mask.dimensions() != size {
         return Err(CelnetError::MaskSize {
             name: path.display().to_string(),
