@@ -76,8 +76,9 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-/// Exact heatmaps of a 480x480 px region at the model's scale (25 fixture patches), flex only:
-/// 81 windows at stride 48, 25 at stride 96.
+/// Heatmaps of a 480x480 px region at the model's scale (25 fixture patches), flex only: every
+/// window scored on its own (exact) or the region in one fully convolutional pass (dense), at
+/// strides 32 (169 windows), 48 (81) and 96 (25).
 fn heatmap(c: &mut Criterion) {
     let device = Device::flex();
     let classifier = Explainer::new(weights::load_default(&device).unwrap(), &device).classifier();
@@ -88,14 +89,14 @@ fn heatmap(c: &mut Criterion) {
         image::imageops::replace(&mut region, &patch, x, y);
     }
     let tissue = TissueMask::of(&region);
-    let mut group = c.benchmark_group("heatmap_480_exact_flex");
+    let mut group = c.benchmark_group("heatmap_480_flex");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
-    for stride in [48usize, 96] {
+    for stride in [32usize, 48, 96] {
         let grid = Grid::new(480, 480, stride).unwrap();
         group.throughput(Throughput::Elements((grid.cols * grid.rows) as u64));
-        group.bench_function(format!("stride{stride}"), |b| {
+        group.bench_function(format!("exact/stride{stride}"), |b| {
             b.iter(|| {
                 pollster::block_on(Heatmap::exact(
                     &classifier,
@@ -103,6 +104,18 @@ fn heatmap(c: &mut Criterion) {
                     grid,
                     &tissue,
                     64,
+                    |_, _| {},
+                ))
+                .unwrap()
+            })
+        });
+        group.bench_function(format!("dense/stride{stride}"), |b| {
+            b.iter(|| {
+                pollster::block_on(Heatmap::dense(
+                    &classifier,
+                    black_box(&region),
+                    grid,
+                    &tissue,
                     |_, _| {},
                 ))
                 .unwrap()

@@ -117,6 +117,12 @@ impl Classifier {
         Ok(Prediction::from_logit(logits[0]))
     }
 
+    /// Logits of the 96-px windows every `stride` px that cover one normalised image
+    /// `[1, 3, H, W]`, row-major (see [`Celnet::forward_windows`]).
+    pub async fn window_logits(&self, image: Tensor<4>, stride: usize) -> Result<Vec<f32>> {
+        read(self.model.forward_windows(image, stride)).await
+    }
+
     /// Logits of a batch of normalised images `[B, 3, H, W]`.
     pub async fn logits(&self, images: Tensor<4>) -> Result<Vec<f32>> {
         read(self.model.forward(images)).await

@@ -13,13 +13,70 @@ use serde::Serialize;
 use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
 use crate::error::{CelnetError, Result};
 use crate::explain::{CelmParams, Explainer, Explanation, PreparedEvidence};
-use crate::input::normalise;
+use crate::input::{normalise, to_tensor_data};
 use crate::model::GLIMPSE;
 
 /// Default distance between window positions, in model-scale pixels (half a window).
 pub const DEFAULT_STRIDE: usize = 48;
 /// Strides offered: from a quarter of the receptive field to plain tiling.
 pub const STRIDES: std::ops::RangeInclusive<usize> = 16..=96;
+/// Largest tile side, in model-scale pixels, of the dense pass: big enough that the overlap
+/// between tiles (96 - stride px) is a few percent of the work, small enough that a tile's
+/// activations stay around a hundred megabytes whatever the image size.
+pub const DENSE_TILE: usize = 1024;
+/// Context the dense pass gives each tile on every side where the image has it, model-scale
+/// px (rounded up to whole strides): the tile's border windows see and attend to neighbours as
+/// they would inside a larger tile, so tile seams do not show in the heatmap.
+pub const DENSE_CONTEXT: usize = 64;
+
+/// How window probabilities are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Tiles of windows in one fully convolutional pass each ([`Heatmap::dense`]).
+    Dense,
+    /// Every window cropped and scored on its own ([`Heatmap::exact`]).
+    Exact,
+}
+
+/// Largest side of the thumbnail an analysis keeps (for tissue detection and pictures), unless
+/// tissue cells need more.
+pub const THUMBNAIL_SIDE: usize = 2048;
+
+/// An image at the model's scale, read region by region: an image in memory, or a slide read
+/// tile by tile from its file ([`crate::slide::ScaledSlide`]), so that a heatmap never needs
+/// the whole image in memory.
+pub trait ModelScaleImage {
+    /// Width and height in model-scale pixels.
+    fn dimensions(&self) -> (usize, usize);
+
+    /// The `width` x `height` px at `(x, y)`; the rectangle lies inside the image.
+    fn region(&self, x: usize, y: usize, width: usize, height: usize) -> Result<RgbImage>;
+
+    /// The whole image shrunk to `width` x `height` px, every source pixel averaged in.
+    fn thumbnail(&self, width: u32, height: u32) -> Result<RgbImage>;
+}
+
+impl ModelScaleImage for RgbImage {
+    fn dimensions(&self) -> (usize, usize) {
+        (self.width() as usize, self.height() as usize)
+    }
+
+    fn region(&self, x: usize, y: usize, width: usize, height: usize) -> Result<RgbImage> {
+        let (x, y, w, h) = (x as u32, y as u32, width as u32, height as u32);
+        Ok(image::imageops::crop_imm(self, x, y, w, h).to_image())
+    }
+
+    fn thumbnail(&self, width: u32, height: u32) -> Result<RgbImage> {
+        Ok(image::imageops::resize(
+            self,
+            width,
+            height,
+            FilterType::Triangle,
+        ))
+    }
+}
+
 /// Side, in model-scale pixels, of one cell of the tissue mask.
 pub const TISSUE_CELL: u32 = 8;
 /// Saturation thresholds tissue detection may use: Otsu's threshold, held in this range so that
@@ -41,9 +98,15 @@ pub struct TissueMask {
 impl TissueMask {
     /// The mask of a model-scale image.
     pub fn of(image: &RgbImage) -> TissueMask {
-        let cols = image.width().div_ceil(TISSUE_CELL).max(1);
-        let rows = image.height().div_ceil(TISSUE_CELL).max(1);
-        let small = image::imageops::resize(image, cols, rows, FilterType::Triangle);
+        Self::from_thumbnail(image, image.width() as usize, image.height() as usize)
+    }
+
+    /// The mask of a `width` x `height` model-scale image from a copy of it at any size at
+    /// least one pixel per cell.
+    pub fn from_thumbnail(thumbnail: &RgbImage, width: usize, height: usize) -> TissueMask {
+        let cols = (width as u32).div_ceil(TISSUE_CELL).max(1);
+        let rows = (height as u32).div_ceil(TISSUE_CELL).max(1);
+        let small = image::imageops::resize(thumbnail, cols, rows, FilterType::Triangle);
         let saturation: Vec<f32> = small
             .pixels()
             .map(|p| {
@@ -150,6 +213,26 @@ impl Grid {
         let (x, y) = self.origin(col, row);
         (x + GLIMPSE / 2, y + GLIMPSE / 2)
     }
+
+    /// Whether window `(col, row)` is scored: its centre lies in tissue.
+    pub fn in_tissue(&self, tissue: &TissueMask, col: usize, row: usize) -> bool {
+        let (x, y) = self.centre(col, row);
+        tissue.contains(x, y)
+    }
+
+    /// Index of window `(col, row)` in row-major order.
+    fn index(&self, col: usize, row: usize) -> usize {
+        row * self.cols + col
+    }
+}
+
+/// A block of windows scored together by the dense pass.
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    col: usize,
+    row: usize,
+    cols: usize,
+    rows: usize,
 }
 
 /// The probability of every window on a grid; `None` where the window's centre is background.
@@ -172,7 +255,7 @@ impl Heatmap {
     /// reference every faster path is compared with. `progress(done, total)` follows batches.
     pub async fn exact(
         classifier: &Classifier,
-        image: &RgbImage,
+        image: &(impl ModelScaleImage + ?Sized),
         grid: Grid,
         tissue: &TissueMask,
         batch: usize,
@@ -182,19 +265,14 @@ impl Heatmap {
             .flat_map(|r| (0..grid.cols).map(move |c| (c, r)))
             .collect();
         let kept: Vec<usize> = (0..cells.len())
-            .filter(|&i| {
-                let (x, y) = grid.centre(cells[i].0, cells[i].1);
-                tissue.contains(x, y)
-            })
+            .filter(|&i| grid.in_tissue(tissue, cells[i].0, cells[i].1))
             .collect();
         let mut probabilities = vec![None; cells.len()];
-        let side = GLIMPSE as u32;
         for (done, chunk) in kept.chunks(batch.max(1)).enumerate() {
             let mut values = Vec::with_capacity(chunk.len() * 3 * GLIMPSE * GLIMPSE);
             for &i in chunk {
                 let (x, y) = grid.origin(cells[i].0, cells[i].1);
-                let window = image::imageops::crop_imm(image, x as u32, y as u32, side, side);
-                values.extend(normalise(&window.to_image()));
+                values.extend(normalise(&image.region(x, y, GLIMPSE, GLIMPSE)?));
             }
             let x = Tensor::<4>::from_data(
                 TensorData::new(values, [chunk.len(), 3, GLIMPSE, GLIMPSE]),
@@ -214,6 +292,101 @@ impl Heatmap {
         })
     }
 
+    /// Scores the tissue windows of `image` (model scale) tile by tile, each tile of up to
+    /// [`DENSE_TILE`] px in one fully convolutional pass ([`crate::model::Celnet::forward_windows`]).
+    /// Neighbouring tiles overlap by `96 - stride` px so that every window lies whole in one
+    /// tile, and each tile carries [`DENSE_CONTEXT`] px of context around its windows; tiles
+    /// without a tissue window are skipped. `progress(done, total)` counts windows.
+    pub async fn dense(
+        classifier: &Classifier,
+        image: &(impl ModelScaleImage + ?Sized),
+        grid: Grid,
+        tissue: &TissueMask,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Heatmap> {
+        Self::dense_tiled(classifier, image, grid, tissue, DENSE_TILE, progress).await
+    }
+
+    /// [`Heatmap::dense`] with tiles of up to `tile` px a side (at least one window): smaller
+    /// tiles report progress more often and need less memory, larger ones repeat less overlap.
+    pub async fn dense_tiled(
+        classifier: &Classifier,
+        image: &(impl ModelScaleImage + ?Sized),
+        grid: Grid,
+        tissue: &TissueMask,
+        tile: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Heatmap> {
+        if !grid.stride.is_multiple_of(4) {
+            return Err(CelnetError::InvalidParameter(format!(
+                "dense scoring needs a stride divisible by 4 (the network halves the image \
+                 twice), got {}; choose another stride or score exactly",
+                grid.stride
+            )));
+        }
+        let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
+        let tiles: Vec<Tile> = (0..grid.rows)
+            .step_by(per_tile)
+            .flat_map(|row| {
+                (0..grid.cols).step_by(per_tile).map(move |col| Tile {
+                    col,
+                    row,
+                    cols: per_tile.min(grid.cols - col),
+                    rows: per_tile.min(grid.rows - row),
+                })
+            })
+            .collect();
+        let windows_in = |t: &Tile| {
+            (t.row..t.row + t.rows)
+                .flat_map(move |r| (t.col..t.col + t.cols).map(move |c| (c, r)))
+                .filter(|&(c, r)| grid.in_tissue(tissue, c, r))
+                .count()
+        };
+        let total: usize = tiles.iter().map(windows_in).sum();
+        let mut probabilities = vec![None; grid.cols * grid.rows];
+        let mut done = 0;
+        let context = DENSE_CONTEXT.div_ceil(grid.stride);
+        for tile in tiles {
+            let count = windows_in(&tile);
+            if count == 0 {
+                continue;
+            }
+            // The tile's windows and, around them, up to `context` more windows of the grid:
+            // context for the tile's border windows, which see and attend to their neighbours
+            // as they would in any other tile.
+            let (col0, row0) = (
+                tile.col.saturating_sub(context),
+                tile.row.saturating_sub(context),
+            );
+            let (col1, row1) = (
+                (tile.col + tile.cols + context).min(grid.cols),
+                (tile.row + tile.rows + context).min(grid.rows),
+            );
+            let (x, y) = grid.origin(col0, row0);
+            let span = |windows: usize| (windows - 1) * grid.stride + GLIMPSE;
+            let (cols, rows) = (col1 - col0, row1 - row0);
+            let crop = image.region(x, y, span(cols), span(rows))?;
+            let input = Tensor::<4>::from_data(to_tensor_data(&crop), classifier.device());
+            let logits = classifier.window_logits(input, grid.stride).await?;
+            let (c_off, r_off) = (tile.col - col0, tile.row - row0);
+            for r in 0..tile.rows {
+                for c in 0..tile.cols {
+                    let (col, row) = (tile.col + c, tile.row + r);
+                    if grid.in_tissue(tissue, col, row) {
+                        probabilities[grid.index(col, row)] =
+                            Some(sigmoid(logits[(r + r_off) * cols + c + c_off]));
+                    }
+                }
+            }
+            done += count;
+            progress(done, total);
+        }
+        Ok(Heatmap {
+            grid,
+            probabilities,
+        })
+    }
+
     /// Windows scored (in tissue).
     pub fn scored(&self) -> usize {
         self.probabilities.iter().flatten().count()
@@ -221,7 +394,7 @@ impl Heatmap {
 
     /// The probability of window `(col, row)`.
     pub fn get(&self, col: usize, row: usize) -> Option<f32> {
-        self.probabilities[row * self.grid.cols + col]
+        self.probabilities[self.grid.index(col, row)]
     }
 
     /// The slide score: the highest window probability (`None` without tissue).
@@ -266,32 +439,42 @@ impl Heatmap {
     }
 }
 
-/// An image analysed at the model's scale: the image at that scale (the input itself when no
-/// resampling was needed), its tissue and its heatmap.
+/// An image analysed at the model's scale: a thumbnail of it, its tissue and its heatmap.
 #[derive(Clone, Debug)]
-pub struct Analysis<'a> {
-    pub scaled: std::borrow::Cow<'a, RgbImage>,
+pub struct Analysis {
+    /// The image shrunk to at most [`THUMBNAIL_SIDE`] px a side (more where tissue cells need
+    /// it), for tissue detection and pictures.
+    pub thumbnail: RgbImage,
     pub tissue: TissueMask,
     pub heatmap: Heatmap,
 }
 
-impl<'a> Analysis<'a> {
-    /// Resamples `image` (of pixel size `size`) to the model's scale, finds its tissue and
-    /// scores every tissue window at `stride`, exactly, `batch` windows at a time.
-    pub async fn exact(
+impl Analysis {
+    /// Finds the tissue of `image` (at the model's scale) and scores every tissue window at
+    /// `stride` the way `mode` says (exact scoring takes `batch` windows at a time).
+    pub async fn new(
         classifier: &Classifier,
-        image: &'a RgbImage,
-        size: &crate::scale::PixelSize,
+        image: &(impl ModelScaleImage + ?Sized),
         stride: usize,
+        mode: Mode,
         batch: usize,
         progress: impl FnMut(usize, usize),
-    ) -> Result<Analysis<'a>> {
-        let scaled = crate::scale::to_model_scale(image, size);
-        let tissue = TissueMask::of(&scaled);
-        let grid = Grid::new(scaled.width() as usize, scaled.height() as usize, stride)?;
-        let heatmap = Heatmap::exact(classifier, &scaled, grid, &tissue, batch, progress).await?;
+    ) -> Result<Analysis> {
+        let (width, height) = image.dimensions();
+        let grid = Grid::new(width, height, stride)?;
+        let shrink = (THUMBNAIL_SIDE as f64 / width.max(height) as f64)
+            .clamp(1.0 / f64::from(TISSUE_CELL), 1.0);
+        let side = |v: usize| ((v as f64 * shrink).round() as u32).max(1);
+        let thumbnail = image.thumbnail(side(width), side(height))?;
+        let tissue = TissueMask::from_thumbnail(&thumbnail, width, height);
+        let heatmap = match mode {
+            Mode::Dense => Heatmap::dense(classifier, image, grid, &tissue, progress).await?,
+            Mode::Exact => {
+                Heatmap::exact(classifier, image, grid, &tissue, batch, progress).await?
+            }
+        };
         Ok(Analysis {
-            scaled,
+            thumbnail,
             tissue,
             heatmap,
         })
@@ -309,29 +492,36 @@ pub struct WindowEvidence {
 }
 
 impl WindowEvidence {
-    /// The window of `image` (model scale) around `point`.
-    pub fn crop(image: &RgbImage, point: &Point) -> ((usize, usize), RgbImage) {
+    /// The window of `image` (model scale) centred as near `point` as the image allows.
+    pub fn crop(
+        image: &(impl ModelScaleImage + ?Sized),
+        point: &Point,
+    ) -> Result<((usize, usize), RgbImage)> {
+        let (width, height) = image.dimensions();
+        if width < GLIMPSE || height < GLIMPSE {
+            return Err(CelnetError::ImageTooSmall {
+                width: width as u32,
+                height: height as u32,
+                min: GLIMPSE as u32,
+            });
+        }
         let half = (GLIMPSE / 2) as f64;
-        let x =
-            ((point.x - half).max(0.0) as u32).min(image.width().saturating_sub(GLIMPSE as u32));
-        let y =
-            ((point.y - half).max(0.0) as u32).min(image.height().saturating_sub(GLIMPSE as u32));
-        let side = GLIMPSE as u32;
-        let window = image::imageops::crop_imm(image, x, y, side, side).to_image();
-        ((x as usize, y as usize), window)
+        let x = ((point.x - half).max(0.0) as usize).min(width - GLIMPSE);
+        let y = ((point.y - half).max(0.0) as usize).min(height - GLIMPSE);
+        Ok(((x, y), image.region(x, y, GLIMPSE, GLIMPSE)?))
     }
 
     /// CELM of the windows centred on `points` (for instance the top tumour points).
     pub async fn explain_points(
         explainer: &Explainer,
-        image: &RgbImage,
+        image: &(impl ModelScaleImage + ?Sized),
         points: &[Point],
         params: &CelmParams,
     ) -> Result<Vec<WindowEvidence>> {
         params.validate()?;
         let mut out = Vec::with_capacity(points.len());
         for point in points {
-            let (origin, window) = Self::crop(image, point);
+            let (origin, window) = Self::crop(image, point)?;
             let evidence = explainer.evidence(&window).await?;
             let explanation = PreparedEvidence::new(evidence, &[params.sigma]).fuse_checked(params);
             out.push(WindowEvidence {

@@ -16,6 +16,7 @@ pub mod localize;
 pub mod metrics;
 pub mod model;
 pub mod scale;
+pub mod slide;
 pub mod timings;
 pub mod weights;
 

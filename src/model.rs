@@ -9,8 +9,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 
 use crate::guided::ReluKind;
 
@@ -18,6 +18,123 @@ use crate::guided::ReluKind;
 pub const GLIMPSE: usize = 96;
 /// Smallest input the network accepts: two stride-2 stages must leave at least an 8x8 F3.
 pub const MIN_INPUT: usize = 32;
+
+/// A grid of glimpses covering an input: `rows` x `cols` windows of `size` px every `stride`
+/// px, the first at the top-left corner, the last at the bottom-right one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowGrid {
+    pub size: usize,
+    pub stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl WindowGrid {
+    /// The grid of `size`-px windows every `stride` px that covers a `height` x `width` input
+    /// exactly, if there is one.
+    pub fn covering(height: usize, width: usize, size: usize, stride: usize) -> Option<WindowGrid> {
+        let fits = |side: usize| side >= size && (side - size).is_multiple_of(stride);
+        (stride > 0 && fits(height) && fits(width)).then(|| WindowGrid {
+            size,
+            stride,
+            rows: (height - size) / stride + 1,
+            cols: (width - size) / stride + 1,
+        })
+    }
+
+    /// Side of the blocks the input is cut into: every block lies whole in the same windows.
+    pub fn block(&self) -> usize {
+        gcd(self.size, self.stride)
+    }
+
+    /// The same windows on a map `factor` times smaller.
+    fn downscaled(self, factor: usize) -> WindowGrid {
+        WindowGrid {
+            size: self.size / factor,
+            stride: self.stride / factor,
+            ..self
+        }
+    }
+}
+
+/// Where channel attention and the companions take their per-channel statistics from.
+///
+/// CELNet pools globally, so a glimpse's score depends on the whole glimpse. Scoring a grid of
+/// glimpses in one pass over a larger image keeps that meaning by pooling over each glimpse's
+/// footprint instead of over the whole image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Over the whole map: the input is one glimpse.
+    Global,
+    /// Over each window of a grid. A block shared by several windows is reweighted by the
+    /// channel attention of the window whose centre is nearest (the dense pass's approximation;
+    /// exact for a single window).
+    Windows(WindowGrid),
+}
+
+impl Pooling {
+    /// The same pooling on a map `factor` times smaller.
+    fn downscaled(self, factor: usize) -> Pooling {
+        match self {
+            Pooling::Global => Pooling::Global,
+            Pooling::Windows(grid) => Pooling::Windows(grid.downscaled(factor)),
+        }
+    }
+
+    /// Average and maximum per channel: `[B, C, 1, 1]` globally, `[B, C, rows, cols]` per window.
+    fn avg_max(self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let Pooling::Windows(grid) = self else {
+            return (x.clone().mean_dims(&[2, 3]), x.max_dims(&[2, 3]));
+        };
+        // Block statistics first (each pixel read once), then windows of whole blocks: the same
+        // averages and maxima as pooling the pixels of each window, at a fraction of the reads.
+        let block = grid.block();
+        let (avg, max) = if block > 1 {
+            let avg = avg_pool2d(x.clone(), AvgPoolOptions::new([block, block]));
+            (avg, max_pool2d(x, MaxPoolOptions::new([block, block])))
+        } else {
+            (x.clone(), x)
+        };
+        let (kernel, step) = ([grid.size / block; 2], [grid.stride / block; 2]);
+        (
+            avg_pool2d(avg, AvgPoolOptions::new(kernel).with_stride(step)),
+            max_pool2d(max, MaxPoolOptions::new(kernel).with_stride(step)),
+        )
+    }
+
+    /// `x` `[B, C, H, W]` times channel weights: `[B, C, 1, 1]` globally; per window
+    /// `[B, C, rows, cols]`, each block taking the weights of the window whose centre is nearest.
+    fn reweight(self, x: Tensor<4>, weights: Tensor<4>) -> Tensor<4> {
+        let Pooling::Windows(grid) = self else {
+            return x * weights;
+        };
+        let block = grid.block();
+        let [batch, channels, height, width] = x.dims();
+        let device = weights.device();
+        let nearest = |blocks: usize, windows: usize| {
+            let indices: Vec<i32> = (0..blocks)
+                .map(|b| {
+                    let offset = (b as f64 + 0.5) * block as f64 - (grid.size / 2) as f64;
+                    (offset / grid.stride as f64)
+                        .round()
+                        .clamp(0.0, (windows - 1) as f64) as i32
+                })
+                .collect();
+            Tensor::<1, Int>::from_ints(indices.as_slice(), &device)
+        };
+        let (down, across) = (height / block, width / block);
+        let per_block = weights
+            .select(2, nearest(down, grid.rows))
+            .select(3, nearest(across, grid.cols))
+            .reshape([batch, channels, down, 1, across, 1]);
+        (x.reshape([batch, channels, down, block, across, block]) * per_block)
+            .reshape([batch, channels, height, width])
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
 
 /// Architecture hyper-parameters. The defaults are the paper's.
 #[derive(Config, Debug)]
@@ -84,12 +201,19 @@ impl ChannelAttention {
             .forward(relu.apply(self.squeeze.forward(pooled)))
     }
 
-    fn forward(&self, x: Tensor<4>, relu: ReluKind) -> Tensor<4> {
+    /// Channel weights for `x`: `[B, C, 1, 1]` globally, `[B, C, rows, cols]` per window.
+    fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
         let [batch, channels, _, _] = x.dims();
-        let avg = x.clone().mean_dims(&[2, 3]).reshape([batch, channels]);
-        let max = x.max_dims(&[2, 3]).reshape([batch, channels]);
-        let weights = sigmoid(self.mlp(avg, relu) + self.mlp(max, relu));
-        weights.reshape([batch, channels, 1, 1])
+        let (avg, max) = pooling.avg_max(x);
+        let [_, _, rows, cols] = avg.dims();
+        // The MLP runs on each window's pooled vector: [B * rows * cols, C].
+        let vectors = |t: Tensor<4>| {
+            t.permute([0, 2, 3, 1])
+                .reshape([batch * rows * cols, channels])
+        };
+        sigmoid(self.mlp(vectors(avg), relu) + self.mlp(vectors(max), relu))
+            .reshape([batch, rows, cols, channels])
+            .permute([0, 3, 1, 2])
     }
 }
 
@@ -163,10 +287,11 @@ impl MaResBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, relu: ReluKind) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
         let out = relu.apply(self.conv1.forward(x.clone()));
         let out = self.conv2.forward(out);
-        let out = out.clone() * self.channel_attention.forward(out, relu);
+        let weights = self.channel_attention.forward(out.clone(), relu, pooling);
+        let out = pooling.reweight(out, weights);
         let out = out.clone() * self.spatial_attention.forward(out);
         let identity = match &self.shortcut {
             Some(shortcut) => shortcut.forward(x),
@@ -203,10 +328,11 @@ impl Stage {
         Self { blocks }
     }
 
-    fn forward(&self, x: Tensor<4>, relu: ReluKind) -> Tensor<4> {
+    /// `pooling` is given at the stage's output resolution.
+    fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
         self.blocks
             .iter()
-            .fold(x, |x, block| block.forward(x, relu))
+            .fold(x, |x, block| block.forward(x, relu, pooling))
     }
 }
 
@@ -224,12 +350,14 @@ pub struct Celnet {
 /// Concatenated global average and global max pooling: `[B, C, H, W] -> [B, 2C]`.
 pub fn companion(features: Tensor<4>) -> Tensor<2> {
     let [batch, channels, _, _] = features.dims();
-    let avg = features
-        .clone()
-        .mean_dims(&[2, 3])
-        .reshape([batch, channels]);
-    let max = features.max_dims(&[2, 3]).reshape([batch, channels]);
-    Tensor::cat(vec![avg, max], 1)
+    let (avg, max) = Pooling::Global.avg_max(features);
+    Tensor::cat(
+        vec![
+            avg.reshape([batch, channels]),
+            max.reshape([batch, channels]),
+        ],
+        1,
+    )
 }
 
 impl CelnetConfig {
@@ -296,19 +424,156 @@ impl Celnet {
 
     /// Input to F2: head, module 1 and module 2 (`[B, 32, H/2, W/2]` for the paper's widths).
     pub fn features2(&self, images: Tensor<4>, relu: ReluKind) -> Tensor<4> {
-        let x = relu.apply(self.head.forward(images));
-        let x = self.module1.forward(x, relu);
-        self.module2.forward(x, relu)
+        self.features2_pooled(images, relu, Pooling::Global)
     }
 
     /// F2 to F3: module 3 (`[B, 64, H/4, W/4]`).
     pub fn features3(&self, f2: Tensor<4>, relu: ReluKind) -> Tensor<4> {
-        self.module3.forward(f2, relu)
+        self.module3.forward(f2, relu, Pooling::Global)
+    }
+
+    /// [`Celnet::features2`] with `pooling` given at the input's resolution.
+    fn features2_pooled(&self, images: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
+        let x = relu.apply(self.head.forward(images));
+        let x = self.module1.forward(x, relu, pooling);
+        self.module2.forward(x, relu, pooling.downscaled(2))
+    }
+
+    /// Logits `[B, rows, cols]` of the [`GLIMPSE`]-px windows every `stride` px that cover
+    /// `images` `[B, 3, H, W]`, in one fully convolutional pass: the windows share the trunk's
+    /// computation, and attention and companions pool over each window's footprint
+    /// ([`Pooling::Windows`]). A window's logit differs from [`Celnet::forward`] on its crop
+    /// because its border sees neighbouring tissue instead of zero padding and because shared
+    /// blocks are reweighted by the nearest window's channel attention.
+    ///
+    /// # Panics
+    /// Unless `stride` is a multiple of 4 and `H - 96` and `W - 96` are multiples of `stride`,
+    /// so that the windows align with the pixels of F2 and F3.
+    pub fn forward_windows(&self, images: Tensor<4>, stride: usize) -> Tensor<3> {
+        let [batch, _, height, width] = images.dims();
+        let grid = WindowGrid::covering(height, width, GLIMPSE, stride)
+            .filter(|_| stride.is_multiple_of(4))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{GLIMPSE}-px windows every {stride} px do not cover a {width}x{height} input"
+                )
+            });
+        let pooling = Pooling::Windows(grid);
+        let relu = ReluKind::Standard;
+        let f2 = self.features2_pooled(images, relu, pooling);
+        let f3 = self
+            .module3
+            .forward(f2.clone(), relu, pooling.downscaled(4));
+        let companions = |features: Tensor<4>, pooling: Pooling| {
+            let (avg, max) = pooling.avg_max(features);
+            Tensor::cat(vec![avg, max], 1)
+        };
+        let features = Tensor::cat(
+            vec![
+                companions(f2, pooling.downscaled(2)),
+                companions(f3, pooling.downscaled(4)),
+            ],
+            1,
+        );
+        self.classifier
+            .forward(features.permute([0, 2, 3, 1]))
+            .reshape([batch, grid.rows, grid.cols])
     }
 
     /// The deeply supervised head: both companions feed one linear classifier.
     pub fn classify(&self, f2: Tensor<4>, f3: Tensor<4>) -> Tensor<2> {
         let features = Tensor::cat(vec![companion(f2), companion(f3)], 1);
         self.classifier.forward(features)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Three rows and two columns of 24-px windows every 8 px: a 40 x 32 map of 8-px blocks.
+    const GRID: WindowGrid = WindowGrid {
+        size: 24,
+        stride: 8,
+        rows: 3,
+        cols: 2,
+    };
+
+    #[test]
+    fn window_pooling_pools_each_window() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, 2, 40, 32], Distribution::Default, &device);
+        let (avg, max) = Pooling::Windows(GRID).avg_max(x.clone());
+        assert_eq!(avg.dims(), [1, 2, 3, 2]);
+        let (avg, max) = (values(avg), values(max));
+        for channel in 0..2 {
+            for row in 0..3 {
+                for col in 0..2 {
+                    let (y, x0) = (row * 8, col * 8);
+                    let window =
+                        x.clone()
+                            .slice([0..1, channel..channel + 1, y..y + 24, x0..x0 + 24]);
+                    let i = channel * 6 + row * 2 + col;
+                    let expected_avg = values(window.clone().mean_dims(&[2, 3]))[0];
+                    let expected_max = values(window.max_dims(&[2, 3]))[0];
+                    assert!((avg[i] - expected_avg).abs() < 1e-6, "{row},{col}");
+                    assert_eq!(max[i], expected_max, "{row},{col}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shared_blocks_take_the_weights_of_the_nearest_window() {
+        let device = Device::flex();
+        let weights: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let weights = Tensor::<4>::from_data(TensorData::new(weights, [1, 1, 3, 2]), &device);
+        let ones = Tensor::<4>::ones([1, 1, 40, 32], &device);
+        let out = values(Pooling::Windows(GRID).reweight(ones, weights));
+        // Naively: the window whose centre is closest to the centre of the pixel's block.
+        let nearest = |pixel: usize, windows: usize| {
+            let centre = (pixel / 8 * 8 + 4) as f64;
+            (0..windows)
+                .min_by(|&a, &b| {
+                    let d = |w: usize| (centre - (w * 8 + 12) as f64).abs();
+                    d(a).total_cmp(&d(b))
+                })
+                .unwrap()
+        };
+        for y in 0..40 {
+            for x in 0..32 {
+                let expected = (nearest(y, 3) * 2 + nearest(x, 2)) as f32;
+                assert_eq!(out[y * 32 + x], expected, "pixel ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_grid_of_one_window_is_the_glimpse_itself() {
+        let device = Device::flex();
+        let model = CelnetConfig::new().init(&device);
+        let images = Tensor::<4>::random([2, 3, 96, 96], Distribution::Default, &device);
+        let dense = values(
+            model
+                .forward_windows(images.clone(), 32)
+                .reshape([2, 1, 1, 1]),
+        );
+        let plain = values(model.forward(images).reshape([2, 1, 1, 1]));
+        for (d, p) in dense.iter().zip(&plain) {
+            assert!((d - p).abs() < 1e-4, "dense {d} vs plain {p}");
+        }
+    }
+
+    #[test]
+    fn only_grids_that_cover_the_input_exactly_are_made() {
+        assert_eq!(WindowGrid::covering(40, 32, 24, 8), Some(GRID));
+        assert_eq!(WindowGrid::covering(41, 32, 24, 8), None);
+        assert_eq!(WindowGrid::covering(16, 32, 24, 8), None);
+        assert_eq!(WindowGrid::covering(40, 32, 24, 0), None);
     }
 }

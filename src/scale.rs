@@ -40,7 +40,8 @@ pub enum FileResolution {
 }
 
 impl FileResolution {
-    fn from_mpp(mpp: f64) -> Self {
+    /// Classifies a declared pixel size in µm/px.
+    pub fn from_mpp(mpp: f64) -> Self {
         if !mpp.is_finite() || mpp <= 0.0 {
             FileResolution::Unknown
         } else if PLAUSIBLE_MPP.contains(&mpp) {
@@ -78,6 +79,21 @@ fn tiff_mpp(bytes: &[u8]) -> Option<f64> {
     {
         return Some(mpp);
     }
+    resolution_tags_mpp(&mut decoder)
+}
+
+/// What the current directory's XResolution and ResolutionUnit say, classified.
+pub fn tiff_resolution<R: std::io::Read + std::io::Seek>(
+    decoder: &mut tiff::decoder::Decoder<R>,
+) -> FileResolution {
+    resolution_tags_mpp(decoder).map_or(FileResolution::Unknown, FileResolution::from_mpp)
+}
+
+fn resolution_tags_mpp<R: std::io::Read + std::io::Seek>(
+    decoder: &mut tiff::decoder::Decoder<R>,
+) -> Option<f64> {
+    use tiff::decoder::ifd::Value;
+    use tiff::tags::Tag;
     let pixels_per_unit = match decoder.find_tag(Tag::XResolution).ok()?? {
         Value::Rational(n, d) if d != 0 => f64::from(n) / f64::from(d),
         Value::Double(v) => v,

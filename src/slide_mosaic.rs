@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::classifier::Classifier;
 use crate::error::{CelnetError, FileContext, Result};
-use crate::heatmap::Analysis;
+use crate::heatmap::{Analysis, Mode};
 use crate::input::{decode_image, read_gray_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
 use crate::model::GLIMPSE;
 use crate::mosaic::class_pools;
-use crate::scale::{MODEL_MPP, PixelSize, file_resolution};
+use crate::scale::{MODEL_MPP, PixelSize, file_resolution, to_model_scale};
 
 /// The colour of bare glass.
 pub const GLASS: [u8; 3] = [242, 242, 240];
@@ -244,15 +244,18 @@ pub struct SlideEvaluation {
     /// Sensitivity by average false positives per slide (`"0.25"` to `"8"`).
     pub sensitivity_at_fp: std::collections::BTreeMap<String, f64>,
     pub stride: usize,
+    pub mode: Mode,
     pub slides: Vec<SlideResult>,
 }
 
-/// Scores every slide of a folder made by [`build`] at `stride` and evaluates the slide scores
-/// and tumour points against the lesion masks. `progress(done, total)` follows slides.
+/// Scores every slide of a folder made by [`build`] at `stride` the way `mode` says and
+/// evaluates the slide scores and tumour points against the lesion masks. `progress(done,
+/// total)` follows slides.
 pub fn evaluate(
     classifier: &Classifier,
     dir: &Path,
     stride: usize,
+    mode: Mode,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<SlideEvaluation> {
     let path = dir.join("manifest.json");
@@ -270,11 +273,12 @@ pub fn evaluate(
         let size = PixelSize::resolve(None, file_resolution(&bytes), image.width(), image.height())
             .in_file(&image_path)?;
         let mask = read_mask(&dir.join(&entry.mask), image.dimensions())?;
-        let analysis = pollster::block_on(Analysis::exact(
+        let scaled = to_model_scale(&image, &size);
+        let analysis = pollster::block_on(Analysis::new(
             classifier,
-            &image,
-            &size,
+            scaled.as_ref(),
             stride,
+            mode,
             64,
             |_, _| {},
         ))?;
@@ -319,6 +323,7 @@ pub fn evaluate(
             .map(|(rate, sensitivity)| (rate.to_string(), sensitivity))
             .collect(),
         stride,
+        mode,
         slides: results,
     })
 }

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::prelude::*;
+use celnet::classifier::Classifier;
+use celnet::heatmap::{Grid, Heatmap, TissueMask};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
@@ -35,6 +38,35 @@ fn region() -> RgbImage {
     region
 }
 
+/// A 384x384 region at 1 µm/px: sixteen fixture patches, label 1 on the diagonal band.
+fn patchwork() -> RgbImage {
+    let mut region = RgbImage::new(384, 384);
+    for i in 0..16usize {
+        let (col, row) = (i % 4, i / 4);
+        let label = u8::from(col.abs_diff(row) <= 1);
+        let patch = fixture(label, i);
+        image::imageops::replace(&mut region, &patch, col as i64 * 96, row as i64 * 96);
+    }
+    region
+}
+
+/// Mean, 99th percentile and largest absolute difference between the windows both scored.
+fn differences(a: &Heatmap, b: &Heatmap) -> (f32, f32, f32) {
+    let mut d: Vec<f32> = a
+        .probabilities
+        .iter()
+        .zip(&b.probabilities)
+        .filter_map(|(a, b)| Some((a.as_ref()? - b.as_ref()?).abs()))
+        .collect();
+    d.sort_by(f32::total_cmp);
+    let mean = d.iter().sum::<f32>() / d.len() as f32;
+    (
+        mean,
+        d[(d.len() * 99 / 100).min(d.len() - 1)],
+        d[d.len() - 1],
+    )
+}
+
 fn rows(csv: &str) -> Vec<Vec<f64>> {
     csv.lines()
         .skip(1)
@@ -57,6 +89,7 @@ fn exact_windows_score_like_predict_and_glass_is_never_scored() {
         "1.0",
         "--stride",
         "96",
+        "--exact",
         "--json",
     ]));
     assert_eq!(report["mode"], "exact");
@@ -226,4 +259,69 @@ fn damaged_and_oversized_files_are_clear_errors() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
+    let device = Device::flex();
+    let classifier = Classifier::new(celnet::weights::load_default(&device).unwrap(), &device);
+    let region = patchwork();
+    let tissue = TissueMask::of(&region);
+    let grid = Grid::new(384, 384, 32).unwrap();
+    let exact = pollster::block_on(Heatmap::exact(
+        &classifier,
+        &region,
+        grid,
+        &tissue,
+        64,
+        |_, _| {},
+    ))
+    .unwrap();
+    let dense = pollster::block_on(Heatmap::dense(
+        &classifier,
+        &region,
+        grid,
+        &tissue,
+        |_, _| {},
+    ))
+    .unwrap();
+    assert!(exact.scored() > 80, "{} windows in tissue", exact.scored());
+    let scored = |h: &Heatmap| {
+        h.probabilities
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        scored(&dense),
+        scored(&exact),
+        "the same windows are scored"
+    );
+    let (mean, p99, max) = differences(&exact, &dense);
+    eprintln!("dense vs exact: mean {mean:.4}, p99 {p99:.4}, max {max:.4}");
+    assert!(mean < 0.1 && p99 < 0.5, "mean {mean}, p99 {p99}");
+    // The two agree on where the tumour is: the exact scores of the dense map's top windows.
+    let best = dense
+        .probabilities
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.unwrap_or(0.0).total_cmp(&b.1.unwrap_or(0.0)))
+        .unwrap()
+        .0;
+    assert!(exact.probabilities[best].unwrap() > 0.5);
+
+    // Tiles of four windows a side instead of ten: with its context, a tile's border window
+    // scores as it does inside a larger tile.
+    let small = pollster::block_on(Heatmap::dense_tiled(
+        &classifier,
+        &region,
+        grid,
+        &tissue,
+        192,
+        |_, _| {},
+    ))
+    .unwrap();
+    let (mean, p99, max) = differences(&dense, &small);
+    eprintln!("tiles of 192 vs 1024 px: mean {mean:.4}, p99 {p99:.4}, max {max:.4}");
+    assert!(mean < 1e-3 && max < 0.01, "mean {mean}, max {max}");
 }

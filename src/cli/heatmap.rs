@@ -1,22 +1,28 @@
 //! `celnet heatmap`: the probability of metastasis across a field of view or region, at the
 //! model's scale, with the slide score, tumour points and exports for QuPath.
 
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 
 use celnet::error::FileContext;
 use celnet::explain::render::{OVERLAY_OPACITY, colormap, evidence_overlay, overlay};
 use celnet::explain::{CelmParams, Map};
-use celnet::heatmap::{Analysis, DEFAULT_STRIDE, Heatmap, Point, TissueMask, WindowEvidence};
+use celnet::heatmap::{
+    Analysis, DEFAULT_STRIDE, Heatmap, Mode, ModelScaleImage, Point, TissueMask, WindowEvidence,
+};
 use celnet::input::{decode_image, save_image};
 use celnet::model::GLIMPSE;
-use celnet::scale::{MppSource, PixelSize, file_resolution};
+use celnet::scale::{FileResolution, MppSource, PixelSize, file_resolution, to_model_scale};
+use celnet::slide::{MAX_CHUNK_PIXELS, ScaledSlide, Slide};
 use celnet::{CelnetError, Result};
 
-use super::common::{ModelArgs, Report, emit, progress};
+use super::common::{LoadedModel, ModelArgs, Report, emit, progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,7 +38,11 @@ pub struct Args {
     /// Distance between window positions, in pixels at the model's scale (16 to 96).
     #[arg(long, default_value_t = DEFAULT_STRIDE)]
     stride: usize,
-    /// Windows scored per batch.
+    /// Score every window on its own (the reference) instead of tiles in one fully
+    /// convolutional pass each.
+    #[arg(long)]
+    exact: bool,
+    /// Windows scored per batch by --exact.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Explain (CELM, default parameters) the windows of the K most probable tumour points.
@@ -52,6 +62,9 @@ struct HeatmapReport {
     height: u32,
     mpp: f64,
     mpp_source: MppSource,
+    /// The pyramid level read, for slide files read tile by tile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<usize>,
     /// Input pixels are scaled by this factor to reach the model's scale.
     factor: f64,
     stride: usize,
@@ -64,7 +77,7 @@ struct HeatmapReport {
     points: Vec<Point>,
     /// CELM of the top-k tumour points' windows.
     evidence: Vec<ExplainedWindow>,
-    mode: &'static str,
+    mode: Mode,
     files: Vec<String>,
 }
 
@@ -159,28 +172,105 @@ impl Report for HeatmapReport {
     }
 }
 
+/// The input, opened the way its format allows.
+enum Input {
+    /// A TIFF or SVS whose chunks are small enough: read tile by tile, never whole.
+    Slide(Box<Slide<BufReader<File>>>),
+    /// Anything else, decoded whole (within the decoder's size limit).
+    Decoded(RgbImage, FileResolution),
+}
+
+impl Input {
+    fn open(path: &Path) -> Result<Input> {
+        let mut magic = [0u8; 4];
+        let mut file = File::open(path).map_err(|e| CelnetError::io(path, e))?;
+        let tiff = file.read_exact(&mut magic).is_ok()
+            && matches!(&magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
+        if tiff {
+            file.rewind().map_err(|e| CelnetError::io(path, e))?;
+            let slide = Slide::open(BufReader::new(file)).in_file(path)?;
+            let base = &slide.levels()[0];
+            if u64::from(base.chunk_width) * u64::from(base.chunk_height) <= MAX_CHUNK_PIXELS {
+                return Ok(Input::Slide(Box::new(slide)));
+            }
+        }
+        let bytes = std::fs::read(path).map_err(|e| CelnetError::io(path, e))?;
+        let image = decode_image(&bytes).in_file(path)?;
+        Ok(Input::Decoded(image, file_resolution(&bytes)))
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let loaded = args.model.load()?;
-    let bytes = std::fs::read(&args.input).map_err(|e| CelnetError::io(&args.input, e))?;
-    let image = decode_image(&bytes).in_file(&args.input)?;
-    let size = PixelSize::resolve(
-        args.mpp,
-        file_resolution(&bytes),
-        image.width(),
-        image.height(),
-    )
-    .in_file(&args.input)?;
+    let input = Input::open(&args.input)?;
+    let (width, height, resolution) = match &input {
+        Input::Slide(slide) => {
+            let (w, h) = slide.dimensions();
+            (w, h, slide.resolution())
+        }
+        Input::Decoded(image, resolution) => (image.width(), image.height(), *resolution),
+    };
+    let size = PixelSize::resolve(args.mpp, resolution, width, height).in_file(&args.input)?;
+    let facts = InputFacts {
+        file: args.input.display().to_string(),
+        width,
+        height,
+        size,
+    };
+    match input {
+        Input::Slide(slide) => {
+            let scaled = ScaledSlide::new(*slide, size.mpp).in_file(&args.input)?;
+            let level = Some(scaled.level());
+            let to_input = scaled.to_level0();
+            analyse(&args, &loaded, &scaled, facts, to_input, level, start)
+        }
+        Input::Decoded(image, _) => {
+            let scaled = to_model_scale(&image, &size);
+            let to_input = size.factor().recip();
+            analyse(
+                &args,
+                &loaded,
+                scaled.as_ref(),
+                facts,
+                to_input,
+                None,
+                start,
+            )
+        }
+    }
+}
+
+/// What is known of the input before it is analysed.
+struct InputFacts {
+    file: String,
+    width: u32,
+    height: u32,
+    size: PixelSize,
+}
+
+/// Scores `image` (the input at the model's scale; multiply its coordinates by `to_input` to
+/// get the input's), explains the top points and writes every output.
+fn analyse(
+    args: &Args,
+    loaded: &LoadedModel,
+    image: &(impl ModelScaleImage + ?Sized),
+    facts: InputFacts,
+    to_input: f64,
+    level: Option<usize>,
+    start: Instant,
+) -> Result<()> {
+    let mode = if args.exact { Mode::Exact } else { Mode::Dense };
     let bar = progress(0, "windows");
     let Analysis {
-        scaled,
+        thumbnail,
         tissue,
         heatmap,
-    } = pollster::block_on(Analysis::exact(
+    } = pollster::block_on(Analysis::new(
         &loaded.classifier(),
-        &image,
-        &size,
+        image,
         args.stride,
+        mode,
         args.batch_size,
         |done, total| {
             bar.set_length(total as u64);
@@ -194,13 +284,12 @@ pub fn run(args: Args) -> Result<()> {
     let top: Vec<Point> = tumour_points.iter().take(args.top_k).copied().collect();
     let explained = pollster::block_on(WindowEvidence::explain_points(
         &loaded.explainer(),
-        &scaled,
+        image,
         &top,
         &CelmParams::default(),
     ))?;
 
     // Back to the input's pixels.
-    let to_input = size.factor().recip();
     let points: Vec<Point> = tumour_points
         .into_iter()
         .map(|p| Point {
@@ -209,7 +298,15 @@ pub fn run(args: Args) -> Result<()> {
             ..p
         })
         .collect();
-    let mut files = write_outputs(&args.out, &scaled, &tissue, &heatmap, to_input)?;
+    let model_width = image.dimensions().0;
+    let mut files = write_outputs(
+        &args.out,
+        &thumbnail,
+        model_width,
+        &tissue,
+        &heatmap,
+        to_input,
+    )?;
     let mut evidence = Vec::new();
     for (i, window) in explained.iter().enumerate() {
         let name = format!("evidence-{}.png", i + 1);
@@ -223,12 +320,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     write_geojson(&args.out, &heatmap, &points, &evidence, to_input)?;
     let report = HeatmapReport {
-        file: args.input.display().to_string(),
-        width: image.width(),
-        height: image.height(),
-        mpp: size.mpp,
-        mpp_source: size.source,
-        factor: size.factor(),
+        file: facts.file,
+        width: facts.width,
+        height: facts.height,
+        mpp: facts.size.mpp,
+        mpp_source: facts.size.source,
+        level,
+        factor: to_input.recip(),
         stride: grid.stride,
         grid: [grid.cols, grid.rows],
         windows: heatmap.scored(),
@@ -236,7 +334,7 @@ pub fn run(args: Args) -> Result<()> {
         slide_score: heatmap.slide_score(),
         points,
         evidence,
-        mode: "exact",
+        mode,
         files,
     };
     let summary = args.out.join("summary.json");
@@ -246,12 +344,14 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The probability under each model-scale pixel: that of the nearest window centre, 0 on
+/// The probability under each pixel of a `width` x `height` picture of the model-scale image
+/// (`per_pixel` model-scale px per picture px): that of the nearest window centre, 0 on
 /// background.
-fn probability_map(heatmap: &Heatmap, width: usize, height: usize) -> Map {
+fn probability_map(heatmap: &Heatmap, width: usize, height: usize, per_pixel: f64) -> Map {
     let grid = heatmap.grid;
     let nearest = |v: usize, n: usize| {
-        let cell = (v as f64 - (GLIMPSE / 2) as f64) / grid.stride as f64;
+        let centre = (v as f64 + 0.5) * per_pixel;
+        let cell = (centre - (GLIMPSE / 2) as f64) / grid.stride as f64;
         (cell.round().max(0.0) as usize).min(n - 1)
     };
     let data = (0..height)
@@ -265,10 +365,12 @@ fn probability_map(heatmap: &Heatmap, width: usize, height: usize) -> Map {
     Map::new(width, height, data)
 }
 
-/// Writes the pictures and the window table; returns the names of the files a run writes.
+/// Writes the pictures (over `thumbnail`, a copy of the `model_width`-px wide model-scale image)
+/// and the window table; returns the names of the files a run writes.
 fn write_outputs(
     out: &Path,
-    scaled: &image::RgbImage,
+    thumbnail: &RgbImage,
+    model_width: usize,
     tissue: &TissueMask,
     heatmap: &Heatmap,
     to_input: f64,
@@ -285,9 +387,11 @@ fn write_outputs(
             .collect(),
     );
     save_image(&colormap(&cells), &out.join("heatmap.png"))?;
-    let map = probability_map(heatmap, scaled.width() as usize, scaled.height() as usize);
+    let (width, height) = (thumbnail.width() as usize, thumbnail.height() as usize);
+    let per_pixel = model_width as f64 / width as f64;
+    let map = probability_map(heatmap, width, height, per_pixel);
     save_image(
-        &overlay(scaled, &map, OVERLAY_OPACITY),
+        &overlay(thumbnail, &map, OVERLAY_OPACITY),
         &out.join("overlay.png"),
     )?;
     let tissue_image = image::GrayImage::from_fn(tissue.cols as u32, tissue.rows as u32, |c, r| {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use celnet::Result;
-use celnet::heatmap::DEFAULT_STRIDE;
+use celnet::heatmap::{DEFAULT_STRIDE, Mode};
 use celnet::slide_mosaic::{SlideEvaluation, evaluate};
 
 use super::common::{ModelArgs, Report, emit, progress};
@@ -16,6 +16,9 @@ pub struct Args {
     /// Distance between window positions at the model's scale (16 to 96).
     #[arg(long, default_value_t = DEFAULT_STRIDE)]
     stride: usize,
+    /// Score every window on its own instead of with the dense pass.
+    #[arg(long)]
+    exact: bool,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -25,11 +28,16 @@ pub struct Args {
 impl Report for SlideEvaluation {
     fn print_text(&self) {
         println!(
-            "{} slides ({} with {} lesions), stride {}: slide AUC {}, FROC {:.3}",
+            "{} slides ({} with {} lesions), stride {} ({}): slide AUC {}, FROC {:.3}",
             self.n,
             self.tumour_slides,
             self.lesions,
             self.stride,
+            if self.mode == Mode::Exact {
+                "exact"
+            } else {
+                "dense"
+            },
             self.auc.map_or("-".into(), |a| format!("{a:.3}")),
             self.froc
         );
@@ -47,6 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         &loaded.classifier(),
         &args.dir,
         args.stride,
+        if args.exact { Mode::Exact } else { Mode::Dense },
         |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
