@@ -242,6 +242,26 @@ pub struct Heatmap {
     pub probabilities: Vec<Option<f32>>,
 }
 
+/// Ways to sum a heatmap up in one slide score.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SlideScores {
+    /// The highest window probability: the paper's slide score.
+    pub max: f32,
+    /// The mean of the five highest: one stray window weighs less.
+    pub top5_mean: f32,
+    /// The share of scored windows called metastatic: how much of the tissue.
+    pub tumour_share: f32,
+}
+
+impl SlideScores {
+    /// The scores' names, in the order of [`SlideScores::values`].
+    pub const NAMES: [&'static str; 3] = ["max", "top5_mean", "tumour_share"];
+
+    pub fn values(&self) -> [f32; 3] {
+        [self.max, self.top5_mean, self.tumour_share]
+    }
+}
+
 /// A local maximum of the heatmap, in model-scale pixels (a window centre).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Point {
@@ -404,6 +424,19 @@ impl Heatmap {
             .flatten()
             .copied()
             .reduce(f32::max)
+    }
+
+    /// Every slide score this crate knows, for comparing them; zeros without tissue.
+    pub fn slide_scores(&self) -> SlideScores {
+        let mut p: Vec<f32> = self.probabilities.iter().flatten().copied().collect();
+        p.sort_by(|a, b| b.total_cmp(a));
+        let top = &p[..p.len().min(5)];
+        SlideScores {
+            max: p.first().copied().unwrap_or(0.0),
+            top5_mean: top.iter().sum::<f32>() / top.len().max(1) as f32,
+            tumour_share: p.iter().filter(|&&v| v >= DECISION_THRESHOLD).count() as f32
+                / p.len().max(1) as f32,
+        }
     }
 
     /// Tumour points by non-maximum suppression: windows at or above `min_probability`, taken
@@ -598,6 +631,10 @@ mod tests {
         // 48 px away: kept.
         assert_eq!(xs, vec![64.0, 112.0]);
         assert_eq!(heatmap.slide_score(), Some(0.9));
+        let scores = heatmap.slide_scores();
+        assert_eq!(scores.max, 0.9);
+        assert!((scores.top5_mean - (0.9 + 0.8 + 0.7 + 0.2) / 4.0).abs() < 1e-6);
+        assert_eq!(scores.tumour_share, 0.75);
         assert_eq!(heatmap.scored(), 4);
         assert!(heatmap.points(40.0, 0.95).is_empty());
     }

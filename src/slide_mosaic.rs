@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classifier::Classifier;
 use crate::error::{CelnetError, FileContext, Result};
-use crate::heatmap::{Analysis, Mode};
+use crate::heatmap::{Analysis, Mode, SlideScores};
 use crate::input::{decode_image, read_gray_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
 use crate::model::GLIMPSE;
@@ -228,6 +228,8 @@ pub struct SlideResult {
     pub lesions: usize,
     /// The highest window probability (0 without tissue).
     pub score: f32,
+    /// Other slide scores of the same heatmap.
+    pub scores: SlideScores,
     pub points: usize,
     pub true_points: usize,
 }
@@ -240,6 +242,8 @@ pub struct SlideEvaluation {
     pub lesions: usize,
     /// AUC of the slide score against "has a lesion"; `None` with one class only.
     pub auc: Option<f64>,
+    /// AUC of each slide score of [`SlideScores`].
+    pub auc_by_score: std::collections::BTreeMap<String, Option<f64>>,
     pub froc: f64,
     /// Sensitivity by average false positives per slide (`"0.25"` to `"8"`).
     pub sensitivity_at_fp: std::collections::BTreeMap<String, f64>,
@@ -301,6 +305,7 @@ pub fn evaluate(
             image: entry.image.clone(),
             lesions: entry.lesions.len(),
             score: analysis.heatmap.slide_score().unwrap_or(0.0),
+            scores: analysis.heatmap.slide_scores(),
             points: points.len(),
             true_points,
         });
@@ -317,6 +322,14 @@ pub fn evaluate(
         tumour_slides: labels.iter().filter(|&&l| l == 1).count(),
         lesions: lesion_base,
         auc: auc(&scores, &labels),
+        auc_by_score: SlideScores::NAMES
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let values: Vec<f32> = results.iter().map(|r| r.scores.values()[k]).collect();
+                (name.to_string(), auc(&values, &labels))
+            })
+            .collect(),
         froc: score,
         sensitivity_at_fp: sensitivity_at_fp
             .into_iter()

@@ -211,10 +211,53 @@ fn a_40x_region_is_shrunk_to_the_model_scale() {
     ]));
     assert!((report["factor"].as_f64().unwrap() - 0.25).abs() < 1e-3);
     assert_eq!(report["grid"], serde_json::json!([5, 3]));
+    assert_eq!(report["mode"], "dense");
     // Points come back in the input's pixels.
     for p in report["points"].as_array().unwrap() {
         assert!(p["x"].as_f64().unwrap() < 1152.0 && p["y"].as_f64().unwrap() < 768.0);
     }
+
+    // CELM of a window chosen by its centre in the input's pixels.
+    let out = dir.join("at");
+    let report = json_stdout(&celnet(&[
+        "heatmap",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mpp",
+        "0.243",
+        "--top-k",
+        "0",
+        "--explain-at",
+        "600,400",
+        "--json",
+    ]));
+    let evidence = report["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 1);
+    let w = &evidence[0];
+    assert_eq!(w["reason"], "requested");
+    let side = w["width"].as_f64().unwrap();
+    assert!((side - 96.0 / report["factor"].as_f64().unwrap()).abs() < 1e-6);
+    let centre = (
+        w["x"].as_f64().unwrap() + side / 2.0,
+        w["y"].as_f64().unwrap() + side / 2.0,
+    );
+    assert!(
+        (centre.0 - 600.0).abs() <= 4.0 && (centre.1 - 400.0).abs() <= 4.0,
+        "{centre:?}"
+    );
+    assert!(out.join(w["overlay_png"].as_str().unwrap()).is_file());
+    let outside = celnet(&[
+        "heatmap",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mpp",
+        "0.243",
+        "--explain-at",
+        "5000,10",
+    ]);
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("outside the 1152x768 px input"));
 }
 
 #[test]
@@ -324,4 +367,44 @@ fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
     let (mean, p99, max) = differences(&dense, &small);
     eprintln!("tiles of 192 vs 1024 px: mean {mean:.4}, p99 {p99:.4}, max {max:.4}");
     assert!(mean < 1e-3 && max < 0.01, "mean {mean}, max {max}");
+}
+
+#[test]
+fn slide_files_are_read_at_the_pyramid_level_nearest_the_model_scale() {
+    let dir = scratch("heatmap-slides");
+    let run = |input: &str, name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["heatmap", input, "-o", out.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let report = json_stdout(&celnet(&args));
+        let windows = rows(&std::fs::read_to_string(out.join("windows.csv")).unwrap());
+        (report, windows)
+    };
+    // 288x192 px at 0.499 µm/px with a level at half that size: level 1 is read, within 5% of
+    // the model's scale, and results come back in level-0 pixels.
+    let (pyramid, from_level) = run("tests/fixtures/tiff/pyramid-deflate.tif", "pyramid", &[]);
+    assert_eq!(pyramid["level"], 1);
+    assert_eq!(pyramid["mpp_source"], "file");
+    assert!((pyramid["factor"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    // The same pixels as a PNG, resampled whole from full resolution.
+    let (png, from_png) = run("tests/fixtures/tiff/region.png", "png", &["--mpp", "0.499"]);
+    assert!(png.get("level").is_none());
+    assert_eq!(pyramid["grid"], png["grid"]);
+    assert!(!from_level.is_empty() && from_level.len() == from_png.len());
+    let mean = from_level
+        .iter()
+        .zip(&from_png)
+        .map(|(a, b)| {
+            assert!((a[0] - b[0]).abs() < 3.0 && (a[1] - b[1]).abs() < 3.0);
+            (a[4] - b[4]).abs()
+        })
+        .sum::<f64>()
+        / from_png.len() as f64;
+    assert!(mean < 0.1, "level 1 vs resampled PNG: mean |dp| {mean}");
+
+    // The Aperio crop: JPEG tiles with shared tables, MPP from its description.
+    let (svs, _) = run("tests/fixtures/tiff/svs-crop.svs", "svs", &["--top-k", "1"]);
+    assert_eq!(svs["level"], 0);
+    assert_eq!(svs["mpp"], 0.499);
+    assert!(svs["windows"].as_u64().unwrap() > 0);
 }

@@ -48,10 +48,27 @@ pub struct Args {
     /// Explain (CELM, default parameters) the windows of the K most probable tumour points.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
+    /// Also explain the window centred on X,Y (the input's full-resolution pixels); repeatable.
+    #[arg(long = "explain-at", value_name = "X,Y", value_parser = parse_point)]
+    explain_at: Vec<(f64, f64)>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+fn parse_point(text: &str) -> std::result::Result<(f64, f64), String> {
+    let (x, y) = text
+        .split_once(',')
+        .ok_or_else(|| format!("expected X,Y, got {text:?}"))?;
+    let coordinate = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("{v:?} is not a pixel coordinate"))
+    };
+    Ok((coordinate(x)?, coordinate(y)?))
 }
 
 /// What `heatmap` found; coordinates are full-resolution pixels of the input.
@@ -84,6 +101,8 @@ struct HeatmapReport {
 /// One explained window, in the input's full-resolution pixels.
 #[derive(Serialize)]
 struct ExplainedWindow {
+    /// `top` for a top tumour point, `requested` for `--explain-at`.
+    reason: &'static str,
     x: f64,
     y: f64,
     width: f64,
@@ -105,11 +124,17 @@ struct EvidenceRegion {
 }
 
 impl ExplainedWindow {
-    fn new(window: &WindowEvidence, to_input: f64, overlay_png: String) -> Self {
+    fn new(
+        window: &WindowEvidence,
+        reason: &'static str,
+        to_input: f64,
+        overlay_png: String,
+    ) -> Self {
         let (ox, oy) = (window.origin.0 as f64, window.origin.1 as f64);
         let side = GLIMPSE as f64 * to_input;
         let explanation = &window.explanation;
         ExplainedWindow {
+            reason,
             x: ox * to_input,
             y: oy * to_input,
             width: side,
@@ -162,9 +187,10 @@ impl Report for HeatmapReport {
         }
         for w in &self.evidence {
             println!(
-                "CELM of the window at ({:.0}, {:.0}): {} region(s), {}",
+                "CELM of the window at ({:.0}, {:.0}), probability {:.4}: {} region(s), {}",
                 w.x,
                 w.y,
+                w.probability,
                 w.regions.len(),
                 w.overlay_png
             );
@@ -281,11 +307,31 @@ fn analyse(
     let grid = heatmap.grid;
 
     let tumour_points = heatmap.tumour_points();
-    let top: Vec<Point> = tumour_points.iter().take(args.top_k).copied().collect();
+    let mut wanted: Vec<(Point, &str)> = tumour_points
+        .iter()
+        .take(args.top_k)
+        .map(|&p| (p, "top"))
+        .collect();
+    let (model_width, model_height) = image.dimensions();
+    for &(x, y) in &args.explain_at {
+        let point = Point {
+            x: x / to_input,
+            y: y / to_input,
+            probability: f32::NAN,
+        };
+        if point.x >= model_width as f64 || point.y >= model_height as f64 {
+            return Err(CelnetError::InvalidParameter(format!(
+                "--explain-at {x},{y} lies outside the {}x{} px input",
+                facts.width, facts.height
+            )));
+        }
+        wanted.push((point, "requested"));
+    }
+    let centres: Vec<Point> = wanted.iter().map(|(p, _)| *p).collect();
     let explained = pollster::block_on(WindowEvidence::explain_points(
         &loaded.explainer(),
         image,
-        &top,
+        &centres,
         &CelmParams::default(),
     ))?;
 
@@ -298,7 +344,6 @@ fn analyse(
             ..p
         })
         .collect();
-    let model_width = image.dimensions().0;
     let mut files = write_outputs(
         &args.out,
         &thumbnail,
@@ -308,14 +353,14 @@ fn analyse(
         to_input,
     )?;
     let mut evidence = Vec::new();
-    for (i, window) in explained.iter().enumerate() {
+    for (i, (window, (_, reason))) in explained.iter().zip(&wanted).enumerate() {
         let name = format!("evidence-{}.png", i + 1);
         let e = &window.explanation;
         save_image(
             &evidence_overlay(&window.image, &e.celm, &e.mask, OVERLAY_OPACITY),
             &args.out.join(&name),
         )?;
-        evidence.push(ExplainedWindow::new(window, to_input, name.clone()));
+        evidence.push(ExplainedWindow::new(window, reason, to_input, name.clone()));
         files.push(name);
     }
     write_geojson(&args.out, &heatmap, &points, &evidence, to_input)?;
