@@ -67,6 +67,38 @@ fn differences(a: &Heatmap, b: &Heatmap) -> (f32, f32, f32) {
     )
 }
 
+/// Checks what QuPath's GeoJSON reader (qupath-core `PathObjectTypeAdapters`) relies on: a
+/// FeatureCollection of Features, Polygon geometries with one closed ring or Points, an
+/// `objectType` it knows, `classification` as `{name, color: [r, g, b]}`, `measurements` as an
+/// object of numbers.
+fn assert_qupath_geojson(geojson: &Value) {
+    assert_eq!(geojson["type"], "FeatureCollection");
+    for feature in geojson["features"].as_array().unwrap() {
+        assert_eq!(feature["type"], "Feature");
+        let geometry = &feature["geometry"];
+        match geometry["type"].as_str().unwrap() {
+            "Polygon" => {
+                let rings = geometry["coordinates"].as_array().unwrap();
+                assert_eq!(rings.len(), 1);
+                let ring = rings[0].as_array().unwrap();
+                assert!(ring.len() >= 4 && ring.first() == ring.last(), "{ring:?}");
+            }
+            "Point" => assert_eq!(geometry["coordinates"].as_array().unwrap().len(), 2),
+            other => panic!("geometry {other}"),
+        }
+        let properties = &feature["properties"];
+        let object_type = properties["objectType"].as_str().unwrap();
+        assert!(["annotation", "detection", "tile"].contains(&object_type));
+        let classification = &properties["classification"];
+        assert!(classification["name"].is_string());
+        let color = classification["color"].as_array().unwrap();
+        assert!(color.len() == 3 && color.iter().all(|c| c.as_u64().is_some_and(|c| c < 256)));
+        for (_, value) in properties["measurements"].as_object().unwrap() {
+            assert!(value.is_number());
+        }
+    }
+}
+
 fn rows(csv: &str) -> Vec<Vec<f64>> {
     csv.lines()
         .skip(1)
@@ -139,6 +171,7 @@ fn exact_windows_score_like_predict_and_glass_is_never_scored() {
     let geojson: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("heatmap.geojson")).unwrap())
             .unwrap();
+    assert_qupath_geojson(&geojson);
     let features = geojson["features"].as_array().unwrap();
     let points = features
         .iter()
@@ -210,7 +243,7 @@ fn a_40x_region_is_shrunk_to_the_model_scale() {
         "--json",
     ]));
     assert!((report["factor"].as_f64().unwrap() - 0.25).abs() < 1e-3);
-    assert_eq!(report["grid"], serde_json::json!([5, 3]));
+    assert_eq!(report["grid"], serde_json::json!([7, 4]), "stride 32");
     assert_eq!(report["mode"], "dense");
     // Points come back in the input's pixels.
     for p in report["points"].as_array().unwrap() {

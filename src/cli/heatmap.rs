@@ -10,11 +10,13 @@ use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 
+use celnet::classifier::DECISION_THRESHOLD;
 use celnet::error::FileContext;
 use celnet::explain::render::{OVERLAY_OPACITY, colormap, evidence_overlay, overlay};
 use celnet::explain::{CelmParams, Map};
 use celnet::heatmap::{
-    Analysis, DEFAULT_STRIDE, Heatmap, Mode, ModelScaleImage, Point, TissueMask, WindowEvidence,
+    Analysis, DEFAULT_STRIDE, Heatmap, Mode, ModelScaleImage, Point, SlideScores, TissueMask,
+    WindowEvidence,
 };
 use celnet::input::{decode_image, save_image};
 use celnet::model::GLIMPSE;
@@ -91,6 +93,8 @@ struct HeatmapReport {
     tissue_fraction: f64,
     /// The highest window probability; absent without tissue.
     slide_score: Option<f32>,
+    /// Other ways to sum the heatmap up (see `celnet slide-eval`).
+    slide_scores: SlideScores,
     points: Vec<Point>,
     /// CELM of the top-k tumour points' windows.
     evidence: Vec<ExplainedWindow>,
@@ -377,6 +381,7 @@ fn analyse(
         windows: heatmap.scored(),
         tissue_fraction: tissue.fraction(),
         slide_score: heatmap.slide_score(),
+        slide_scores: heatmap.slide_scores(),
         points,
         evidence,
         mode,
@@ -479,7 +484,10 @@ fn scored_windows(heatmap: &Heatmap, to_input: f64) -> Vec<(f64, f64, f32)> {
         .collect()
 }
 
-/// Everything for QuPath in input pixels: the scored windows as tiles with their probability,
+/// Everything for QuPath in input pixels, in the form QuPath's GeoJSON reader takes (v0.4 and
+/// later: `objectType`, `classification` with `name` and an RGB `color`, `measurements` as an
+/// object): the scored windows as tiles classified by the decision threshold with their
+/// probability,
 /// the tumour points (already in input pixels), and the bounding boxes of the explained
 /// windows' CELM regions.
 fn write_geojson(
@@ -504,6 +512,11 @@ fn write_geojson(
             "properties": {
                 "objectType": "tile",
                 "name": "window",
+                "classification": if p >= DECISION_THRESHOLD {
+                    json!({ "name": "Tumor", "color": [200, 0, 0] })
+                } else {
+                    json!({ "name": "Normal", "color": [0, 160, 0] })
+                },
                 "measurements": { "probability": p },
             },
         }));
