@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
 use crate::error::{CelnetError, Result};
 use crate::explain::{CelmParams, Explainer, Explanation, PreparedEvidence};
-use crate::input::{normalise, to_tensor_data};
+use crate::input::{check_size, normalise, to_tensor_data};
 use crate::model::GLIMPSE;
 
 /// Default distance between window positions, in model-scale pixels: a third of a window, the
@@ -39,6 +39,11 @@ pub enum Mode {
     /// Every window cropped and scored on its own ([`Heatmap::exact`]).
     Exact,
 }
+
+/// Largest image analysed, in model-scale pixels: a 75 x 25 mm glass slide at the model's scale
+/// is about 2 G pixels. Bounds the thumbnail (at most 1/64 of this), the tissue mask and the
+/// window table.
+pub const MAX_ANALYSED_PIXELS: u64 = 1 << 32;
 
 /// Largest side of the thumbnail an analysis keeps (for tissue detection and pictures), unless
 /// tissue cells need more.
@@ -495,6 +500,12 @@ impl Analysis {
         progress: impl FnMut(usize, usize),
     ) -> Result<Analysis> {
         let (width, height) = image.dimensions();
+        check_size(
+            width.try_into().unwrap_or(u32::MAX),
+            height.try_into().unwrap_or(u32::MAX),
+            MAX_ANALYSED_PIXELS,
+            "largest image analysed, at the model's scale",
+        )?;
         let grid = Grid::new(width, height, stride)?;
         let shrink = (THUMBNAIL_SIDE as f64 / width.max(height) as f64)
             .clamp(1.0 / f64::from(TISSUE_CELL), 1.0);
@@ -603,6 +614,37 @@ mod tests {
             image::Rgb([170 + (x % 7) as u8, 80 + (y % 11) as u8, 160])
         });
         assert_eq!(TissueMask::of(&stained).fraction(), 1.0);
+    }
+
+    /// An image that only has a size: reading it would be a bug.
+    struct Claimed(usize, usize);
+
+    impl ModelScaleImage for Claimed {
+        fn dimensions(&self) -> (usize, usize) {
+            (self.0, self.1)
+        }
+        fn region(&self, _: usize, _: usize, _: usize, _: usize) -> Result<RgbImage> {
+            unreachable!("a region was read")
+        }
+        fn thumbnail(&self, _: u32, _: u32) -> Result<RgbImage> {
+            unreachable!("a thumbnail was made")
+        }
+    }
+
+    #[test]
+    fn images_beyond_any_slide_are_refused_before_anything_is_read() {
+        let device = Device::flex();
+        let classifier = Classifier::new(crate::weights::load_default(&device).unwrap(), &device);
+        let analysis = pollster::block_on(Analysis::new(
+            &classifier,
+            &Claimed(300_000, 300_000),
+            32,
+            Mode::Dense,
+            64,
+            |_, _| {},
+        ));
+        let message = analysis.unwrap_err().to_string();
+        assert!(message.contains("largest image analysed"), "{message}");
     }
 
     #[test]

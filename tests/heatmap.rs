@@ -435,6 +435,34 @@ fn slide_files_are_read_at_the_pyramid_level_nearest_the_model_scale() {
         / from_png.len() as f64;
     assert!(mean < 0.1, "level 1 vs resampled PNG: mean |dp| {mean}");
 
+    // A header that claims a million pixels a side over a few tiles: refused, nothing the size
+    // of the slide allocated.
+    let mut huge = std::fs::read("tests/fixtures/tiff/tiled-lzw.tif").unwrap();
+    let ifd = u32::from_le_bytes(huge[4..8].try_into().unwrap()) as usize;
+    let entries = u16::from_le_bytes([huge[ifd], huge[ifd + 1]]) as usize;
+    for e in (0..entries).map(|i| ifd + 2 + 12 * i) {
+        let tag = u16::from_le_bytes([huge[e], huge[e + 1]]);
+        if tag == 256 || tag == 257 {
+            // ImageWidth and ImageLength, rewritten as LONGs.
+            huge[e + 2..e + 4].copy_from_slice(&4u16.to_le_bytes());
+            huge[e + 8..e + 12].copy_from_slice(&1_000_000u32.to_le_bytes());
+        }
+    }
+    let huge_path = dir.join("huge.tif");
+    std::fs::write(&huge_path, huge).unwrap();
+    let output = celnet(&[
+        "heatmap",
+        huge_path.to_str().unwrap(),
+        "-o",
+        dir.join("huge").to_str().unwrap(),
+        "--mpp",
+        "0.25",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("cannot read the image"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     // The Aperio crop: JPEG tiles with shared tables, MPP from its description.
     let (svs, _) = run("tests/fixtures/tiff/svs-crop.svs", "svs", &["--top-k", "1"]);
     assert_eq!(svs["level"], 0);
