@@ -57,3 +57,28 @@ fn flex_and_wgpu_agree() {
         assert!((predicted.logit - la).abs() < 1e-4);
     }
 }
+
+#[test]
+fn flex_and_wgpu_agree_on_dense_windows() {
+    let Some(wgpu) = wgpu_device() else { return };
+    let flex = Device::flex();
+    // 3x3 windows every 32 px over two fixture patches side by side and stacked.
+    let a =
+        decode_image(&std::fs::read("tests/fixtures/pcam-valid-200/1/patch0029612.jpg").unwrap())
+            .unwrap();
+    let b =
+        decode_image(&std::fs::read("tests/fixtures/pcam-valid-200/0/patch0029847.jpg").unwrap())
+            .unwrap();
+    let mut region = image::RgbImage::new(160, 160);
+    image::imageops::replace(&mut region, &a, 0, 0);
+    image::imageops::replace(&mut region, &b, 64, 64);
+    let [on_flex, on_wgpu] = [&flex, &wgpu].map(|device| {
+        let classifier = celnet::Classifier::new(weights::load_default(device).unwrap(), device);
+        let input = Tensor::<4>::from_data(celnet::input::to_tensor_data(&region), device);
+        pollster::block_on(classifier.window_logits(input, 32)).unwrap()
+    });
+    assert_eq!(on_flex.len(), 9);
+    for (x, y) in on_flex.iter().zip(&on_wgpu) {
+        assert!((x - y).abs() < 1e-3, "dense logit flex {x} vs wgpu {y}");
+    }
+}
