@@ -328,9 +328,20 @@ pub struct ScaledSlide<R: Read + Seek> {
 }
 
 impl<R: Read + Seek> ScaledSlide<R> {
-    /// `slide`, whose level 0 has `mpp` µm/px, at the model's scale.
-    pub fn new(slide: Slide<R>, mpp: f64) -> Result<ScaledSlide<R>> {
-        let level = slide.level_for(mpp, MODEL_MPP);
+    /// `slide`, whose level 0 has `mpp` µm/px, at the model's scale, read from `level` or, when
+    /// none is given, from the coarsest level at least as fine as the model's scale.
+    pub fn new(slide: Slide<R>, mpp: f64, level: Option<usize>) -> Result<ScaledSlide<R>> {
+        let count = slide.levels().len();
+        let level = match level {
+            Some(level) if level >= count => {
+                return Err(CelnetError::InvalidParameter(format!(
+                    "level {level} does not exist; the slide has levels 0 to {}",
+                    count - 1
+                )));
+            }
+            Some(level) => level,
+            None => slide.level_for(mpp, MODEL_MPP),
+        };
         let info = &slide.levels()[level];
         let size = PixelSize {
             mpp: mpp * info.downsample,

@@ -419,6 +419,23 @@ fn slide_files_are_read_at_the_pyramid_level_nearest_the_model_scale() {
     assert_eq!(pyramid["level"], 1);
     assert_eq!(pyramid["mpp_source"], "file");
     assert!((pyramid["factor"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    // Level 0 on request, shrunk to the model's scale instead.
+    let (forced, _) = run(
+        "tests/fixtures/tiff/pyramid-deflate.tif",
+        "level0",
+        &["--level", "0"],
+    );
+    assert_eq!(forced["level"], 0);
+    assert_eq!(forced["grid"], pyramid["grid"]);
+    let missing = celnet(&[
+        "heatmap",
+        "tests/fixtures/tiff/pyramid-deflate.tif",
+        "-o",
+        dir.join("level7").to_str().unwrap(),
+        "--level",
+        "7",
+    ]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("levels 0 to 2"));
     // The same pixels as a PNG, resampled whole from full resolution.
     let (png, from_png) = run("tests/fixtures/tiff/region.png", "png", &["--mpp", "0.499"]);
     assert!(png.get("level").is_none());

@@ -40,6 +40,10 @@ pub struct Args {
     /// Distance between window positions, in pixels at the model's scale (16 to 96).
     #[arg(long, default_value_t = DEFAULT_STRIDE)]
     stride: usize,
+    /// Pyramid level of a slide file to read (0 = full resolution); by default the coarsest
+    /// level at least as fine as the model's scale.
+    #[arg(long)]
+    level: Option<usize>,
     /// Score every window on its own (the reference) instead of tiles in one fully
     /// convolutional pass each.
     #[arg(long)]
@@ -250,10 +254,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     match input {
         Input::Slide(slide) => {
-            let scaled = ScaledSlide::new(*slide, size.mpp).in_file(&args.input)?;
+            let scaled = ScaledSlide::new(*slide, size.mpp, args.level).in_file(&args.input)?;
             let level = Some(scaled.level());
             let to_input = scaled.to_level0();
             analyse(&args, &loaded, &scaled, facts, to_input, level, start)
+        }
+        Input::Decoded(..) if args.level.is_some_and(|l| l > 0) => {
+            Err(CelnetError::InvalidParameter(format!(
+                "{} has one resolution; --level applies to pyramidal TIFF and SVS files",
+                args.input.display()
+            )))
         }
         Input::Decoded(image, _) => {
             let scaled = to_model_scale(&image, &size);
