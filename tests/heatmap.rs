@@ -133,7 +133,7 @@ fn exact_windows_score_like_predict_and_glass_is_never_scored() {
     assert_eq!(report["grid"], serde_json::json!([3, 2]));
     assert_eq!(report["windows"], 4, "the two glass windows are not scored");
 
-    let windows = rows(&std::fs::read_to_string(out.join("windows.csv")).unwrap());
+    let windows = rows(&std::fs::read_to_string(out.join("tiles.csv")).unwrap());
     assert_eq!(windows.len(), 4);
     assert!(
         windows.iter().all(|w| w[0] < 192.0),
@@ -410,7 +410,7 @@ fn slide_files_are_read_at_the_pyramid_level_nearest_the_model_scale() {
         let mut args = vec!["heatmap", input, "-o", out.to_str().unwrap(), "--json"];
         args.extend_from_slice(extra);
         let report = json_stdout(&celnet(&args));
-        let windows = rows(&std::fs::read_to_string(out.join("windows.csv")).unwrap());
+        let windows = rows(&std::fs::read_to_string(out.join("tiles.csv")).unwrap());
         (report, windows)
     };
     // 288x192 px at 0.499 µm/px with a level at half that size: level 1 is read, within 5% of

@@ -468,13 +468,13 @@ fn write_outputs(
     for (x, y, p) in scored_windows(heatmap, to_input) {
         csv.push_str(&format!("{x:.1},{y:.1},{side:.1},{side:.1},{p:.6}\n"));
     }
-    let csv_path = out.join("windows.csv");
+    let csv_path = out.join("tiles.csv");
     std::fs::write(&csv_path, csv).map_err(|e| CelnetError::io(&csv_path, e))?;
     let names = [
         "heatmap.png",
         "overlay.png",
         "tissue.png",
-        "windows.csv",
+        "tiles.csv",
         "heatmap.geojson",
         "summary.json",
     ];
