@@ -170,7 +170,9 @@ impl<R: Read + Seek> Slide<R> {
                 let down = f64::from(base.height) / f64::from(level.height);
                 // Same aspect within the rounding of the smaller side.
                 let tolerance = across.max(down) / f64::from(level.width.min(level.height)) + 1e-9;
-                level.directory == 0 || (!label && (across - down).abs() <= 2.0 * tolerance)
+                let reduced = level.width <= base.width && level.height <= base.height;
+                level.directory == 0
+                    || (!label && reduced && (across - down).abs() <= 2.0 * tolerance)
             })
             .map(|(_, mut level)| {
                 level.downsample = f64::from(base.width) / f64::from(level.width);

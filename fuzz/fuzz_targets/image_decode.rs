@@ -1,0 +1,12 @@
+//! Any bytes through the whole-image decoder and the pixel-size readers (PNG pHYs, TIFF tags,
+//! Aperio descriptions).
+#![no_main]
+
+use celnet::input::decode_image;
+use celnet::scale::file_resolution;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = file_resolution(data);
+    let _ = decode_image(data);
+});
