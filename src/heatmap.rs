@@ -368,12 +368,12 @@ impl Heatmap {
                 .filter(|&(c, r)| grid.in_tissue(tissue, c, r))
                 .count()
         };
-        let total: usize = tiles.iter().map(windows_in).sum();
+        let counts: Vec<usize> = tiles.iter().map(windows_in).collect();
+        let total: usize = counts.iter().sum();
         let mut probabilities = vec![None; grid.cols * grid.rows];
         let mut done = 0;
         let context = DENSE_CONTEXT.div_ceil(grid.stride);
-        for tile in tiles {
-            let count = windows_in(&tile);
+        for (tile, count) in tiles.into_iter().zip(counts) {
             if count == 0 {
                 continue;
             }
@@ -500,13 +500,14 @@ impl Analysis {
         progress: impl FnMut(usize, usize),
     ) -> Result<Analysis> {
         let (width, height) = image.dimensions();
+        // The grid first: it names the smallest size that can be scored (one window).
+        let grid = Grid::new(width, height, stride)?;
         check_size(
             width.try_into().unwrap_or(u32::MAX),
             height.try_into().unwrap_or(u32::MAX),
             MAX_ANALYSED_PIXELS,
             "largest image analysed, at the model's scale",
         )?;
-        let grid = Grid::new(width, height, stride)?;
         let shrink = (THUMBNAIL_SIDE as f64 / width.max(height) as f64)
             .clamp(1.0 / f64::from(TISSUE_CELL), 1.0);
         let side = |v: usize| ((v as f64 * shrink).round() as u32).max(1);

@@ -20,7 +20,6 @@ use tiff::tags::Tag;
 
 use crate::error::{CelnetError, Result};
 use crate::heatmap::ModelScaleImage;
-use crate::model::GLIMPSE;
 use crate::scale::{FileResolution, MODEL_MPP, MppSource, PixelSize, aperio_mpp};
 
 /// Most directories looked at: slides have a handful; a loop of IFD pointers must end.
@@ -352,13 +351,6 @@ impl<R: Read + Seek> ScaledSlide<R> {
         let factor = size.factor();
         let side = |v: u32| (f64::from(v) * factor).round() as usize;
         let (width, height) = (side(info.width), side(info.height));
-        if width < GLIMPSE || height < GLIMPSE {
-            return Err(CelnetError::ImageTooSmall {
-                width: width as u32,
-                height: height as u32,
-                min: GLIMPSE as u32,
-            });
-        }
         Ok(ScaledSlide {
             level,
             scale: factor.recip(),
