@@ -7,10 +7,14 @@ use burn::prelude::*;
 use celnet::explain::{CelmParams, Explainer, Map};
 use celnet::input::decode_image;
 use celnet::weights;
+use std::sync::OnceLock;
 
+/// The wgpu runtime registers once per process, and the tests run on parallel threads, so
+/// they share one initialisation.
 fn wgpu_device() -> Option<Device> {
-    match Device::wgpu_options().init() {
-        Ok(device) => Some(device),
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    match DEVICE.get_or_init(|| Device::wgpu_options().init().map_err(|e| e.to_string())) {
+        Ok(device) => Some(device.clone()),
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("skipping: no wgpu adapter here ({e})");
             None
