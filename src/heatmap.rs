@@ -227,18 +227,189 @@ impl Grid {
     }
 
     /// Index of window `(col, row)` in row-major order.
-    fn index(&self, col: usize, row: usize) -> usize {
+    pub fn index(&self, col: usize, row: usize) -> usize {
         row * self.cols + col
     }
 }
 
-/// A block of windows scored together by the dense pass.
-#[derive(Clone, Copy, Debug)]
-struct Tile {
-    col: usize,
-    row: usize,
-    cols: usize,
-    rows: usize,
+/// One tile of the dense pass: a block of grid windows scored together, and the crop of the
+/// model-scale image the pass reads for them (the windows plus context).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DenseTile {
+    /// The tile's first window and how many it holds across and down.
+    pub col: usize,
+    pub row: usize,
+    pub cols: usize,
+    pub rows: usize,
+    /// Top-left corner and size of the crop, model-scale px.
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+    /// Tissue windows the tile scores.
+    pub windows: usize,
+    /// Where the tile's windows start among the crop's windows (`crop_cols` across).
+    context_col: usize,
+    context_row: usize,
+    crop_cols: usize,
+    crop_rows: usize,
+}
+
+/// The dense pass cut into tiles that are scored one at a time, in any order and on any
+/// device (the page spreads them over workers), then gathered into a [`Heatmap`]. Tiles of up
+/// to `tile` px overlap by `96 - stride` px so that every window lies whole in one tile, and
+/// each carries [`DENSE_CONTEXT`] px of context around its windows; tiles without a tissue
+/// window are left out.
+#[derive(Clone, Debug)]
+pub struct DenseScan {
+    grid: Grid,
+    in_tissue: Vec<bool>,
+    tiles: Vec<DenseTile>,
+    probabilities: Vec<Option<f32>>,
+}
+
+impl DenseScan {
+    pub fn new(grid: Grid, tissue: &TissueMask, tile: usize) -> Result<DenseScan> {
+        if !grid.stride.is_multiple_of(4) {
+            return Err(CelnetError::InvalidParameter(format!(
+                "dense scoring needs a stride divisible by 4 (the network halves the image \
+                 twice), got {}; choose another stride or score exactly",
+                grid.stride
+            )));
+        }
+        let in_tissue: Vec<bool> = (0..grid.rows)
+            .flat_map(|r| (0..grid.cols).map(move |c| (c, r)))
+            .map(|(c, r)| grid.in_tissue(tissue, c, r))
+            .collect();
+        let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
+        let context = DENSE_CONTEXT.div_ceil(grid.stride);
+        let span = |windows: usize| (windows - 1) * grid.stride + GLIMPSE;
+        let mut tiles = Vec::new();
+        for row in (0..grid.rows).step_by(per_tile) {
+            for col in (0..grid.cols).step_by(per_tile) {
+                let (cols, rows) = (per_tile.min(grid.cols - col), per_tile.min(grid.rows - row));
+                let windows = (row..row + rows)
+                    .flat_map(|r| (col..col + cols).map(move |c| (c, r)))
+                    .filter(|&(c, r)| in_tissue[grid.index(c, r)])
+                    .count();
+                if windows == 0 {
+                    continue;
+                }
+                // Up to `context` more windows of the grid around the tile's: context for its
+                // border windows, which see and attend to their neighbours as they would in any
+                // other tile.
+                let (col0, row0) = (col.saturating_sub(context), row.saturating_sub(context));
+                let (col1, row1) = (
+                    (col + cols + context).min(grid.cols),
+                    (row + rows + context).min(grid.rows),
+                );
+                let (x, y) = grid.origin(col0, row0);
+                tiles.push(DenseTile {
+                    col,
+                    row,
+                    cols,
+                    rows,
+                    x,
+                    y,
+                    width: span(col1 - col0),
+                    height: span(row1 - row0),
+                    windows,
+                    context_col: col - col0,
+                    context_row: row - row0,
+                    crop_cols: col1 - col0,
+                    crop_rows: row1 - row0,
+                });
+            }
+        }
+        Ok(DenseScan {
+            grid,
+            in_tissue,
+            probabilities: vec![None; grid.cols * grid.rows],
+            tiles,
+        })
+    }
+
+    pub fn grid(&self) -> Grid {
+        self.grid
+    }
+
+    /// The tiles, in reading order.
+    pub fn tiles(&self) -> &[DenseTile] {
+        &self.tiles
+    }
+
+    /// Tissue windows over all tiles.
+    pub fn total(&self) -> usize {
+        self.tiles.iter().map(|t| t.windows).sum()
+    }
+
+    /// The crop of `image` (model scale) that tile `index` scores.
+    pub fn crop(&self, image: &(impl ModelScaleImage + ?Sized), index: usize) -> Result<RgbImage> {
+        let t = self.tile(index)?;
+        image.region(t.x, t.y, t.width, t.height)
+    }
+
+    /// Takes the window logits of tile `index`'s crop ([`Classifier::window_logits`] at the
+    /// grid's stride, row-major) and keeps the probabilities of the tile's tissue windows.
+    /// Returns the number of windows it scored.
+    pub fn accept(&mut self, index: usize, logits: &[f32]) -> Result<usize> {
+        let t = *self.tile(index)?;
+        if logits.len() != t.crop_cols * t.crop_rows {
+            return Err(CelnetError::InvalidParameter(format!(
+                "tile {index} has {}x{} windows, got {} logits",
+                t.crop_cols,
+                t.crop_rows,
+                logits.len()
+            )));
+        }
+        for r in 0..t.rows {
+            for c in 0..t.cols {
+                let i = self.grid.index(t.col + c, t.row + r);
+                if self.in_tissue[i] {
+                    let logit = logits[(r + t.context_row) * t.crop_cols + c + t.context_col];
+                    self.probabilities[i] = Some(sigmoid(logit));
+                }
+            }
+        }
+        Ok(t.windows)
+    }
+
+    /// Crops, scores and keeps tile `index`; returns its window count.
+    pub async fn score(
+        &mut self,
+        classifier: &Classifier,
+        image: &(impl ModelScaleImage + ?Sized),
+        index: usize,
+    ) -> Result<usize> {
+        let crop = self.crop(image, index)?;
+        let input = Tensor::<4>::from_data(to_tensor_data(&crop), classifier.device());
+        let logits = classifier.window_logits(input, self.grid.stride).await?;
+        self.accept(index, &logits)
+    }
+
+    /// The heatmap so far: windows of tiles not yet accepted are `None`.
+    pub fn heatmap(&self) -> Heatmap {
+        Heatmap {
+            grid: self.grid,
+            probabilities: self.probabilities.clone(),
+        }
+    }
+
+    pub fn into_heatmap(self) -> Heatmap {
+        Heatmap {
+            grid: self.grid,
+            probabilities: self.probabilities,
+        }
+    }
+
+    fn tile(&self, index: usize) -> Result<&DenseTile> {
+        self.tiles.get(index).ok_or_else(|| {
+            CelnetError::InvalidParameter(format!(
+                "no tile {index}: the scan has {}",
+                self.tiles.len()
+            ))
+        })
+    }
 }
 
 /// The probability of every window on a grid; `None` where the window's centre is background.
@@ -318,11 +489,9 @@ impl Heatmap {
         })
     }
 
-    /// Scores the tissue windows of `image` (model scale) tile by tile, each tile of up to
-    /// [`DENSE_TILE`] px in one fully convolutional pass ([`crate::model::Celnet::forward_windows`]).
-    /// Neighbouring tiles overlap by `96 - stride` px so that every window lies whole in one
-    /// tile, and each tile carries [`DENSE_CONTEXT`] px of context around its windows; tiles
-    /// without a tissue window are skipped. `progress(done, total)` counts windows.
+    /// Scores the tissue windows of `image` (model scale) tile by tile ([`DenseScan`]), each
+    /// tile of up to [`DENSE_TILE`] px in one fully convolutional pass
+    /// ([`crate::model::Celnet::forward_windows`]). `progress(done, total)` counts windows.
     pub async fn dense(
         classifier: &Classifier,
         image: &(impl ModelScaleImage + ?Sized),
@@ -343,74 +512,14 @@ impl Heatmap {
         tile: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Heatmap> {
-        if !grid.stride.is_multiple_of(4) {
-            return Err(CelnetError::InvalidParameter(format!(
-                "dense scoring needs a stride divisible by 4 (the network halves the image \
-                 twice), got {}; choose another stride or score exactly",
-                grid.stride
-            )));
-        }
-        let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
-        let tiles: Vec<Tile> = (0..grid.rows)
-            .step_by(per_tile)
-            .flat_map(|row| {
-                (0..grid.cols).step_by(per_tile).map(move |col| Tile {
-                    col,
-                    row,
-                    cols: per_tile.min(grid.cols - col),
-                    rows: per_tile.min(grid.rows - row),
-                })
-            })
-            .collect();
-        let windows_in = |t: &Tile| {
-            (t.row..t.row + t.rows)
-                .flat_map(move |r| (t.col..t.col + t.cols).map(move |c| (c, r)))
-                .filter(|&(c, r)| grid.in_tissue(tissue, c, r))
-                .count()
-        };
-        let counts: Vec<usize> = tiles.iter().map(windows_in).collect();
-        let total: usize = counts.iter().sum();
-        let mut probabilities = vec![None; grid.cols * grid.rows];
+        let mut scan = DenseScan::new(grid, tissue, tile)?;
+        let total = scan.total();
         let mut done = 0;
-        let context = DENSE_CONTEXT.div_ceil(grid.stride);
-        for (tile, count) in tiles.into_iter().zip(counts) {
-            if count == 0 {
-                continue;
-            }
-            // The tile's windows and, around them, up to `context` more windows of the grid:
-            // context for the tile's border windows, which see and attend to their neighbours
-            // as they would in any other tile.
-            let (col0, row0) = (
-                tile.col.saturating_sub(context),
-                tile.row.saturating_sub(context),
-            );
-            let (col1, row1) = (
-                (tile.col + tile.cols + context).min(grid.cols),
-                (tile.row + tile.rows + context).min(grid.rows),
-            );
-            let (x, y) = grid.origin(col0, row0);
-            let span = |windows: usize| (windows - 1) * grid.stride + GLIMPSE;
-            let (cols, rows) = (col1 - col0, row1 - row0);
-            let crop = image.region(x, y, span(cols), span(rows))?;
-            let input = Tensor::<4>::from_data(to_tensor_data(&crop), classifier.device());
-            let logits = classifier.window_logits(input, grid.stride).await?;
-            let (c_off, r_off) = (tile.col - col0, tile.row - row0);
-            for r in 0..tile.rows {
-                for c in 0..tile.cols {
-                    let (col, row) = (tile.col + c, tile.row + r);
-                    if grid.in_tissue(tissue, col, row) {
-                        probabilities[grid.index(col, row)] =
-                            Some(sigmoid(logits[(r + r_off) * cols + c + c_off]));
-                    }
-                }
-            }
-            done += count;
+        for index in 0..scan.tiles().len() {
+            done += scan.score(classifier, image, index).await?;
             progress(done, total);
         }
-        Ok(Heatmap {
-            grid,
-            probabilities,
-        })
+        Ok(scan.into_heatmap())
     }
 
     /// Windows scored (in tissue).
@@ -478,11 +587,46 @@ impl Heatmap {
     }
 }
 
+/// What is known of an image before any window is scored: its grid, a thumbnail and where
+/// the tissue is.
+#[derive(Clone, Debug)]
+pub struct Survey {
+    pub grid: Grid,
+    /// The image shrunk to at most [`THUMBNAIL_SIDE`] px a side (more where tissue cells need
+    /// it), for tissue detection and pictures.
+    pub thumbnail: RgbImage,
+    pub tissue: TissueMask,
+}
+
+impl Survey {
+    /// The grid at `stride` over `image` (model scale), its thumbnail and its tissue.
+    pub fn new(image: &(impl ModelScaleImage + ?Sized), stride: usize) -> Result<Survey> {
+        let (width, height) = image.dimensions();
+        // The grid first: it names the smallest size that can be scored (one window).
+        let grid = Grid::new(width, height, stride)?;
+        check_size(
+            width.try_into().unwrap_or(u32::MAX),
+            height.try_into().unwrap_or(u32::MAX),
+            MAX_ANALYSED_PIXELS,
+            "largest image analysed, at the model's scale",
+        )?;
+        let shrink = (THUMBNAIL_SIDE as f64 / width.max(height) as f64)
+            .clamp(1.0 / f64::from(TISSUE_CELL), 1.0);
+        let side = |v: usize| ((v as f64 * shrink).round() as u32).max(1);
+        let thumbnail = image.thumbnail(side(width), side(height))?;
+        let tissue = TissueMask::from_thumbnail(&thumbnail, width, height);
+        Ok(Survey {
+            grid,
+            thumbnail,
+            tissue,
+        })
+    }
+}
+
 /// An image analysed at the model's scale: a thumbnail of it, its tissue and its heatmap.
 #[derive(Clone, Debug)]
 pub struct Analysis {
-    /// The image shrunk to at most [`THUMBNAIL_SIDE`] px a side (more where tissue cells need
-    /// it), for tissue detection and pictures.
+    /// See [`Survey::thumbnail`].
     pub thumbnail: RgbImage,
     pub tissue: TissueMask,
     pub heatmap: Heatmap,
@@ -499,20 +643,11 @@ impl Analysis {
         batch: usize,
         progress: impl FnMut(usize, usize),
     ) -> Result<Analysis> {
-        let (width, height) = image.dimensions();
-        // The grid first: it names the smallest size that can be scored (one window).
-        let grid = Grid::new(width, height, stride)?;
-        check_size(
-            width.try_into().unwrap_or(u32::MAX),
-            height.try_into().unwrap_or(u32::MAX),
-            MAX_ANALYSED_PIXELS,
-            "largest image analysed, at the model's scale",
-        )?;
-        let shrink = (THUMBNAIL_SIDE as f64 / width.max(height) as f64)
-            .clamp(1.0 / f64::from(TISSUE_CELL), 1.0);
-        let side = |v: usize| ((v as f64 * shrink).round() as u32).max(1);
-        let thumbnail = image.thumbnail(side(width), side(height))?;
-        let tissue = TissueMask::from_thumbnail(&thumbnail, width, height);
+        let Survey {
+            grid,
+            thumbnail,
+            tissue,
+        } = Survey::new(image, stride)?;
         let heatmap = match mode {
             Mode::Dense => Heatmap::dense(classifier, image, grid, &tissue, progress).await?,
             Mode::Exact => {
@@ -568,15 +703,25 @@ impl WindowEvidence {
         let mut out = Vec::with_capacity(points.len());
         for point in points {
             let (origin, window) = Self::crop(image, point)?;
-            let evidence = explainer.evidence(&window).await?;
-            let explanation = PreparedEvidence::new(evidence, &[params.sigma]).fuse_checked(params);
-            out.push(WindowEvidence {
-                origin,
-                image: window,
-                explanation,
-            });
+            out.push(Self::explain(explainer, origin, window, params).await?);
         }
         Ok(out)
+    }
+
+    /// CELM of `window`, a crop whose top-left corner is `origin`.
+    pub async fn explain(
+        explainer: &Explainer,
+        origin: (usize, usize),
+        window: RgbImage,
+        params: &CelmParams,
+    ) -> Result<WindowEvidence> {
+        let evidence = explainer.evidence(&window).await?;
+        let explanation = PreparedEvidence::new(evidence, &[params.sigma]).fuse_checked(params);
+        Ok(WindowEvidence {
+            origin,
+            image: window,
+            explanation,
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod classifier;
 pub mod error;
 pub mod explain;
+pub mod export;
 pub mod faithfulness;
 pub mod guided;
 pub mod heatmap;

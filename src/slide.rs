@@ -33,7 +33,7 @@ pub const MAX_REGION_PIXELS: u64 = 64 << 20;
 const MAX_SIDE: u32 = 1 << 20;
 
 /// One resolution of the slide's pyramid.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Level {
     /// Index of the TIFF directory (IFD) holding it.
     pub directory: usize,
@@ -219,6 +219,64 @@ impl<R: Read + Seek> Slide<R> {
             .unwrap_or(0)
     }
 
+    /// The `(x0, y0, x1, y1)` rectangle of `level` (its pixel coordinates, fractional edges
+    /// rounded outwards) resized to `out_width` x `out_height`.
+    pub fn read_resized(
+        &mut self,
+        level: usize,
+        (x0, y0, x1, y1): (f64, f64, f64, f64),
+        out_width: u32,
+        out_height: u32,
+    ) -> Result<RgbImage> {
+        let info = self.levels.get(level).cloned().ok_or_else(|| {
+            CelnetError::InvalidParameter(format!(
+                "level {level} does not exist; the slide has {}",
+                self.levels.len()
+            ))
+        })?;
+        let (w, h) = (info.width, info.height);
+        let (lx0, ly0) = (
+            (x0.floor().max(0.0) as u32).min(w - 1),
+            (y0.floor().max(0.0) as u32).min(h - 1),
+        );
+        let lx1 = (x1.ceil() as u32).clamp(lx0 + 1, w);
+        let ly1 = (y1.ceil() as u32).clamp(ly0 + 1, h);
+        let region = self.read_region(level, lx0, ly0, lx1 - lx0, ly1 - ly0)?;
+        if region.dimensions() == (out_width, out_height) {
+            return Ok(region);
+        }
+        Ok(image::imageops::resize(
+            &region,
+            out_width,
+            out_height,
+            FilterType::Triangle,
+        ))
+    }
+
+    /// A view of the `(x0, y0, x1, y1)` rectangle of level 0 at `out_width` x `out_height` px,
+    /// read from the coarsest level that still has the detail (a viewer's tile).
+    pub fn view(
+        &mut self,
+        (x0, y0, x1, y1): (f64, f64, f64, f64),
+        out_width: u32,
+        out_height: u32,
+    ) -> Result<RgbImage> {
+        let wanted =
+            ((x1 - x0) / f64::from(out_width.max(1))).min((y1 - y0) / f64::from(out_height.max(1)));
+        let level = self
+            .levels
+            .iter()
+            .rposition(|l| l.downsample <= wanted * 1.01)
+            .unwrap_or(0);
+        let d = self.levels[level].downsample;
+        self.read_resized(
+            level,
+            (x0 / d, y0 / d, x1 / d, y1 / d),
+            out_width,
+            out_height,
+        )
+    }
+
     /// The pixels of the `width` x `height` rectangle at `(x, y)` of `level` (its own pixel
     /// coordinates), decoding only the chunks it touches.
     pub fn read_region(
@@ -315,6 +373,61 @@ impl<R: Read + Seek> Slide<R> {
 /// TIFF's code for JPEG compression.
 const JPEG: u16 = 7;
 
+/// An image file opened the way its format allows.
+pub enum OpenedImage<R: Read + Seek> {
+    /// A TIFF or SVS whose chunks are small enough: read tile by tile, never whole.
+    Slide(Box<Slide<R>>),
+    /// Anything else, decoded whole (within the decoder's size limit), with the pixel size the
+    /// file declares.
+    Decoded(RgbImage, FileResolution),
+}
+
+impl<R: Read + Seek> OpenedImage<R> {
+    /// Opens the file `reader` reads: TIFF-family files whose level 0 comes in chunks of at
+    /// most [`MAX_CHUNK_PIXELS`] as slides, everything else read whole and decoded.
+    pub fn open(mut reader: R) -> Result<OpenedImage<R>> {
+        let io = |e: std::io::Error| CelnetError::ImageDecode(format!("cannot read the file: {e}"));
+        let mut magic = [0u8; 4];
+        let tiff = reader.read_exact(&mut magic).is_ok()
+            && matches!(&magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
+        reader.rewind().map_err(io)?;
+        if tiff {
+            // Looked at through a borrow first: a file of huge chunks goes on to be decoded.
+            let base = Slide::open(&mut reader)?.levels()[0].clone();
+            reader.rewind().map_err(io)?;
+            if u64::from(base.chunk_width) * u64::from(base.chunk_height) <= MAX_CHUNK_PIXELS {
+                let mut slide = Slide::open(reader)?;
+                // One pixel decoded now: a compression it cannot read fails here, not later.
+                slide.read_region(0, 0, 0, 1, 1)?;
+                return Ok(OpenedImage::Slide(Box::new(slide)));
+            }
+        }
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(io)?;
+        let image = crate::input::decode_image(&bytes)?;
+        Ok(OpenedImage::Decoded(
+            image,
+            crate::scale::file_resolution(&bytes),
+        ))
+    }
+
+    /// Full-resolution width and height.
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            OpenedImage::Slide(slide) => slide.dimensions(),
+            OpenedImage::Decoded(image, _) => image.dimensions(),
+        }
+    }
+
+    /// The pixel size the file declares.
+    pub fn resolution(&self) -> FileResolution {
+        match self {
+            OpenedImage::Slide(slide) => slide.resolution(),
+            OpenedImage::Decoded(_, resolution) => *resolution,
+        }
+    }
+}
+
 /// A slide seen at the model's scale: the pyramid level nearest to it (at least as fine), read
 /// tile by tile and resampled region by region. Regions are read on demand, so a heatmap over
 /// the slide needs memory for a tile of windows, not for the slide.
@@ -371,31 +484,26 @@ impl<R: Read + Seek> ScaledSlide<R> {
         self.slide.borrow().levels()[self.level].downsample * self.scale
     }
 
-    /// Reads the `width` x `height` px at `(x, y)` of `level`, in level pixels, and resizes them
-    /// to `out_width` x `out_height`.
+    /// The slide itself, for reads at other levels (a viewer's tiles).
+    pub fn with_slide<T>(&self, f: impl FnOnce(&mut Slide<R>) -> T) -> T {
+        f(&mut self.slide.borrow_mut())
+    }
+
+    /// The slide, to be seen at another scale.
+    pub fn into_slide(self) -> Slide<R> {
+        self.slide.into_inner()
+    }
+
     fn read_resized(
         &self,
         level: usize,
-        (x0, y0, x1, y1): (f64, f64, f64, f64),
+        rect: (f64, f64, f64, f64),
         out_width: u32,
         out_height: u32,
     ) -> Result<RgbImage> {
-        let mut slide = self.slide.borrow_mut();
-        let info = &slide.levels()[level];
-        let (w, h) = (info.width, info.height);
-        let (lx0, ly0) = (x0.floor().max(0.0) as u32, y0.floor().max(0.0) as u32);
-        let lx1 = (x1.ceil() as u32).clamp(lx0 + 1, w);
-        let ly1 = (y1.ceil() as u32).clamp(ly0 + 1, h);
-        let region = slide.read_region(level, lx0, ly0, lx1 - lx0, ly1 - ly0)?;
-        if region.dimensions() == (out_width, out_height) {
-            return Ok(region);
-        }
-        Ok(image::imageops::resize(
-            &region,
-            out_width,
-            out_height,
-            FilterType::Triangle,
-        ))
+        self.slide
+            .borrow_mut()
+            .read_resized(level, rect, out_width, out_height)
     }
 }
 
