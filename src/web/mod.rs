@@ -23,6 +23,11 @@ use crate::explain::{CelmParams, Explainer, MapKind, PreparedEvidence, Region};
 use crate::timings::Timings;
 use crate::{input, weights};
 
+mod file_source;
+mod slide;
+
+pub use slide::{SlideJob, SlideWindow};
+
 thread_local! {
     // wgpu initialises once per page (per worker): the device is created once and reused.
     static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
@@ -185,6 +190,54 @@ impl Session {
             summary,
             evidence,
             image,
+            origin: None,
+        })
+    }
+
+    /// The window logits of a model-scale crop (`width` x `height` RGB bytes, a
+    /// [`SlideJob::crop`]) at `stride`: one dense pass, row-major over its windows.
+    pub async fn window_logits(
+        &self,
+        rgb: Vec<u8>,
+        width: u32,
+        height: u32,
+        stride: usize,
+    ) -> Result<Float32Array, JsError> {
+        let crop = RgbImage::from_raw(width, height, rgb)
+            .ok_or_else(|| JsError::new("the crop's size does not match its pixels"))?;
+        let input = Tensor::<4>::from_data(input::to_tensor_data(&crop), self.explainer.device());
+        let logits = self
+            .classifier
+            .window_logits(input, stride)
+            .await
+            .map_err(js_error)?;
+        Ok(Float32Array::from(&logits[..]))
+    }
+
+    /// CELM of a window of a slide ([`SlideJob::window`]), kept like [`Session::explain`]'s.
+    pub async fn explain_window(&self, window: &SlideWindow) -> Result<Explained, JsError> {
+        let start = now_ms();
+        let evidence = self
+            .explainer
+            .evidence(&window.image)
+            .await
+            .map_err(js_error)?;
+        let evidence = PreparedEvidence::new(evidence, &[CelmParams::default().sigma]);
+        let done = now_ms();
+        let summary = self.summary(
+            &window.image,
+            evidence.prediction,
+            Timings {
+                network: done - start,
+                total: done - start,
+                ..Timings::default()
+            },
+        );
+        Ok(Explained {
+            summary,
+            evidence,
+            image: window.image.clone(),
+            origin: Some(window.origin),
         })
     }
 }
@@ -230,6 +283,8 @@ pub struct Explained {
     summary: Summary,
     evidence: PreparedEvidence,
     image: RgbImage,
+    /// Top-left corner of the window in its slide's model-scale image, for windows of a slide.
+    origin: Option<(usize, usize)>,
 }
 
 #[wasm_bindgen]
