@@ -1,7 +1,7 @@
 // Service worker: keeps a copy of the page so it works offline after the first visit.
 // Network first (a rebuilt page is picked up at once), the cached copy when offline.
 
-const CACHE = 'celnet-v2';
+const CACHE = 'celnet-v3';
 const FILES = [
   './',
   'index.html',
@@ -9,9 +9,12 @@ const FILES = [
   'www/app.js',
   'www/worker-client.js',
   'www/worker.js',
+  'www/slide-view.js',
+  'www/vendor/openseadragon.min.js',
   'www/bench.html',
   'www/bench.js',
   'www/samples/samples.json',
+  'www/samples/field-of-view.tif',
   'pkg/celnet.js',
   'pkg/celnet_bg.wasm',
 ];

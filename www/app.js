@@ -3,8 +3,10 @@
 // new slider positions, which needs no new gradient pass. The page loads no WebAssembly.
 
 import { WorkerClient } from './worker-client.js';
+import { SlideView } from './slide-view.js';
 
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
+const EXAMPLE_SLIDE = 'www/samples/field-of-view.tif';
 // Composite panels drawn here; the map panels (one per map kind) come from the crate.
 const COMPOSITES = [
   ['input', 'Input'],
@@ -21,10 +23,11 @@ let panelList = COMPOSITES; // [key, caption] of every panel of a card
 let userWeights = null; // {bytes, name}: re-applied if the worker restarts
 let inferences = 0;
 let params = null;
+let slideView = null; // created once the crate's facts (the legend) are known
 const sliders = ['alpha', 'beta', 'threshold', 'sigma'];
 
 // A read-only window on the page's state for the browser console and the browser tests.
-window.celnet = { results, engine, exported: (result) => summary(result, false) };
+window.celnet = { results, engine, exported: (result) => summary(result, false), slide: () => slideView };
 
 function requestedBackend() {
   const value = new URLSearchParams(location.search).get('backend');
@@ -82,10 +85,10 @@ async function startEngine(backend) {
 
 // Runs `type` on the worker; if the wasm instance crashed on WebGPU (e.g. a lost device),
 // continues on CPU with a fresh worker and retries once.
-async function callEngine(type, payload) {
+async function callEngine(type, payload, transfer = []) {
   await ready;
   try {
-    return await engine.call(type, payload);
+    return await engine.call(type, payload, transfer);
   } catch (e) {
     if (!e.fatal) throw e;
     const was = engine.info && engine.info.backend;
@@ -95,8 +98,50 @@ async function callEngine(type, payload) {
       return info;
     });
     await ready;
-    return engine.call(type, payload);
+    return engine.call(type, payload, transfer);
   }
+}
+
+// ---------- the CPU pool for slides ----------
+
+// Extra workers that score slide tiles in parallel on the wasm CPU path, one wasm instance
+// each: as many as the cores (`?workers=N` overrides), fewer where the device reports little
+// memory (an instance scoring a full tile takes about half a gigabyte). None on WebGPU.
+let scorerPool = null;
+const SCORER_MEMORY_GB = 0.5;
+
+function scorerCount() {
+  const forced = Number(new URLSearchParams(location.search).get('workers'));
+  if (Number.isInteger(forced) && forced >= 1) return forced;
+  const cores = navigator.hardwareConcurrency || 1;
+  const memory = navigator.deviceMemory || 4;
+  return Math.max(1, Math.min(cores, Math.floor(memory / SCORER_MEMORY_GB)));
+}
+
+async function scorers() {
+  await ready;
+  if (engine.info.backend !== 'cpu') return [];
+  const count = scorerCount();
+  if (count < 2) return [];
+  scorerPool ??= Promise.all(Array.from({ length: count }, async () => {
+    const client = new WorkerClient();
+    await client.open();
+    await client.start('cpu');
+    if (userWeights) await client.call('weights', userWeights);
+    return client;
+  })).catch((e) => {
+    scorerPool = null;
+    showError(`the CPU worker pool could not start (${e.message}); scoring on one worker`);
+    return [];
+  });
+  return scorerPool;
+}
+
+// New weights: the pool's instances must load them too, so it is started again when next needed.
+async function dropScorers() {
+  const pool = scorerPool ? await scorerPool : [];
+  scorerPool = null;
+  for (const client of pool) client.stop();
 }
 
 // ---------- files ----------
@@ -118,8 +163,16 @@ function addFiles(files) {
   }
 }
 
+// Glimpses get a result card; larger images and slide files open in the slide view. The
+// worker opens the file itself, through slices, so a slide is never read whole.
 async function processFile(file) {
+  const dropped = performance.now();
   try {
+    const opened = await callEngine('slideOpen', { file });
+    if (!opened.glimpse) {
+      await slideView.open(opened.info, dropped);
+      return;
+    }
     if (file.size > MAX_FILE_BYTES) {
       throw new Error(`the file is ${(file.size / 1e6).toFixed(0)} MB; the limit is ${MAX_FILE_BYTES / 1e6} MB`);
     }
@@ -128,6 +181,18 @@ async function processFile(file) {
   } catch (e) {
     showError(`${file.name}: ${e.message}`);
   }
+}
+
+// A CELM card for a window of the slide view (already explained in the worker).
+function showExplained(explainedResult, name) {
+  const { handle, summary: s, input, rendered } = explainedResult;
+  const target = { name, bytes: null, handle, generation: engine.generation, summary: s, rendered };
+  target.input = new ImageData(input, s.width, s.height);
+  results.push(target);
+  inferences += 1;
+  $('results').dataset.inferences = String(inferences);
+  draw(target);
+  $('export-all').disabled = false;
 }
 
 // Explains `bytes` (a new card, or again for `result`'s card), keeping the evidence in the
@@ -152,6 +217,7 @@ async function explainBytes(name, bytes, truth, result = null) {
 // held its evidence has been replaced.
 async function updateEvidence(result) {
   if (result.generation !== engine.generation) {
+    if (!result.bytes) throw new Error('the engine restarted; click the slide again to explain this window');
     await explainBytes(result.name, result.bytes, result.truth, result);
     return;
   }
@@ -388,7 +454,16 @@ function useFacts(value) {
   panelList = [...COMPOSITES, ...facts.map_kinds.map((k) => [k.name, k.title])];
   $('opacity').value = String(facts.overlay_opacity);
   setParams(facts.default_params);
-  $('legend').getContext('2d').putImageData(new ImageData(facts.legend, 256, 1), 0, 0);
+  for (const id of ['legend', 'slide-legend']) {
+    $(id).getContext('2d').putImageData(new ImageData(facts.legend, 256, 1), 0, 0);
+  }
+  slideView = new SlideView({
+    call: callEngine,
+    scorers,
+    legend: facts.legend,
+    explained: showExplained,
+    showError,
+  });
 }
 
 async function loadSamples() {
@@ -423,6 +498,7 @@ async function loadWeights(file) {
     await ready;
     const { weights } = await engine.call('weights', { bytes, name: file.name });
     userWeights = { bytes, name: file.name };
+    await dropScorers();
     engine.info.weights = weights;
     setStatus(describeEngine(engine.info));
     await rerunAll();
@@ -436,6 +512,7 @@ async function resetWeights() {
     await ready;
     const { weights } = await engine.call('resetWeights');
     userWeights = null;
+    await dropScorers();
     engine.info.weights = weights;
     setStatus(describeEngine(engine.info));
     await rerunAll();
@@ -447,7 +524,7 @@ async function resetWeights() {
 // New weights: explain every image already on the page again.
 async function rerunAll() {
   for (const result of [...results]) {
-    await explainBytes(result.name, result.bytes, result.truth, result);
+    if (result.bytes) await explainBytes(result.name, result.bytes, result.truth, result);
   }
 }
 
@@ -500,6 +577,16 @@ function wireControls() {
     weights.value = '';
   });
   $('reset-weights').addEventListener('click', resetWeights);
+  $('example-slide').addEventListener('click', async () => {
+    try {
+      const response = await fetch(EXAMPLE_SLIDE);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const blob = await response.blob();
+      addFiles([new File([blob], EXAMPLE_SLIDE.split('/').pop(), { type: 'image/tiff' })]);
+    } catch (e) {
+      showError(`example: ${e.message}`);
+    }
+  });
   $('export-all').addEventListener('click', () =>
     downloadJson(results.map((r) => summary(r, false)), 'celnet-results.json'));
 }

@@ -4,13 +4,17 @@
 // {id, ok: false, message, fatal}. `fatal` means the wasm instance crashed (for example a lost
 // GPU device): the page replaces this worker with a CPU one.
 
-import init, { Session, page_facts } from '../pkg/celnet.js';
+import init, { Session, SlideJob, page_facts } from '../pkg/celnet.js';
 
 let session = null;
 let wasm = null; // the instance's exports (its linear memory, for the bench page)
 let queue = Promise.resolve();
 const explained = new Map(); // handle number -> Explained (evidence kept in wasm memory)
 let nextHandle = 1;
+let slide = null; // the open SlideJob: a large image or slide file, read from its File
+
+// Largest side scored as one glimpse (a result card); anything larger opens in the slide view.
+const GLIMPSE_SIDE = 128;
 
 // Picks a backend. `requested` is 'webgpu', 'cpu' or 'auto'. Automatic choice takes WebGPU only
 // on a hardware adapter: a software fallback adapter (SwiftShader) is ~20x slower than wasm CPU.
@@ -95,6 +99,94 @@ async function explain({ bytes, params }) {
   return { handle, summary: result.summary(), input: result.input_rgba(), rendered: result.render(params) };
 }
 
+// Opens a dropped file. Glimpses are closed again (the page explains their bytes); larger
+// images and slides stay open here: {glimpse, info}.
+function slideOpen({ file }) {
+  const job = SlideJob.open(file);
+  const info = job.info();
+  if (!info.slide && info.width <= GLIMPSE_SIDE && info.height <= GLIMPSE_SIDE) {
+    job.free();
+    return { glimpse: true, info };
+  }
+  if (slide) slide.free();
+  slide = job;
+  return { glimpse: false, info };
+}
+
+function openSlide() {
+  if (!slide) throw new Error('no image is open in the slide view');
+  return slide;
+}
+
+// A viewer tile: RGBA pixels of a rectangle of the full-resolution image.
+function slideView({ x0, y0, x1, y1, width, height }) {
+  return { pixels: openSlide().view(x0, y0, x1, y1, width, height) };
+}
+
+// Pixel size, model scale, tissue, tiles: {plan, tissue}.
+function slidePrepare({ mpp, stride }) {
+  const job = openSlide();
+  const plan = job.prepare(mpp ?? undefined, stride);
+  return { plan, tissue: job.tissue() };
+}
+
+// The crop tile `index` scores, for a pool worker: {rgb, width, height}.
+function slideCrop({ index }) {
+  const job = openSlide();
+  const tile = job.tile(index);
+  return { rgb: job.crop(index), width: tile.width, height: tile.height };
+}
+
+// Keeps logits computed elsewhere: {windows, probabilities}.
+function slideAccept({ index, logits }) {
+  const job = openSlide();
+  const windows = job.accept(index, new Float32Array(logits));
+  return { windows, probabilities: job.probabilities() };
+}
+
+// Scores tile `index` here: {windows, probabilities}.
+async function slideScore({ index, stride }) {
+  const { rgb, width, height } = slideCrop({ index });
+  const logits = await session.window_logits(rgb, width, height, stride);
+  return slideAccept({ index, logits });
+}
+
+// The dense window logits of a crop made by another worker's slide: {logits}.
+async function windowLogits({ rgb, width, height, stride }) {
+  return { logits: await session.window_logits(new Uint8Array(rgb), width, height, stride) };
+}
+
+// CELM of the window around (x, y) of the open slide, kept like `explain`'s results.
+async function slideExplain({ x, y, params }) {
+  const window = openSlide().window(x, y);
+  const bounds = window.bounds();
+  const result = await session.explain_window(window);
+  window.free();
+  const handle = nextHandle++;
+  explained.set(handle, result);
+  return { handle, bounds, summary: result.summary(), input: result.input_rgba(), rendered: result.render(params) };
+}
+
+// Explains the top tumour points' windows (as `celnet heatmap --top-k` does) and returns every
+// export: {summary, geojson, csv, heatmap_png}.
+async function slideFinish({ topK }) {
+  const job = openSlide();
+  for (const point of job.points().slice(0, topK)) {
+    const window = job.window(point.x, point.y);
+    const result = await session.explain_window(window);
+    window.free();
+    job.add_evidence(result, 'top');
+    result.free();
+  }
+  return job.report(session.backend, session.weights);
+}
+
+function slideClose() {
+  if (slide) slide.free();
+  slide = null;
+  return {};
+}
+
 function release({ handle }) {
   const result = explained.get(handle);
   if (result) result.free();
@@ -159,6 +251,16 @@ const handlers = {
     return { weights: session.weights };
   },
   bench,
+  slideOpen,
+  slideView,
+  slidePrepare,
+  slideCrop,
+  slideAccept,
+  slideScore,
+  slideExplain,
+  slideFinish,
+  slideClose,
+  windowLogits,
 };
 
 // Pixel buffers go back to the page without a copy.
@@ -171,6 +273,9 @@ function transferables(result) {
     buffers.push(rendered.celm.buffer, ...Object.values(rendered.layers).map((l) => l.buffer));
   }
   if (result.legend) buffers.push(result.legend.buffer);
+  for (const key of ['pixels', 'rgb', 'probabilities', 'logits', 'tissue', 'heatmap_png']) {
+    if (result[key] && result[key].buffer) buffers.push(result[key].buffer);
+  }
   return buffers;
 }
 
@@ -178,7 +283,8 @@ async function handle(data) {
   try {
     const handler = handlers[data.type];
     if (!handler) throw new Error(`unknown request ${data.type}`);
-    const needsSession = !['facts', 'start', 'render', 'release', 'memory'].includes(data.type);
+    const needsSession = !['facts', 'start', 'render', 'release', 'memory', 'slideOpen', 'slideView',
+      'slidePrepare', 'slideCrop', 'slideAccept', 'slideClose'].includes(data.type);
     if (needsSession && !session) throw new Error('the engine has not started');
     const result = await handler(data);
     self.postMessage({ id: data.id, ok: true, result }, transferables(result));
@@ -191,7 +297,7 @@ async function handle(data) {
 self.onmessage = ({ data }) => {
   // Re-fusing a kept result is quick and touches no session state: it skips the queue, so
   // sliders stay live while images wait for inference. Everything else runs one at a time.
-  if (data.type === 'render' || data.type === 'release') {
+  if (data.type === 'render' || data.type === 'release' || data.type === 'slideView') {
     handle(data);
     return;
   }

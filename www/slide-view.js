@@ -1,0 +1,445 @@
+// The slide view: a large image or slide file in a pan/zoom viewer (OpenSeadragon, vendored),
+// its tissue and heatmap drawn over it, scoring tile by tile in the worker with progress and
+// cancel, tumour points, click-for-evidence and the exports `celnet heatmap` writes.
+// The worker keeps the file open (read through slices of the File, never whole) and serves the
+// viewer's tiles between the scoring run's tiles.
+
+const STRIDE = 32; // the CLI's default, so the page and `celnet heatmap` agree
+const TOP_K = 3; // windows explained for the exports, as `celnet heatmap --top-k`
+const VIEW_TILE = 256;
+
+const $ = (id) => document.getElementById(id);
+
+let viewerReady = null; // the OpenSeadragon script, loaded once, on first use
+
+function loadViewer() {
+  viewerReady ??= new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = 'www/vendor/openseadragon.min.js';
+    script.onload = () => resolve(window.OpenSeadragon);
+    script.onerror = () => reject(new Error('the viewer (OpenSeadragon) could not be loaded'));
+    document.head.append(script);
+  });
+  return viewerReady;
+}
+
+export class SlideView {
+  // `call(type, payload, transfer)` talks to the inference worker; `scorers()` resolves to the
+  // pool of extra CPU workers to spread tiles over (empty on WebGPU); `legend` is 256 RGBA
+  // colours; `explained(result, name)` shows a CELM card; `showError(message)` reports.
+  constructor({ call, scorers, legend, explained, showError }) {
+    Object.assign(this, { call, scorers, legend, explained, showError });
+    this.root = $('slide-view');
+    this.viewer = null;
+    this.info = null;
+    this.run = 0; // bumped to cancel the scoring run in progress
+    this.token = 0; // one per opened file: viewer tiles are cached by it
+    this.plan = null;
+    this.report = null;
+    this.overlays = [];
+    this.wire();
+  }
+
+  wire() {
+    $('score-slide').addEventListener('click', () => this.score());
+    $('mpp-input').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') this.score();
+    });
+    $('cancel-slide').addEventListener('click', () => this.cancel('Cancelled'));
+    $('heatmap-opacity').addEventListener('input', () => this.styleOverlays());
+    $('show-tissue').addEventListener('change', () => this.styleOverlays());
+    $('slide-home').addEventListener('click', () => this.viewer && this.viewer.viewport.goHome());
+    const exports = {
+      'export-geojson': () => this.download(this.report.geojson, 'application/geo+json', '.geojson'),
+      'export-csv': () => this.download(this.report.csv, 'text/csv', '-tiles.csv'),
+      'export-heatmap': () => this.download(this.report.heatmap_png, 'image/png', '-heatmap.png'),
+      'export-summary': () => this.download(JSON.stringify(this.report.summary, null, 1), 'application/json', '-summary.json'),
+    };
+    for (const [id, action] of Object.entries(exports)) $(id).addEventListener('click', action);
+  }
+
+  // Shows a file the worker opened (`info` from SlideJob.info) and scores it at once when its
+  // pixel size is known.
+  // `droppedAt` (performance.now()) times the first full view of the image.
+  async open(info, droppedAt = performance.now()) {
+    this.cancel();
+    this.token += 1;
+    this.droppedAt = droppedAt;
+    delete this.root.dataset.firstViewMs;
+    this.info = info;
+    this.plan = null;
+    this.setReport(null);
+    this.root.hidden = false;
+    this.clearOverlays();
+    $('slide-name').textContent = info.name;
+    const kind = info.slide ? `slide file, ${info.levels.length} level${info.levels.length > 1 ? 's' : ''}` : 'image';
+    $('slide-facts').textContent = `${info.width} x ${info.height} px (${kind})`;
+    $('mpp-input').value = info.mpp ? String(+info.mpp.toFixed(4)) : '';
+    $('slide-scale').textContent = info.mpp
+      ? `Pixel size from the file: ${info.mpp.toFixed(4)} µm/px.`
+      : info.declared_mpp
+        ? `The file declares ${info.declared_mpp.toFixed(1)} µm/px, a screen's or an editor's value, not a microscope's: type the pixel size to score.`
+        : 'The file gives no pixel size: type it to score.';
+    this.setProgress(null);
+    const OpenSeadragon = await loadViewer();
+    this.showImage(OpenSeadragon, info);
+    // Not awaited: the page takes the next file (or a cancel) while this one scores.
+    if (info.mpp) this.score();
+  }
+
+  showImage(OpenSeadragon, info) {
+    const { width, height } = info;
+    const maxLevel = Math.ceil(Math.log2(Math.max(width, height)));
+    const token = this.token;
+    const call = this.call;
+    const source = new OpenSeadragon.TileSource({
+      width,
+      height,
+      tileSize: VIEW_TILE,
+      tileOverlap: 0,
+      minLevel: 0,
+      maxLevel,
+      getTileUrl: (level, x, y) => `celnet-tile/${token}/${level}/${x}/${y}`,
+      downloadTileStart(job) {
+        const [level, x, y] = job.src.split('/').slice(-3).map(Number);
+        const scale = 2 ** (level - maxLevel);
+        const side = VIEW_TILE / scale;
+        const x0 = x * side;
+        const y0 = y * side;
+        const x1 = Math.min(width, x0 + side);
+        const y1 = Math.min(height, y0 + side);
+        const w = Math.max(1, Math.ceil((x1 - x0) * scale));
+        const h = Math.max(1, Math.ceil((y1 - y0) * scale));
+        call('slideView', { x0, y0, x1, y1, width: w, height: h })
+          .then(({ pixels }) => createImageBitmap(new ImageData(new Uint8ClampedArray(pixels.buffer), w, h)))
+          .then((bitmap) => job.finish(bitmap, null, 'imageBitmap'))
+          .catch((e) => job.fail(e.message));
+      },
+      downloadTileAbort() {},
+    });
+    if (!this.viewer) {
+      this.viewer = OpenSeadragon({
+        element: $('slide-viewer'),
+        tileSources: source,
+        showNavigationControl: false,
+        drawer: 'canvas',
+        gestureSettingsMouse: { clickToZoom: false },
+        maxZoomPixelRatio: 4,
+      });
+      this.viewer.addHandler('canvas-click', (e) => {
+        if (!e.quick) return;
+        const point = this.viewer.viewport.viewerElementToImageCoordinates(e.position);
+        this.explainAt(point.x, point.y);
+      });
+      new OpenSeadragon.MouseTracker({
+        element: this.viewer.canvas,
+        moveHandler: (e) => this.hover(this.viewer.viewport.viewerElementToImageCoordinates(e.position)),
+      });
+      // The first time the whole view is drawn: from dropping the file to seeing it.
+      this.viewer.world.addHandler('add-item', ({ item }) => {
+        const token = this.token;
+        item.addHandler('fully-loaded-change', ({ fullyLoaded }) => {
+          if (!fullyLoaded || token !== this.token || this.root.dataset.firstViewMs) return;
+          this.root.dataset.firstViewMs = String(Math.round(performance.now() - this.droppedAt));
+        });
+      });
+    } else {
+      this.viewer.open(source);
+    }
+    this.OpenSeadragon = OpenSeadragon;
+  }
+
+  // The pixel size to send: null keeps the file's own (as `celnet heatmap` without --mpp).
+  typedMpp() {
+    const text = $('mpp-input').value.trim();
+    if (text === '') return { missing: true };
+    const value = Number(text);
+    if (this.info.mpp && Math.abs(value - this.info.mpp) < 5e-5) return { mpp: null };
+    return { mpp: value };
+  }
+
+  async score() {
+    if (!this.info) return;
+    const typed = this.typedMpp();
+    if (typed.missing) {
+      this.showError(`${this.info.name}: give the pixel size (µm/px) before scoring; 0.25 ≈ 40x, 0.5 ≈ 20x, 1.0 ≈ 10x`);
+      $('mpp-input').focus();
+      return;
+    }
+    this.cancel();
+    const run = ++this.run;
+    this.setReport(null);
+    this.clearOverlays();
+    delete this.root.dataset.cancelled;
+    let prepared;
+    try {
+      this.setProgress({ text: 'Finding tissue…' });
+      prepared = await this.call('slidePrepare', { mpp: typed.mpp, stride: STRIDE });
+    } catch (e) {
+      this.setProgress(null);
+      this.showError(`${this.info.name}: ${e.message}`);
+      return;
+    }
+    if (run !== this.run) return;
+    const { plan, tissue } = prepared;
+    this.plan = plan;
+    const level = plan.level === null || plan.level === undefined ? '' : ` from pyramid level ${plan.level}`;
+    $('slide-scale').textContent = `Scored at ${plan.mpp.toFixed(4)} µm/px (${describeSource(plan.mpp_source)})${level}, resampled by ${plan.factor.toFixed(3)} to the model's 0.972 µm/px; ${plan.windows} windows every ${plan.stride} px in ${(100 * plan.tissue.fraction).toFixed(0)}% tissue.`;
+    this.addTissue(tissue, plan);
+    this.heat = this.addHeatmap(plan);
+    const started = performance.now();
+    let done = 0;
+    this.setProgress({ done, total: plan.windows });
+    const progress = ({ windows, probabilities }) => {
+      done += windows;
+      this.paintHeatmap(probabilities);
+      const seconds = (performance.now() - started) / 1000;
+      this.setProgress({ done, total: plan.windows, left: done ? (seconds / done) * (plan.windows - done) : null });
+    };
+    try {
+      const pool = plan.tiles > 1 ? await this.scorers() : [];
+      if (run !== this.run) return;
+      this.workers = Math.max(1, pool.length);
+      let next = 0;
+      if (pool.length === 0) {
+        // One worker (WebGPU, or a single core): it crops and scores each tile itself.
+        for (; next < plan.tiles && run === this.run; next++) {
+          const scored = await this.call('slideScore', { index: next, stride: plan.stride });
+          if (run === this.run) progress(scored);
+        }
+      } else {
+        // A pool: the inference worker reads each tile's crop (it holds the file) and keeps the
+        // results; the scorers run the network, one tile each at a time.
+        const drain = async (scorer) => {
+          while (run === this.run && next < plan.tiles) {
+            const index = next++;
+            const { rgb, width, height } = await this.call('slideCrop', { index });
+            const { logits } = await scorer.call('windowLogits', { rgb, width, height, stride: plan.stride }, [rgb.buffer]);
+            if (run !== this.run) return;
+            progress(await this.call('slideAccept', { index, logits }, [logits.buffer]));
+          }
+        };
+        await Promise.all(pool.map(drain));
+      }
+      if (run !== this.run) return;
+      this.setProgress({ text: 'Explaining the top windows…' });
+      const report = await this.call('slideFinish', { topK: TOP_K });
+      if (run !== this.run) return;
+      report.summary.seconds = (performance.now() - started) / 1000;
+      report.summary.workers = this.workers;
+      this.setReport(report);
+      this.setProgress(null);
+    } catch (e) {
+      if (run !== this.run) return;
+      this.setProgress(null);
+      this.showError(`${this.info.name}: ${e.message}`);
+    }
+  }
+
+  cancel(reason) {
+    const running = !$('slide-progress-row').hidden;
+    this.run += 1;
+    if (reason && running) {
+      this.setProgress(null);
+      this.root.dataset.cancelled = 'true';
+      $('slide-result').textContent = `${reason}: the heatmap shows the windows scored so far.`;
+    }
+  }
+
+  setProgress(state) {
+    const row = $('slide-progress-row');
+    row.hidden = state === null;
+    if (!state) return;
+    const bar = $('slide-progress');
+    if (state.text) {
+      bar.removeAttribute('value');
+      $('slide-progress-text').textContent = state.text;
+      return;
+    }
+    bar.max = Math.max(1, state.total);
+    bar.value = state.done;
+    const left = state.left === null || state.left === undefined ? '' : ` · about ${formatSeconds(state.left)} left`;
+    $('slide-progress-text').textContent = `${state.done} / ${state.total} windows${left}`;
+  }
+
+  // ---------- overlays ----------
+
+  addOverlay(element, x, y, width, height) {
+    const rect = this.viewer.viewport.imageToViewportRectangle(x, y, width, height);
+    this.viewer.addOverlay({ element, location: rect });
+    this.overlays.push(element);
+  }
+
+  clearOverlays() {
+    if (this.viewer) this.viewer.clearOverlays();
+    this.overlays = [];
+    this.heat = null;
+    this.tissueCanvas = null;
+  }
+
+  styleOverlays() {
+    const opacity = $('heatmap-opacity').value;
+    $('heatmap-opacity-value').textContent = opacity;
+    if (this.heat) this.heat.canvas.style.opacity = opacity;
+    if (this.tissueCanvas) this.tissueCanvas.hidden = !$('show-tissue').checked;
+  }
+
+  addTissue(cells, plan) {
+    const { cols, rows, cell } = plan.tissue;
+    const canvas = document.createElement('canvas');
+    canvas.width = cols;
+    canvas.height = rows;
+    canvas.className = 'slide-layer';
+    const image = new ImageData(cols, rows);
+    for (let i = 0; i < cells.length; i++) {
+      // Background shaded blue-grey, tissue left clear.
+      if (!cells[i]) image.data.set([40, 60, 90, 110], 4 * i);
+    }
+    canvas.getContext('2d').putImageData(image, 0, 0);
+    this.tissueCanvas = canvas;
+    this.addOverlay(canvas, 0, 0, cols * cell, rows * cell);
+    this.styleOverlays();
+  }
+
+  // One pixel per window, covering the pixels nearest its centre (as the CLI's overlay).
+  addHeatmap(plan) {
+    const [cols, rows] = plan.grid;
+    const canvas = document.createElement('canvas');
+    canvas.width = cols;
+    canvas.height = rows;
+    canvas.className = 'slide-layer';
+    const perModel = 1 / plan.factor;
+    const offset = (48 - plan.stride / 2) * perModel;
+    this.addOverlay(canvas, offset, offset, cols * plan.stride * perModel, rows * plan.stride * perModel);
+    const heat = { canvas, cols, rows, probabilities: null, image: new ImageData(cols, rows) };
+    this.heat = heat;
+    this.styleOverlays();
+    return heat;
+  }
+
+  paintHeatmap(probabilities) {
+    const heat = this.heat;
+    if (!heat) return;
+    heat.probabilities = probabilities;
+    const data = heat.image.data;
+    for (let i = 0; i < probabilities.length; i++) {
+      const p = probabilities[i];
+      if (Number.isNaN(p)) {
+        data[4 * i + 3] = 0;
+        continue;
+      }
+      const c = 4 * Math.min(255, Math.max(0, Math.round(p * 255)));
+      data[4 * i] = this.legend[c];
+      data[4 * i + 1] = this.legend[c + 1];
+      data[4 * i + 2] = this.legend[c + 2];
+      data[4 * i + 3] = 255;
+    }
+    heat.canvas.getContext('2d').putImageData(heat.image, 0, 0);
+  }
+
+  // The probability of the window nearest the pointer.
+  hover(point) {
+    const heat = this.heat;
+    const plan = this.plan;
+    if (!heat || !heat.probabilities || !plan) return;
+    const model = (v) => v * plan.factor;
+    const cell = (v, n) => Math.min(n - 1, Math.max(0, Math.round((model(v) - 48) / plan.stride)));
+    if (point.x < 0 || point.y < 0 || point.x >= this.info.width || point.y >= this.info.height) {
+      $('slide-hover').textContent = '';
+      return;
+    }
+    const p = heat.probabilities[cell(point.y, heat.rows) * heat.cols + cell(point.x, heat.cols)];
+    const where = `(${Math.round(point.x)}, ${Math.round(point.y)})`;
+    $('slide-hover').textContent = Number.isNaN(p) || p === undefined
+      ? `${where}: background, not scored`
+      : `${where}: probability ${p.toFixed(3)}`;
+  }
+
+  // ---------- results ----------
+
+  setReport(report) {
+    this.report = report;
+    for (const id of ['export-geojson', 'export-csv', 'export-heatmap', 'export-summary']) $(id).disabled = !report;
+    const list = $('slide-points');
+    list.replaceChildren();
+    const root = this.root;
+    if (!report) {
+      for (const key of ['slideScore', 'windows', 'backend', 'points', 'seconds', 'workers']) delete root.dataset[key];
+      $('slide-result').textContent = '';
+      return;
+    }
+    const s = report.summary;
+    root.dataset.slideScore = String(s.slide_score ?? 0);
+    root.dataset.windows = String(s.windows);
+    root.dataset.backend = s.backend;
+    root.dataset.seconds = String(s.seconds);
+    root.dataset.workers = String(s.workers);
+    root.dataset.points = JSON.stringify(s.points.map(({ x, y, probability }) => ({ x, y, probability })));
+    $('slide-result').textContent = s.slide_score === null || s.slide_score === undefined
+      ? 'No tissue found: nothing was scored.'
+      : `Slide score ${s.slide_score.toFixed(3)} (highest window) · ${(100 * s.slide_scores.tumour_share).toFixed(1)}% of ${s.windows} windows at 0.5 or more · ${s.points.length} tumour point${s.points.length === 1 ? '' : 's'} · ${s.backend === 'webgpu' ? 'WebGPU' : `CPU, ${s.workers} worker${s.workers > 1 ? 's' : ''}`}, ${s.seconds.toFixed(1)} s`;
+    s.points.forEach((point, i) => {
+      const marker = document.createElement('button');
+      marker.type = 'button';
+      marker.className = 'slide-marker';
+      marker.textContent = String(i + 1);
+      marker.title = `Tumour point ${i + 1}: probability ${point.probability.toFixed(3)}`;
+      marker.addEventListener('click', () => this.explainAt(point.x, point.y));
+      this.viewer.addOverlay({ element: marker, location: this.viewer.viewport.imageToViewportCoordinates(point.x, point.y), placement: this.OpenSeadragon.Placement.CENTER });
+      const item = document.createElement('li');
+      const go = document.createElement('button');
+      go.type = 'button';
+      go.textContent = `${point.probability.toFixed(3)} at (${Math.round(point.x)}, ${Math.round(point.y)})`;
+      go.addEventListener('click', () => this.goTo(point));
+      item.append(go);
+      list.append(item);
+    });
+  }
+
+  goTo(point) {
+    const side = 96 / this.plan.factor;
+    const rect = this.viewer.viewport.imageToViewportRectangle(point.x - 2 * side, point.y - 2 * side, 4 * side, 4 * side);
+    this.viewer.viewport.fitBounds(rect);
+    this.explainAt(point.x, point.y);
+  }
+
+  async explainAt(x, y) {
+    if (!this.plan) return;
+    try {
+      const result = await this.call('slideExplain', { x, y });
+      const { bounds } = result;
+      for (const region of result.rendered.regions) {
+        const k = bounds.size / 96;
+        const box = document.createElement('div');
+        box.className = 'slide-region';
+        const { x0, y0, x1, y1 } = region.bbox;
+        this.addOverlay(box, bounds.x + x0 * k, bounds.y + y0 * k, (x1 - x0) * k, (y1 - y0) * k);
+      }
+      const frame = document.createElement('div');
+      frame.className = 'slide-window';
+      this.addOverlay(frame, bounds.x, bounds.y, bounds.size, bounds.size);
+      this.explained(result, `${this.info.name} at (${Math.round(x)}, ${Math.round(y)})`);
+    } catch (e) {
+      this.showError(`${this.info.name}: ${e.message}`);
+    }
+  }
+
+  download(data, type, suffix) {
+    const stem = this.info.name.replace(/\.[^.]*$/, '') || 'slide';
+    const url = URL.createObjectURL(new Blob([data], { type }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `${stem}${suffix}`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+}
+
+function describeSource(source) {
+  return { file: 'from the file', user: 'typed', assumed_glimpse: 'assumed for a glimpse' }[source] || source;
+}
+
+function formatSeconds(s) {
+  if (s < 90) return `${Math.max(1, Math.round(s))} s`;
+  return `${Math.round(s / 60)} min`;
+}
