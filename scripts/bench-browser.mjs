@@ -6,6 +6,15 @@
 //                                                 to a ready engine and to the first result, and
 //                                                 the memory of the page with its worker;
 //                                                 target/browser/startup.json
+//   node scripts/bench-browser.mjs slide FILE...   the slide view: each FILE dropped on the page
+//                                                 on the wasm CPU path with one worker and with
+//                                                 the pool, and on WebGPU (SLIDE_CONFIGS=cpu-1,
+//                                                 cpu-pool,webgpu picks): time to the first full
+//                                                 view, seconds to the finished heatmap, the
+//                                                 renderer processes' peak memory (PSS, sampled
+//                                                 every 200 ms); target/browser/slide.json.
+//                                                 SLIDE_SECONDS=N stops scoring after N s (for
+//                                                 slides too large to finish)
 //
 // BENCH_ROOT serves another checkout's page (to compare builds). WebGPU on SwiftShader takes
 // several minutes.
@@ -123,6 +132,64 @@ async function startup(browser, origin, root, loads) {
   console.log(`median of ${loads}: ready ${report.ready_median_ms} ms, first result ${report.first_result_median_ms} ms, JS heaps ${mb(report.js_heap_median_bytes)} MB, renderer PSS ${mb(report.renderer_pss_median_bytes)} MB`);
 }
 
+const SLIDE_CONFIGS = {
+  'cpu-1': '?backend=cpu&workers=1',
+  'cpu-pool': '?backend=cpu',
+  webgpu: '?backend=webgpu',
+};
+
+async function slideOnce(browser, origin, file, config) {
+  const context = await browser.newContext({ serviceWorkers: 'block', viewport: { width: 1400, height: 1000 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  await page.goto(`${origin}/${SLIDE_CONFIGS[config]}`);
+  await page.waitForFunction(() => document.body.dataset.backend, null, { timeout: 600_000 });
+  const idle = rendererBytes(process.pid);
+  let peak = idle;
+  const sampler = setInterval(() => { peak = Math.max(peak, rendererBytes(process.pid)); }, 200);
+  const limit = Number(process.env.SLIDE_SECONDS || 0);
+  const result = { file, config, renderer_pss_idle_bytes: idle };
+  try {
+    const t0 = Date.now();
+    await page.setInputFiles('#file-input', file);
+    await page.waitForFunction(() => document.getElementById('slide-view').dataset.firstViewMs, null, { timeout: 600_000 });
+    result.first_view_ms = Number(await page.getAttribute('#slide-view', 'data-first-view-ms'));
+    const done = page.waitForFunction(() => document.getElementById('slide-view').dataset.slideScore !== undefined, null, { timeout: 3_600_000 });
+    if (limit > 0) {
+      await Promise.race([done, new Promise((r) => setTimeout(r, limit * 1000))]);
+      result.progress = await page.textContent('#slide-progress-text');
+      await page.click('#cancel-slide').catch(() => {});
+    } else {
+      await done;
+    }
+    const view = await page.evaluate(() => ({ ...document.getElementById('slide-view').dataset }));
+    result.seconds = view.seconds === undefined ? null : Number(view.seconds);
+    result.windows = view.windows === undefined ? null : Number(view.windows);
+    result.workers = view.workers === undefined ? null : Number(view.workers);
+    result.backend = await page.evaluate(() => document.body.dataset.backend);
+    result.wall_ms = Date.now() - t0;
+  } finally {
+    clearInterval(sampler);
+  }
+  result.renderer_pss_peak_bytes = peak;
+  await context.close();
+  return result;
+}
+
+async function slides(browser, origin, files) {
+  const configs = (process.env.SLIDE_CONFIGS || 'cpu-1,cpu-pool,webgpu').split(',');
+  const runs = [];
+  const mb = (bytes) => (bytes / 1e6).toFixed(0);
+  for (const file of files) {
+    for (const config of configs) {
+      const r = await slideOnce(browser, origin, file, config);
+      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s)`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
+      runs.push(r);
+    }
+  }
+  writeFileSync(join(OUT, 'slide.json'), JSON.stringify({ cores: (await import('node:os')).cpus().length, runs }, null, 1));
+}
+
 const root = process.env.BENCH_ROOT || ROOT;
 const mode = process.argv[2];
 mkdirSync(OUT, { recursive: true });
@@ -130,6 +197,7 @@ const { child: server, origin } = await startServer(root);
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, ...WEBGPU_FLAGS, '--enable-blink-features=ForceEagerMeasureMemory'] });
 try {
   if (mode === 'startup') await startup(browser, origin, root, Number(process.argv[3] || 5));
+  else if (mode === 'slide') await slides(browser, origin, process.argv.slice(3));
   else await benchPage(browser, origin, mode);
 } finally {
   await browser.close();

@@ -1,0 +1,87 @@
+"""Writes the large inputs of the slide-view benchmark (not committed; about 2.5 GB):
+
+- region-4000.tif: 4000x4000 px at 1 µm/px, a pyramidal TIFF with JPEG tiles, mirrored tiles of
+  the CMU sample resampled to 1 µm/px;
+- large-slide.tif: a 100,000 x 80,000 px BigTIFF at 0.5 µm/px with levels 1, 1/4, 1/16, 1/64,
+  whose 256-px JPEG tiles repeat 64 tiles cut from the CMU sample (so it writes in seconds):
+  the size of a whole-slide scan, for opening, viewing and memory, not for its scores.
+
+Usage: python3 scripts/make-bench-slides.py CMU-1-Small-Region.svs OUTDIR
+Needs: pip install tifffile imagecodecs numpy pillow
+"""
+
+import sys
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+from PIL import Image
+
+TILE = 256
+
+
+def mirrored(source: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`source` tiled to `height` x `width`, every other copy mirrored so edges meet."""
+    h, w = source.shape[:2]
+    block = np.concatenate([source, source[::-1]], axis=0)
+    block = np.concatenate([block, block[:, ::-1]], axis=1)
+    reps = (-(-height // (2 * h)), -(-width // (2 * w)), 1)
+    return np.tile(block, reps)[:height, :width]
+
+
+def pyramid(levels, path: Path, mpp: float, bigtiff: bool = False) -> None:
+    px_per_cm = 1e4 / mpp
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+        for i, (scale, data, shape) in enumerate(levels):
+            tif.write(
+                data,
+                shape=shape,
+                dtype=np.uint8,
+                photometric="rgb",
+                tile=(TILE, TILE),
+                compression="jpeg",
+                compressionargs={"level": 85},
+                resolution=(px_per_cm / scale, px_per_cm / scale),
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if i else 0,
+            )
+
+
+def main(svs: str, out: str) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tifffile.TiffFile(svs) as slide:
+        level0 = slide.pages[0].asarray()
+
+    at_1um = np.asarray(
+        Image.fromarray(level0).resize((level0.shape[1] // 2, level0.shape[0] // 2), Image.BOX)
+    )
+    region = mirrored(at_1um, 4000, 4000)
+    levels = [(1, region, region.shape)]
+    for scale in (2, 4):
+        small = np.asarray(Image.fromarray(region).resize((4000 // scale, 4000 // scale), Image.BOX))
+        levels.append((scale, small, small.shape))
+    pyramid(levels, out / "region-4000.tif", 1.0)
+
+    # 64 distinct JPEG tiles from the sample, repeated across every level of a slide-sized file.
+    tiles = [
+        imagecodecs.jpeg_encode(level0[y:y + TILE, x:x + TILE], level=85)
+        for y in range(0, 8 * TILE, TILE)
+        for x in range(0, 8 * TILE, TILE)
+    ]
+    width, height = 100_000, 80_000
+
+    def repeated(w: int, h: int):
+        count = (-(-w // TILE)) * (-(-h // TILE))
+        return (tiles[i % len(tiles)] for i in range(count))
+
+    levels = []
+    for scale in (1, 4, 16, 64):
+        w, h = width // scale, height // scale
+        levels.append((scale, repeated(w, h), (h, w, 3)))
+    pyramid(levels, out / "large-slide.tif", 0.5, bigtiff=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
