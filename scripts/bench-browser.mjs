@@ -154,6 +154,7 @@ async function slideOnce(browser, origin, file, config) {
     await page.setInputFiles('#file-input', file);
     await page.waitForFunction(() => document.getElementById('slide-view').dataset.firstViewMs, null, { timeout: 600_000 });
     result.first_view_ms = Number(await page.getAttribute('#slide-view', 'data-first-view-ms'));
+    result.renderer_pss_first_view_bytes = rendererBytes(process.pid);
     const done = page.waitForFunction(() => document.getElementById('slide-view').dataset.slideScore !== undefined, null, { timeout: 3_600_000 });
     if (limit > 0) {
       await Promise.race([done, new Promise((r) => setTimeout(r, limit * 1000))]);
@@ -183,7 +184,7 @@ async function slides(browser, origin, files) {
   for (const file of files) {
     for (const config of configs) {
       const r = await slideOnce(browser, origin, file, config);
-      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s)`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
+      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s)`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_first_view_bytes)} MB at first view, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
       runs.push(r);
     }
   }

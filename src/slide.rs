@@ -29,6 +29,8 @@ const MAX_DIRECTORIES: usize = 64;
 pub const MAX_CHUNK_PIXELS: u64 = 16 << 20;
 /// Largest region returned by one read, in pixels.
 pub const MAX_REGION_PIXELS: u64 = 64 << 20;
+/// A thumbnail may be read from a level down to this fraction of its size.
+const THUMBNAIL_LEVEL_SLACK: f64 = 0.75;
 /// Largest side a slide may declare (Camelyon slides are about 200,000 px wide).
 const MAX_SIDE: u32 = 1 << 20;
 
@@ -195,6 +197,16 @@ impl<R: Read + Seek> Slide<R> {
         &self.levels
     }
 
+    /// Level `index`, or an error naming the levels there are.
+    pub fn level(&self, index: usize) -> Result<&Level> {
+        self.levels.get(index).ok_or_else(|| {
+            CelnetError::InvalidParameter(format!(
+                "level {index} does not exist; the slide has {}",
+                self.levels.len()
+            ))
+        })
+    }
+
     /// Level 0's size in pixels.
     pub fn dimensions(&self) -> (u32, u32) {
         (self.levels[0].width, self.levels[0].height)
@@ -228,12 +240,7 @@ impl<R: Read + Seek> Slide<R> {
         out_width: u32,
         out_height: u32,
     ) -> Result<RgbImage> {
-        let info = self.levels.get(level).cloned().ok_or_else(|| {
-            CelnetError::InvalidParameter(format!(
-                "level {level} does not exist; the slide has {}",
-                self.levels.len()
-            ))
-        })?;
+        let info = self.level(level)?.clone();
         let (w, h) = (info.width, info.height);
         let (lx0, ly0) = (
             (x0.floor().max(0.0) as u32).min(w - 1),
@@ -287,12 +294,7 @@ impl<R: Read + Seek> Slide<R> {
         width: u32,
         height: u32,
     ) -> Result<RgbImage> {
-        let info = self.levels.get(level).cloned().ok_or_else(|| {
-            CelnetError::InvalidParameter(format!(
-                "level {level} does not exist; the slide has {}",
-                self.levels.len()
-            ))
-        })?;
+        let info = self.level(level)?.clone();
         let inside = u64::from(x) + u64::from(width) <= u64::from(info.width)
             && u64::from(y) + u64::from(height) <= u64::from(info.height);
         if width == 0 || height == 0 || !inside {
@@ -392,23 +394,23 @@ impl<R: Read + Seek> OpenedImage<R> {
             && matches!(&magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
         reader.rewind().map_err(io)?;
         if tiff {
-            // Looked at through a borrow first: a file of huge chunks goes on to be decoded.
-            let base = Slide::open(&mut reader)?.levels()[0].clone();
-            reader.rewind().map_err(io)?;
+            let mut slide = Slide::open(reader)?;
+            let base = &slide.levels()[0];
             if u64::from(base.chunk_width) * u64::from(base.chunk_height) <= MAX_CHUNK_PIXELS {
-                let mut slide = Slide::open(reader)?;
                 // One pixel decoded now: a compression it cannot read fails here, not later.
                 slide.read_region(0, 0, 0, 1, 1)?;
                 return Ok(OpenedImage::Slide(Box::new(slide)));
             }
+            // Chunks too large to read one at a time: decoded whole, within limits.
+            let mut bytes = Vec::new();
+            let reader = slide.decoder.inner();
+            reader.rewind().map_err(io)?;
+            reader.read_to_end(&mut bytes).map_err(io)?;
+            return decoded(&bytes);
         }
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).map_err(io)?;
-        let image = crate::input::decode_image(&bytes)?;
-        Ok(OpenedImage::Decoded(
-            image,
-            crate::scale::file_resolution(&bytes),
-        ))
+        decoded(&bytes)
     }
 
     /// Full-resolution width and height.
@@ -426,6 +428,14 @@ impl<R: Read + Seek> OpenedImage<R> {
             OpenedImage::Decoded(_, resolution) => *resolution,
         }
     }
+}
+
+fn decoded<R: Read + Seek>(bytes: &[u8]) -> Result<OpenedImage<R>> {
+    let image = crate::input::decode_image(bytes)?;
+    Ok(OpenedImage::Decoded(
+        image,
+        crate::scale::file_resolution(bytes),
+    ))
 }
 
 /// A slide seen at the model's scale: the pyramid level nearest to it (at least as fine), read
@@ -523,14 +533,19 @@ impl<R: Read + Seek> ModelScaleImage for ScaledSlide<R> {
         self.read_resized(self.level, rect, width as u32, height as u32)
     }
 
-    /// Read in bands from the coarsest level still at least as large as the thumbnail.
+    /// Read in bands from the coarsest level at least about as large as the thumbnail (within
+    /// [`THUMBNAIL_LEVEL_SLACK`]: a level a few percent smaller, slightly enlarged, serves as
+    /// well as one 4x larger that costs 16x the decoding).
     fn thumbnail(&self, width: u32, height: u32) -> Result<RgbImage> {
         let (level, level_width, level_height) = {
             let slide = self.slide.borrow();
             let levels = slide.levels();
             let level = levels
                 .iter()
-                .rposition(|l| l.width >= width && l.height >= height)
+                .rposition(|l| {
+                    f64::from(l.width) >= f64::from(width) * THUMBNAIL_LEVEL_SLACK
+                        && f64::from(l.height) >= f64::from(height) * THUMBNAIL_LEVEL_SLACK
+                })
                 .unwrap_or(0);
             (level, levels[level].width, levels[level].height)
         };

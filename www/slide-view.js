@@ -7,6 +7,7 @@
 const STRIDE = 32; // the CLI's default, so the page and `celnet heatmap` agree
 const TOP_K = 3; // windows explained for the exports, as `celnet heatmap --top-k`
 const VIEW_TILE = 256;
+const FIRST_VIEW_WAIT_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -82,14 +83,23 @@ export class SlideView {
         : 'The file gives no pixel size: type it to score.';
     this.setProgress(null);
     const OpenSeadragon = await loadViewer();
+    const token = this.token;
+    const seen = new Promise((resolve) => { this.onFirstView = resolve; });
     this.showImage(OpenSeadragon, info);
+    if (!info.mpp) return;
+    // Scoring starts once the image is on screen (or after FIRST_VIEW_WAIT_MS): preparing reads
+    // the whole image for its tissue, and the worker serves viewer tiles only between steps.
+    await Promise.race([seen, new Promise((resolve) => setTimeout(resolve, FIRST_VIEW_WAIT_MS))]);
     // Not awaited: the page takes the next file (or a cancel) while this one scores.
-    if (info.mpp) this.score();
+    if (token === this.token) this.score();
   }
 
   showImage(OpenSeadragon, info) {
     const { width, height } = info;
     const maxLevel = Math.ceil(Math.log2(Math.max(width, height)));
+    // No level smaller than one viewer tile: each of those would read the slide's coarsest
+    // level whole for a few pixels.
+    const minLevel = Math.max(0, maxLevel - Math.floor(Math.log2(Math.max(width, height) / VIEW_TILE)));
     const token = this.token;
     const call = this.call;
     const source = new OpenSeadragon.TileSource({
@@ -97,7 +107,7 @@ export class SlideView {
       height,
       tileSize: VIEW_TILE,
       tileOverlap: 0,
-      minLevel: 0,
+      minLevel,
       maxLevel,
       getTileUrl: (level, x, y) => `celnet-tile/${token}/${level}/${x}/${y}`,
       downloadTileStart(job) {
@@ -141,6 +151,7 @@ export class SlideView {
         item.addHandler('fully-loaded-change', ({ fullyLoaded }) => {
           if (!fullyLoaded || token !== this.token || this.root.dataset.firstViewMs) return;
           this.root.dataset.firstViewMs = String(Math.round(performance.now() - this.droppedAt));
+          if (this.onFirstView) this.onFirstView();
         });
       });
     } else {

@@ -104,7 +104,7 @@ async function explain({ bytes, params }) {
 function slideOpen({ file }) {
   const job = SlideJob.open(file);
   const info = job.info();
-  if (!info.slide && info.width <= GLIMPSE_SIDE && info.height <= GLIMPSE_SIDE) {
+  if (info.levels.length === 1 && info.width <= GLIMPSE_SIDE && info.height <= GLIMPSE_SIDE) {
     job.free();
     return { glimpse: true, info };
   }
