@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use celnet::classifier::Classifier;
-use celnet::heatmap::{Grid, Heatmap, TissueMask};
+use celnet::heatmap::{DenseScan, Grid, Heatmap, TissueMask};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
@@ -400,6 +400,44 @@ fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
     let (mean, p99, max) = differences(&dense, &small);
     eprintln!("tiles of 192 vs 1024 px: mean {mean:.4}, p99 {p99:.4}, max {max:.4}");
     assert!(mean < 1e-3 && max < 0.01, "mean {mean}, max {max}");
+}
+
+#[test]
+fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
+    // The page's worker pool finishes tiles in any order, each crop scored by another wasm
+    // instance: gathering them must give what the sequential pass gives.
+    let device = Device::flex();
+    let classifier = Classifier::new(celnet::weights::load_default(&device).unwrap(), &device);
+    let region = patchwork();
+    let tissue = TissueMask::of(&region);
+    let grid = Grid::new(384, 384, 32).unwrap();
+    let sequential = pollster::block_on(Heatmap::dense_tiled(
+        &classifier,
+        &region,
+        grid,
+        &tissue,
+        192,
+        |_, _| {},
+    ))
+    .unwrap();
+    let mut scan = DenseScan::new(grid, &tissue, 192).unwrap();
+    let tiles = scan.tiles().len();
+    assert!(tiles >= 4, "{tiles} tiles");
+    assert_eq!(scan.total(), sequential.scored());
+    let mut scored = 0;
+    for index in (0..tiles).rev() {
+        let crop = scan.crop(&region, index).unwrap();
+        let input = Tensor::<4>::from_data(celnet::input::to_tensor_data(&crop), &device);
+        let logits = pollster::block_on(classifier.window_logits(input, grid.stride)).unwrap();
+        assert!(
+            scan.accept(index, &logits[1..]).is_err(),
+            "a short logit list is refused"
+        );
+        scored += scan.accept(index, &logits).unwrap();
+    }
+    assert_eq!(scored, sequential.scored());
+    assert_eq!(scan.into_heatmap().probabilities, sequential.probabilities);
+    assert!(DenseScan::new(Grid::new(384, 384, 30).unwrap(), &tissue, 192).is_err());
 }
 
 #[test]

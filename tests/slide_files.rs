@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use celnet::CelnetError;
 use celnet::scale::FileResolution;
-use celnet::slide::Slide;
+use celnet::slide::{OpenedImage, Slide};
 use image::RgbImage;
 
 const DIR: &str = "tests/fixtures/tiff";
@@ -204,4 +204,38 @@ fn damaged_and_unsupported_files_are_clear_errors() {
 
     let not_tiff = open(b"GIF89a not a slide".to_vec()).unwrap_err();
     assert!(matches!(not_tiff, CelnetError::ImageDecode(_)));
+}
+
+#[test]
+fn views_read_the_coarsest_level_with_the_detail_asked_for() {
+    let mut slide = open(bytes("pyramid-deflate.tif")).unwrap();
+    let levels: Vec<RgbImage> = (0..3).map(|l| whole(&mut slide, l)).collect();
+    // The whole image at each level's size is that level, read as it is.
+    for (level, expected) in levels.iter().enumerate() {
+        let (w, h) = expected.dimensions();
+        let view = slide.view((0.0, 0.0, 288.0, 192.0), w, h).unwrap();
+        assert_eq!(&view, expected, "level {level}");
+    }
+    // A quarter of the image at level 1's scale comes from level 1.
+    let view = slide.view((0.0, 0.0, 144.0, 96.0), 72, 48).unwrap();
+    let expected = image::imageops::crop_imm(&levels[1], 0, 0, 72, 48).to_image();
+    assert_eq!(view, expected);
+}
+
+#[test]
+fn opened_files_are_slides_or_decoded_images_and_bad_compression_fails_at_once() {
+    let opened = OpenedImage::open(Cursor::new(bytes("tiled-lzw.tif"))).unwrap();
+    assert!(matches!(opened, OpenedImage::Slide(_)));
+    assert_eq!(opened.dimensions(), (288, 192));
+    let opened = OpenedImage::open(Cursor::new(bytes("region.png"))).unwrap();
+    assert!(
+        matches!(&opened, OpenedImage::Decoded(image, FileResolution::Unknown) if *image == png("region.png"))
+    );
+    let mut svs = bytes("svs-crop.svs");
+    patch(&mut svs, 259, 33003);
+    let message = OpenedImage::open(Cursor::new(svs))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("JPEG 2000"), "{message}");
 }
