@@ -209,7 +209,8 @@ describe('slide view on the CPU path', { timeout: 6 * TIMEOUT }, () => {
     await page.click('#example-slide');
     await page.waitForFunction((token) => window.celnet.slide().token > token, before, { timeout: TIMEOUT });
     checkAgainstCli(await finished(page), native.example, 'cpu');
-    assert.ok(Number(await view(page).getAttribute('data-first-view-ms')) > 0);
+    // The time from pressing the button to the whole view drawn is recorded (benchmarks read it).
+    await page.waitForFunction(() => Number(document.getElementById('slide-view').dataset.firstViewMs) > 0, null, { timeout: TIMEOUT });
   });
 
   test('no request left the page origin', () => {
