@@ -49,7 +49,21 @@ function withCompression(bytes, code) {
   return out;
 }
 
+// A fresh browser on the page, its engine started. Page errors and console errors go to the
+// test's output, so a page that fails to start says why. A start that has not finished in
+// START_TIMEOUT is tried once more in a fresh browser (a cold start takes seconds).
 async function openPage(flags, query) {
+  try {
+    return await openPageOnce(flags, query);
+  } catch (e) {
+    console.error(`the page did not start (${e.message}); trying once more`);
+    return openPageOnce(flags, query);
+  }
+}
+
+const START_TIMEOUT = 120_000;
+
+async function openPageOnce(flags, query) {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, ...flags] });
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, serviceWorkers: 'block' });
   const foreign = [];
@@ -60,8 +74,16 @@ async function openPage(flags, query) {
     return route.abort();
   });
   const page = await context.newPage();
-  await page.goto(`${origin}/${query}`);
-  await page.waitForFunction(() => document.body.dataset.backend, null, { timeout: TIMEOUT });
+  page.on('console', (m) => { if (m.type() === 'error') console.error(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  try {
+    await page.goto(`${origin}/${query}`);
+    await page.waitForFunction(() => document.body.dataset.backend, null, { timeout: START_TIMEOUT });
+  } catch (e) {
+    console.error(`status: ${await page.textContent('#status').catch(() => '?')}; errors: ${await page.textContent('#errors').catch(() => '?')}`);
+    await browser.close();
+    throw e;
+  }
   return { browser, page, foreign };
 }
 
