@@ -337,13 +337,19 @@ fn damaged_and_oversized_files_are_clear_errors() {
     }
 }
 
-#[test]
-fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
+/// The shipped weights on flex and the 384x384 px fixture patchwork with its tissue and a
+/// stride-32 grid: the dense pass's test case.
+fn patchwork_case() -> (Classifier, RgbImage, TissueMask, Grid) {
     let device = Device::flex();
     let classifier = Classifier::new(celnet::weights::load_default(&device).unwrap(), &device);
     let region = patchwork();
     let tissue = TissueMask::of(&region);
-    let grid = Grid::new(384, 384, 32).unwrap();
+    (classifier, region, tissue, Grid::new(384, 384, 32).unwrap())
+}
+
+#[test]
+fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
+    let (classifier, region, tissue, grid) = patchwork_case();
     let exact = pollster::block_on(Heatmap::exact(
         &classifier,
         &region,
@@ -406,11 +412,7 @@ fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
 fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     // The page's worker pool finishes tiles in any order, each crop scored by another wasm
     // instance: gathering them must give what the sequential pass gives.
-    let device = Device::flex();
-    let classifier = Classifier::new(celnet::weights::load_default(&device).unwrap(), &device);
-    let region = patchwork();
-    let tissue = TissueMask::of(&region);
-    let grid = Grid::new(384, 384, 32).unwrap();
+    let (classifier, region, tissue, grid) = patchwork_case();
     let sequential = pollster::block_on(Heatmap::dense_tiled(
         &classifier,
         &region,
@@ -427,7 +429,8 @@ fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     let mut scored = 0;
     for index in (0..tiles).rev() {
         let crop = scan.crop(&region, index).unwrap();
-        let input = Tensor::<4>::from_data(celnet::input::to_tensor_data(&crop), &device);
+        let input =
+            Tensor::<4>::from_data(celnet::input::to_tensor_data(&crop), classifier.device());
         let logits = pollster::block_on(classifier.window_logits(input, grid.stride)).unwrap();
         assert!(
             scan.accept(index, &logits[1..]).is_err(),
