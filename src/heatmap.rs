@@ -387,6 +387,12 @@ impl DenseScan {
         self.accept(index, &logits)
     }
 
+    /// Window probabilities so far, row-major over the grid; `None` for windows not scored
+    /// (background, or in tiles not yet accepted).
+    pub fn probabilities(&self) -> &[Option<f32>] {
+        &self.probabilities
+    }
+
     /// The heatmap so far: windows of tiles not yet accepted are `None`.
     pub fn heatmap(&self) -> Heatmap {
         Heatmap {

@@ -241,14 +241,8 @@ impl<R: Read + Seek> Slide<R> {
         out_height: u32,
     ) -> Result<RgbImage> {
         let info = self.level(level)?.clone();
-        let (w, h) = (info.width, info.height);
-        let (lx0, ly0) = (
-            (x0.floor().max(0.0) as u32).min(w - 1),
-            (y0.floor().max(0.0) as u32).min(h - 1),
-        );
-        let lx1 = (x1.ceil() as u32).clamp(lx0 + 1, w);
-        let ly1 = (y1.ceil() as u32).clamp(ly0 + 1, h);
-        let region = self.read_region(level, lx0, ly0, lx1 - lx0, ly1 - ly0)?;
+        let (x, y, w, h) = pixel_span((x0, y0, x1, y1), info.width, info.height);
+        let region = self.read_region(level, x, y, w, h)?;
         if region.dimensions() == (out_width, out_height) {
             return Ok(region);
         }
@@ -374,6 +368,20 @@ impl<R: Read + Seek> Slide<R> {
 
 /// TIFF's code for JPEG compression.
 const JPEG: u16 = 7;
+
+/// The whole pixels `(x, y, width, height)` covering the `(x0, y0, x1, y1)` rectangle (edges
+/// rounded outwards), at least one pixel, inside a `width` x `height` image.
+pub fn pixel_span(
+    (x0, y0, x1, y1): (f64, f64, f64, f64),
+    width: u32,
+    height: u32,
+) -> (u32, u32, u32, u32) {
+    let left = (x0.floor().max(0.0) as u32).min(width - 1);
+    let top = (y0.floor().max(0.0) as u32).min(height - 1);
+    let right = (x1.ceil() as u32).clamp(left + 1, width);
+    let bottom = (y1.ceil() as u32).clamp(top + 1, height);
+    (left, top, right - left, bottom - top)
+}
 
 /// An image file opened the way its format allows.
 pub enum OpenedImage<R: Read + Seek> {

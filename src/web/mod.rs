@@ -297,12 +297,7 @@ impl Explained {
     /// The decoded input as RGBA bytes (so formats the browser cannot show, such as TIFF, still
     /// display).
     pub fn input_rgba(&self) -> Uint8ClampedArray {
-        let rgba: Vec<u8> = self
-            .image
-            .pixels()
-            .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
-            .collect();
-        pixels(&rgba)
+        pixels(&rgba(&self.image))
     }
 
     /// Fuses the evidence with CELM parameters (`{alpha, beta, threshold, sigma}`, any subset;
@@ -368,6 +363,14 @@ async fn webgpu_device() -> Result<Device, JsError> {
         .map_err(|e| JsError::new(&format!("WebGPU is not available: {e}")))?;
     WEBGPU.set(Some(device.clone()));
     Ok(device)
+}
+
+/// Opaque RGBA bytes of an RGB image, as `ImageData` takes them.
+fn rgba(image: &RgbImage) -> Vec<u8> {
+    image
+        .pixels()
+        .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
+        .collect()
 }
 
 fn pixels(data: &[u8]) -> Uint8ClampedArray {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use super::file_source::FileSource;
-use super::{Explained, js_error, set, to_js};
+use super::{Explained, js_error, rgba, set, to_js};
 use crate::error::CelnetError;
 use crate::explain::CelmParams;
 use crate::export::{
@@ -26,7 +26,7 @@ use crate::heatmap::{
 };
 use crate::model::GLIMPSE;
 use crate::scale::{FileResolution, PixelSize, to_model_scale};
-use crate::slide::{Level, OpenedImage, ScaledSlide, Slide};
+use crate::slide::{Level, OpenedImage, ScaledSlide, Slide, pixel_span};
 
 type Reader = BufReader<FileSource>;
 
@@ -222,7 +222,7 @@ impl SlideJob {
             Pixels::Moving => Err(CelnetError::InvalidParameter("the image is closed".into())),
         }
         .map_err(js_error)?;
-        Ok(rgba(&rgb))
+        Ok(Uint8Array::from(&rgba(&rgb)[..]))
     }
 
     /// Resolves the pixel size (`mpp` typed by the user, or null for the file's), sees the
@@ -236,8 +236,8 @@ impl SlideJob {
         let mut state = self.state.borrow_mut();
         state.prepared = None;
         let (level, to_input) = match std::mem::replace(&mut state.pixels, Pixels::Moving) {
-            Pixels::Slide(slide) => self.scale_slide(&mut state, *slide, &size)?,
-            Pixels::Scaled(scaled) => self.scale_slide(&mut state, scaled.into_slide(), &size)?,
+            Pixels::Slide(slide) => scale_slide(&mut state, *slide, &size)?,
+            Pixels::Scaled(scaled) => scale_slide(&mut state, scaled.into_slide(), &size)?,
             Pixels::Decoded { image, .. } => {
                 let scaled = match to_model_scale(&image, &size) {
                     std::borrow::Cow::Owned(scaled) => Some(scaled),
@@ -338,9 +338,9 @@ impl SlideJob {
     /// Window probabilities so far, row-major over the grid; NaN where nothing was scored.
     pub fn probabilities(&self) -> Result<Float32Array, JsError> {
         let state = self.state.borrow();
-        let heatmap = prepared(&state)?.scan.heatmap();
-        let values: Vec<f32> = heatmap
-            .probabilities
+        let values: Vec<f32> = prepared(&state)?
+            .scan
+            .probabilities()
             .iter()
             .map(|p| p.unwrap_or(f32::NAN))
             .collect();
@@ -469,24 +469,17 @@ impl SlideJob {
     }
 }
 
-impl SlideJob {
-    /// Sees `slide` at the model's scale; returns the level read and input px per model px.
-    fn scale_slide(
-        &self,
-        state: &mut State,
-        slide: Slide<Reader>,
-        size: &PixelSize,
-    ) -> Result<(Option<usize>, f64), JsError> {
-        // A failed scaling (a bad level) would lose the slide: check it can be made first.
-        match ScaledSlide::new(slide, size.mpp, None) {
-            Ok(scaled) => {
-                let answer = (Some(scaled.level()), scaled.to_level0());
-                state.pixels = Pixels::Scaled(Box::new(scaled));
-                Ok(answer)
-            }
-            Err(e) => Err(js_error(e)),
-        }
-    }
+/// Sees `slide` at the model's scale, from the level its pixel size calls for; returns the
+/// level read and input px per model px.
+fn scale_slide(
+    state: &mut State,
+    slide: Slide<Reader>,
+    size: &PixelSize,
+) -> Result<(Option<usize>, f64), JsError> {
+    let scaled = ScaledSlide::new(slide, size.mpp, None).map_err(js_error)?;
+    let answer = (Some(scaled.level()), scaled.to_level0());
+    state.pixels = Pixels::Scaled(Box::new(scaled));
+    Ok(answer)
 }
 
 fn prepared(state: &State) -> Result<&Prepared, JsError> {
@@ -504,31 +497,18 @@ fn prepared_mut(state: &mut State) -> Result<&mut Prepared, JsError> {
 }
 
 /// A rectangle of a decoded image resized to `width` x `height`.
-fn view_of(image: &RgbImage, (x0, y0, x1, y1): (f64, f64, f64, f64), w: u32, h: u32) -> RgbImage {
-    let (iw, ih) = image.dimensions();
-    let left = (x0.floor().max(0.0) as u32).min(iw - 1);
-    let top = (y0.floor().max(0.0) as u32).min(ih - 1);
-    let right = (x1.ceil() as u32).clamp(left + 1, iw);
-    let bottom = (y1.ceil() as u32).clamp(top + 1, ih);
-    let crop = image::imageops::crop_imm(image, left, top, right - left, bottom - top);
-    // A nearest-neighbour pass first when shrinking a lot: a viewer tile need not average
-    // millions of pixels.
-    let crop = crop.to_image();
+fn view_of(image: &RgbImage, rect: (f64, f64, f64, f64), w: u32, h: u32) -> RgbImage {
+    let (x, y, width, height) = pixel_span(rect, image.width(), image.height());
+    let crop = image::imageops::crop_imm(image, x, y, width, height).to_image();
     if crop.dimensions() == (w, h) {
         return crop;
     }
+    // Nearest neighbour when shrinking a lot: a viewer tile need not average millions of
+    // pixels.
     let filter = if crop.width() > 4 * w {
         image::imageops::FilterType::Nearest
     } else {
         image::imageops::FilterType::Triangle
     };
     image::imageops::resize(&crop, w, h, filter)
-}
-
-fn rgba(rgb: &RgbImage) -> Uint8Array {
-    let data: Vec<u8> = rgb
-        .pixels()
-        .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
-        .collect();
-    Uint8Array::from(&data[..])
 }
