@@ -79,7 +79,8 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// CELNet in inference mode on one device (batch norm on its running statistics).
+/// CELNet in inference mode on one device (batch norm on its running statistics, folded into
+/// the convolutions).
 #[derive(Clone, Debug)]
 pub struct Classifier {
     model: Celnet,
@@ -91,7 +92,7 @@ impl Classifier {
     /// `Device::flex()`).
     pub fn new(model: Celnet, device: &Device) -> Self {
         Self {
-            model: model.to_device(device),
+            model: model.to_device(device).folded(),
             device: device.clone(),
         }
     }

@@ -6,6 +6,7 @@
 //! page server are native-only; the browser bindings are wasm32-only.
 
 pub mod classifier;
+pub mod conv;
 pub mod error;
 pub mod explain;
 pub mod export;
@@ -16,6 +17,7 @@ pub mod input;
 pub mod localize;
 pub mod metrics;
 pub mod model;
+pub mod profile;
 pub mod scale;
 pub mod slide;
 pub mod timings;

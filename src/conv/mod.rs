@@ -1,0 +1,524 @@
+//! 3x3 convolutions for the wasm CPU backend, as a Burn operation.
+//!
+//! CELNet is made of 3x3 convolutions with 3 to 64 channels on maps of 24 to 96 px. At these
+//! sizes flex's general path (a transposed copy of the input, an im2col matrix, a GEMM and a
+//! scatter of its result) spends most of its time moving data, and without fused multiply-add
+//! in baseline WebAssembly SIMD every multiplication costs a separate instruction. Two kernels
+//! written as plain loops that LLVM turns into SIMD (simd128 in wasm, SSE natively):
+//! Winograd's F(2x2, 3x3) ([`winograd`], 2.25x fewer multiplications) for stride 1 from 8 input
+//! channels, and a direct kernel ([`direct`]) for the rest.
+//!
+//! [`conv3x3`] is the operation the model calls: a backend extension that runs these kernels on
+//! flex in wasm (the forward pass, and the input gradient for explanations), and Burn's own
+//! `conv2d` everywhere else.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+
+mod direct;
+mod winograd;
+
+/// Output channels computed together (four accumulator rows of [`LANES`] values).
+const CHANNELS: usize = 4;
+/// Outputs (pixels or tiles) computed together along a row.
+const LANES: usize = 8;
+
+/// Shape of a convolution's input, `[batch, channels, height, width]`.
+pub type Shape4 = [usize; 4];
+
+/// Output side of a 3x3 convolution with padding 1.
+pub fn output_side(side: usize, stride: usize) -> usize {
+    (side - 1) / stride + 1
+}
+
+/// `x` `[batch, c_in, h, w]` (row-major) convolved with `weight` `[c_out, c_in, 3, 3]`, zero
+/// padding 1, `stride` 1 or 2, plus `bias` `[c_out]`: `[batch, c_out, h_out, w_out]` row-major.
+/// Winograd's F(2x2, 3x3) at stride 1 from 8 input channels, the direct kernel otherwise.
+///
+/// # Panics
+/// If the slices do not match the shapes or `stride` is not 1 or 2.
+pub fn conv3x3_f32(
+    x: &[f32],
+    shape: Shape4,
+    weight: &[f32],
+    c_out: usize,
+    bias: Option<&[f32]>,
+    stride: usize,
+) -> Vec<f32> {
+    let [batch, c_in, height, width] = shape;
+    assert!(stride == 1 || stride == 2, "stride {stride} is not 1 or 2");
+    assert_eq!(
+        x.len(),
+        batch * c_in * height * width,
+        "input does not match its shape"
+    );
+    assert_eq!(
+        weight.len(),
+        c_out * c_in * 9,
+        "weight does not match its shape"
+    );
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), c_out, "bias does not match the output channels");
+    }
+    // With few input channels the transforms cost more than the multiplications they save.
+    if stride == 1 && c_in >= 8 {
+        winograd::winograd3x3(x, shape, weight, c_out, bias)
+    } else {
+        direct::direct3x3(x, shape, weight, c_out, bias, stride)
+    }
+}
+
+/// Runs `f` on each image's input and output, in parallel natively.
+fn per_image(
+    x: &[f32],
+    image_in: usize,
+    out: &mut [f32],
+    image_out: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
+) {
+    let run = |(image, out): (usize, &mut [f32])| f(&x[image * image_in..][..image_in], out);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(image_out).enumerate().for_each(run);
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(image_out).enumerate().for_each(run);
+}
+
+/// Burn's options for a 3x3 convolution with padding 1.
+fn options(stride: usize) -> ConvOptions<2> {
+    ConvOptions::new([stride, stride], [1, 1], [1, 1], 1)
+}
+
+/// Backend operations for 3x3 convolutions with padding 1.
+#[backend_extension(Autodiff, Cube, Flex)]
+pub trait Conv3x3Backend: Backend {
+    /// `conv2d` with a 3x3 kernel, padding 1, the given stride and a bias.
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), options(stride))
+    }
+
+    /// The gradient of [`Conv3x3Backend::conv3x3`]'s output with respect to `x`.
+    fn conv3x3_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options(stride))
+    }
+}
+
+impl Conv3x3Backend for Cube {}
+
+/// Whether flex runs [`conv3x3_f32`]: in wasm. Natively flex keeps its own path, whose GEMM uses
+/// AVX2 and FMA and all cores even for one image (these kernels run images in parallel, so one
+/// glimpse gets one core); `cargo bench --bench engine -- conv3x3` compares them.
+const FLEX_DIRECT: bool = cfg!(target_arch = "wasm32");
+
+impl Conv3x3Backend for Flex {
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        if FLEX_DIRECT {
+            flex::conv3x3(x, weight, Some(bias), stride)
+        } else {
+            Flex::conv2d(x, weight, Some(bias), options(stride))
+        }
+    }
+
+    fn conv3x3_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        if FLEX_DIRECT {
+            flex::conv3x3_x_backward(x, weight, output_grad, stride)
+        } else {
+            Flex::conv2d_x_backward(x, weight, output_grad, options(stride))
+        }
+    }
+}
+
+/// flex tensors to slices and back.
+mod flex {
+    use burn::backend::Flex;
+    use burn::backend::ops::{FloatTensorOps, ModuleOps};
+    use burn::backend::tensor::FloatTensor;
+    use burn::tensor::{DType, TensorData};
+
+    /// The input gradient of [`conv3x3`]. At stride 1 it is the same convolution of the output
+    /// gradient with the kernel flipped and its channel axes swapped; at stride 2 the direct
+    /// kernel computes each parity of the input's pixels.
+    pub fn conv3x3_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        stride: usize,
+    ) -> FloatTensor<Flex> {
+        let all_f32 = [&x, &weight, &output_grad]
+            .iter()
+            .all(|t| t.dtype() == DType::F32);
+        if !all_f32 || stride != 2 {
+            if stride == 1 && all_f32 {
+                let flipped = Flex::float_flip(Flex::float_swap_dims(weight, 0, 1), &[2, 3]);
+                return conv3x3(output_grad, flipped, None, 1);
+            }
+            return Flex::conv2d_x_backward(x, weight, output_grad, super::options(stride));
+        }
+        let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
+        let [batch, c_in, height, width] = dims(&x)[..] else {
+            unreachable!("conv3x3 takes a 4-d input")
+        };
+        let [_, c_out, h_out, w_out] = dims(&grad)[..] else {
+            unreachable!("conv3x3 gives a 4-d output")
+        };
+        let out = super::direct::input_gradient_stride2(
+            slice(&grad),
+            [batch, c_out, h_out, w_out],
+            slice(&weight),
+            [height, width],
+        );
+        FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_in, height, width]))
+    }
+
+    fn dims(t: &FloatTensor<Flex>) -> Vec<usize> {
+        t.layout().shape().to_vec()
+    }
+
+    fn slice(t: &FloatTensor<Flex>) -> &[f32] {
+        t.as_slice::<f32>().expect("a contiguous f32 tensor")
+    }
+
+    pub fn conv3x3(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        bias: Option<FloatTensor<Flex>>,
+        stride: usize,
+    ) -> FloatTensor<Flex> {
+        let all_f32 = [Some(&x), Some(&weight), bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32);
+        if !all_f32 {
+            let options = super::options(stride);
+            return Flex::conv2d(x, weight, bias, options);
+        }
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let bias = bias.map(|b| b.to_contiguous());
+        let [batch, c_in, height, width] = dims(&x)[..] else {
+            unreachable!("conv3x3 takes a 4-d input")
+        };
+        let c_out = dims(&weight)[0];
+        let out = super::conv3x3_f32(
+            slice(&x),
+            [batch, c_in, height, width],
+            slice(&weight),
+            c_out,
+            bias.as_ref().map(slice),
+            stride,
+        );
+        let side = |s| super::output_side(s, stride);
+        FloatTensor::<Flex>::from_data(TensorData::new(
+            out,
+            [batch, c_out, side(height), side(width)],
+        ))
+    }
+}
+
+/// The backward of [`Conv3x3Backend::conv3x3`]; its parents are the input, the weight and the
+/// bias.
+#[derive(Debug)]
+struct Conv3x3Backward;
+
+impl<B: Backend + Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
+    /// Input, weight, and the stride.
+    type State = (NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, stride) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        if let Some(node) = node_bias {
+            // The sum of the output gradient over the batch and the pixels, per channel.
+            let [batch, channels, height, width] = grad.shape().dims();
+            let per_channel = B::float_reshape(
+                B::float_swap_dims(grad.clone(), 0, 1),
+                [channels, batch * height * width].into(),
+            );
+            let summed = B::float_sum_dim(per_channel, 1);
+            grads.register::<B>(node.id, B::float_reshape(summed, [channels].into()));
+        }
+        if let Some(node) = node_weight {
+            let options = options(stride);
+            let dw = B::conv2d_weight_backward(x.clone(), weight.clone(), grad.clone(), options);
+            grads.register::<B>(node.id, dw);
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::conv3x3_x_backward(x, weight, grad, stride));
+        }
+    }
+}
+
+impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        let prepared = Conv3x3Backward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let forward = |x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>| {
+            B::conv3x3(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                stride,
+            )
+        };
+        match prepared {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride);
+                prep.finish(state, forward(x, weight, bias))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
+        }
+    }
+}
+
+/// A 3x3 convolution with padding 1 of `x` `[B, C_in, H, W]` by `weight` `[C_out, C_in, 3, 3]`
+/// at `stride`, plus `bias` `[C_out]`: [`conv3x3_f32`] on flex in wasm, Burn's `conv2d` elsewhere.
+pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() < 1e-4 * (1.0 + e.abs()),
+                "{what}[{i}]: {a} vs {e}"
+            );
+        }
+    }
+
+    /// Shapes with odd sides, rows that are not whole blocks of eight, channel counts that are
+    /// not whole groups of four, a batch of two, and CELNet's own layers.
+    const CASES: [([usize; 4], usize, usize); 7] = [
+        ([2, 3, 13, 11], 16, 1),
+        ([1, 5, 9, 10], 6, 2),
+        ([1, 2, 7, 7], 1, 1),
+        ([2, 16, 17, 19], 32, 2),
+        ([1, 16, 96, 96], 16, 1),
+        ([1, 32, 48, 48], 64, 2),
+        ([1, 64, 24, 24], 64, 1),
+    ];
+
+    #[test]
+    fn the_kernels_match_burns_convolution() {
+        let device = Device::flex();
+        for (shape, c_out, stride) in CASES {
+            let x = random(shape, &device);
+            let weight = random([c_out, shape[1], 3, 3], &device);
+            let bias = random([c_out], &device);
+            let expected = burn::tensor::module::conv2d(
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                options(stride),
+            );
+            let (xs, ws, bs) = (values(x), values(weight), values(bias));
+            let expected = values(expected);
+            let what = format!("{shape:?} -> {c_out}, /{stride}");
+            let ours = conv3x3_f32(&xs, shape, &ws, c_out, Some(&bs), stride);
+            assert_close(&ours, &expected, &what);
+            let direct = direct::direct3x3(&xs, shape, &ws, c_out, Some(&bs), stride);
+            assert_close(&direct, &expected, &format!("direct {what}"));
+            if stride == 1 {
+                let winograd = winograd::winograd3x3(&xs, shape, &ws, c_out, Some(&bs));
+                assert_close(&winograd, &expected, &format!("Winograd {what}"));
+            }
+        }
+    }
+
+    fn flex_tensor<const D: usize>(t: Tensor<D>) -> FloatTensor<Flex> {
+        FloatTensor::<Flex>::from_data(t.into_data())
+    }
+
+    /// The gradient of `sum(conv3x3(x, weight, bias) * grad)` with respect to x, weight and bias,
+    /// through autodiff on `conv` (Burn's `conv2d` or this module's operation).
+    fn gradients(
+        conv: impl Fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>,
+        [x, weight, bias, grad]: [Tensor<4>; 4],
+    ) -> [Vec<f32>; 3] {
+        let x = x.autodiff().require_grad();
+        let weight = weight.autodiff().require_grad();
+        let bias = bias.flatten::<1>(0, 3).autodiff().require_grad();
+        let out = conv(x.clone(), weight.clone(), bias.clone());
+        let grads = (out * grad.autodiff()).sum().backward();
+        [
+            values(x.grad(&grads).unwrap()),
+            values(weight.grad(&grads).unwrap()),
+            values(bias.grad(&grads).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn the_operation_has_burns_gradients() {
+        let device = Device::flex();
+        for stride in [1, 2] {
+            let (shape, c_out) = ([2, 5, 11, 9], 6);
+            let out = [2, c_out, output_side(11, stride), output_side(9, stride)];
+            let inputs = [
+                random(shape, &device),
+                random([c_out, 5, 3, 3], &device),
+                random([c_out, 1, 1, 1], &device),
+                random(out, &device),
+            ];
+            let burns = gradients(
+                |x, w, b| burn::tensor::module::conv2d(x, w, Some(b), options(stride)),
+                inputs.clone(),
+            );
+            let ours = gradients(|x, w, b| conv3x3(x, w, b, stride), inputs);
+            for (what, (o, b)) in ["x", "weight", "bias"].iter().zip(ours.iter().zip(&burns)) {
+                assert_close(o, b, &format!("d{what} at stride {stride}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_flipped_kernel_is_the_input_gradient_at_stride_one() {
+        let device = Device::flex();
+        let (shape, c_out) = ([2, 5, 11, 9], 6);
+        let (weight, grad) = (
+            random([c_out, 5, 3, 3], &device),
+            random([2, c_out, 11, 9], &device),
+        );
+        let bias = Tensor::zeros([c_out, 1, 1, 1], &device);
+        let inputs = [random(shape, &device), weight.clone(), bias, grad.clone()];
+        let [expected, _, _] = gradients(
+            |x, w, b| burn::tensor::module::conv2d(x, w, Some(b), options(1)),
+            inputs,
+        );
+        let x = Tensor::<4>::zeros(shape, &device);
+        let ours =
+            flex::conv3x3_x_backward(flex_tensor(x), flex_tensor(weight), flex_tensor(grad), 1);
+        assert_close(
+            &ours.into_data().try_to_vec::<f32>().unwrap(),
+            &expected,
+            "dx",
+        );
+    }
+
+    #[test]
+    fn the_parities_are_the_input_gradient_at_stride_two() {
+        let device = Device::flex();
+        // Even and odd sides (an odd side has one more even row than odd rows).
+        for (shape, c_out) in [
+            ([2, 5, 12, 10], 6),
+            ([1, 3, 11, 9], 4),
+            ([1, 16, 96, 96], 32),
+        ] {
+            let [_, c_in, height, width] = shape;
+            let out = [
+                shape[0],
+                c_out,
+                output_side(height, 2),
+                output_side(width, 2),
+            ];
+            let (weight, grad) = (random([c_out, c_in, 3, 3], &device), random(out, &device));
+            let inputs = [
+                random(shape, &device),
+                weight.clone(),
+                Tensor::zeros([c_out, 1, 1, 1], &device),
+                grad.clone(),
+            ];
+            let [expected, _, _] = gradients(
+                |x, w, b| burn::tensor::module::conv2d(x, w, Some(b), options(2)),
+                inputs.clone(),
+            );
+            let ours = direct::input_gradient_stride2(
+                &values(grad.clone()),
+                out,
+                &values(weight.clone()),
+                [height, width],
+            );
+            assert_close(&ours, &expected, &format!("dx of {shape:?}"));
+            let through_flex = flex::conv3x3_x_backward(
+                flex_tensor(inputs[0].clone()),
+                flex_tensor(weight),
+                flex_tensor(grad),
+                2,
+            );
+            let through_flex = through_flex.into_data().try_to_vec::<f32>().unwrap();
+            assert_close(&through_flex, &expected, &format!("flex dx of {shape:?}"));
+        }
+    }
+
+    #[test]
+    fn flex_tensors_in_any_layout_convolve_like_burn() {
+        let device = Device::flex();
+        // A transposed (non-contiguous) input.
+        let stored = random([1, 4, 10, 12], &device);
+        let x = stored.clone().swap_dims(2, 3);
+        let weight = random([8, 4, 3, 3], &device);
+        let bias = random([8], &device);
+        let expected =
+            burn::tensor::module::conv2d(x.clone(), weight.clone(), Some(bias.clone()), options(2));
+        let x = flex_tensor(stored).permute(&[0, 1, 3, 2]);
+        assert!(!x.is_contiguous());
+        let ours = flex::conv3x3(x, flex_tensor(weight), Some(flex_tensor(bias)), 2);
+        assert_eq!(ours.layout().shape().to_vec(), expected.dims().to_vec());
+        assert_close(
+            &ours.into_data().try_to_vec::<f32>().unwrap(),
+            &values(expected),
+            "out",
+        );
+    }
+}
