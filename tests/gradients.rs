@@ -189,3 +189,26 @@ fn csm_gradient_differs_from_the_plain_input_gradient() {
         norm(&plain)
     );
 }
+
+#[test]
+fn the_shared_forward_gives_the_same_evidence_as_separate_passes() {
+    let explainer = trained_explainer();
+    let image = fixture_image();
+    let evidence = pollster::block_on(explainer.evidence(&image)).unwrap();
+    // The reference: a standard forward for Grad-CAM, another full forward for guided backprop.
+    let x = explainer.autodiff_input(&image);
+    let layers = explainer.layer_gradients(x.clone()).unwrap();
+    let cam = |f, g| values(celnet::explain::engine::grad_cam(f, g));
+    let guided = values(explainer.input_gradient(x, ReluKind::Guided).unwrap());
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * scale, "{what}[{i}]: {x} vs {y}");
+        }
+    };
+    close(&evidence.cam2.data, &cam(layers.f2, layers.g2), "cam2");
+    close(&evidence.cam3.data, &cam(layers.f3, layers.g3), "cam3");
+    close(&evidence.guided_gradient, &guided, "guided gradient");
+    assert!((evidence.logit - values(layers.logit)[0]).abs() < 1e-6);
+}

@@ -8,6 +8,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use image::RgbImage;
+use serde::Serialize;
 
 use super::fusion::{Evidence, Explanation, PreparedEvidence};
 use super::maps::Map;
@@ -23,7 +24,8 @@ use crate::model::Celnet;
 pub const MAX_EXPLAIN_PIXELS: u64 = 1024 * 1024;
 
 /// CELNet frozen on an autodiff device: parameters need no gradient (which makes the backward
-/// passes 2-3x cheaper) and batch norm uses its running statistics.
+/// passes 2-3x cheaper) and batch norm, on its running statistics, is folded into the
+/// convolutions.
 #[derive(Clone, Debug)]
 pub struct Explainer {
     model: Celnet,
@@ -35,7 +37,11 @@ impl Explainer {
     /// `Device::flex()`).
     pub fn new(model: Celnet, device: &Device) -> Self {
         Self {
-            model: model.to_device(&device.clone().autodiff()).freeze(),
+            model: model
+                .to_device(device)
+                .folded()
+                .to_device(&device.clone().autodiff())
+                .freeze(),
             device: device.clone(),
         }
     }
@@ -56,29 +62,9 @@ impl Explainer {
     }
 
     /// Grad-CAM's ingredients: F2 and F3 with the total derivatives of the logit.
-    ///
-    /// The graph is cut at F2 and F3 so their gradients are kept. F3's leaf re-enters as
-    /// `f3_leaf + (f3 - f3.detach())`: the value is exactly F3, the leaf receives dy/dF3, and
-    /// the zero-valued difference carries dy/dF3 back through module 3 into F2, so F2's
-    /// gradient includes that path as well as F2's own companion path.
     pub fn layer_gradients(&self, x: Tensor<4>) -> Result<LayerGradients> {
-        let f2 = self
-            .model
-            .features2(x, ReluKind::Standard)
-            .detach()
-            .require_grad();
-        let f3 = self.model.features3(f2.clone(), ReluKind::Standard);
-        let f3_leaf = f3.clone().detach().require_grad();
-        let f3_joined = f3_leaf.clone() + (f3.clone() - f3.detach());
-        let logit = self.model.classify(f2.clone(), f3_joined);
-        let grads = logit.backward();
-        Ok(LayerGradients {
-            g2: f2.grad(&grads).ok_or_else(missing_gradient)?,
-            g3: f3_leaf.grad(&grads).ok_or_else(missing_gradient)?,
-            f2: f2.detach().inner(),
-            f3: f3_leaf.detach().inner(),
-            logit: logit.detach().inner(),
-        })
+        let f2 = self.model.features2(x, ReluKind::Standard);
+        CamGraph::new(&self.model, f2).backward()
     }
 
     /// Gradient of the logit with respect to the input, through standard or guided ReLUs.
@@ -91,28 +77,62 @@ impl Explainer {
 
     /// The two gradient passes of CELM on one image.
     pub async fn evidence(&self, image: &RgbImage) -> Result<Evidence> {
+        Ok(self.evidence_timed(image, &|| 0.0).await?.0)
+    }
+
+    /// [`Explainer::evidence`] and where its time went, by `clock` (milliseconds). The phases
+    /// are exact on the CPU; a GPU backend runs queued work later, at the reads.
+    ///
+    /// One forward pass to F2 serves both gradient passes: a guided ReLU computes a plain ReLU
+    /// forward, only its backward differs. Module 3 runs twice from F2, once with guided ReLUs
+    /// for the saliency map and once with standard ones from a leaf at F2 for Grad-CAM, and no
+    /// parameter gradient is computed.
+    pub async fn evidence_timed(
+        &self,
+        image: &RgbImage,
+        clock: &dyn Fn() -> f64,
+    ) -> Result<(Evidence, ExplainPhases)> {
         check_size(
             image.width(),
             image.height(),
             MAX_EXPLAIN_PIXELS,
             "largest image explained in one pass",
         )?;
-        let x = self.autodiff_input(image);
-        let layers = self.layer_gradients(x.clone())?;
+        let start = clock();
+        let x = self.autodiff_input(image).require_grad();
+        let f2 = self.model.features2(x.clone(), ReluKind::Guided);
+        let cam = CamGraph::new(&self.model, f2.clone().detach());
+        let f3 = self.model.features3(f2.clone(), ReluKind::Guided);
+        let guided_logit = self.model.classify(f2, f3);
+        let forward = clock();
+
+        let layers = cam.backward()?;
         let cam2 = grad_cam(layers.f2, layers.g2);
         let cam3 = grad_cam(layers.f3, layers.g3);
-        let guided = self.input_gradient(x, ReluKind::Guided)?;
+        let cam_backward = clock();
+
+        let guided = x
+            .grad(&guided_logit.backward())
+            .ok_or_else(missing_gradient)?;
+        let guided_backward = clock();
 
         let [_, _, h2, w2] = cam2.dims();
         let [_, _, h3, w3] = cam3.dims();
-        Ok(Evidence {
+        let evidence = Evidence {
             width: image.width() as usize,
             height: image.height() as usize,
             logit: read(layers.logit).await?[0],
             cam2: Map::new(w2, h2, read(cam2).await?),
             cam3: Map::new(w3, h3, read(cam3).await?),
             guided_gradient: read(guided).await?,
-        })
+        };
+        let phases = ExplainPhases {
+            forward: forward - start,
+            grad_cam_backward: cam_backward - forward,
+            guided_backward: guided_backward - cam_backward,
+            read: clock() - guided_backward,
+        };
+        Ok((evidence, phases))
     }
 
     /// Evidence and every map for one image.
@@ -120,6 +140,57 @@ impl Explainer {
         params.validate()?;
         let evidence = self.evidence(image).await?;
         Ok(PreparedEvidence::new(evidence, &[params.sigma]).fuse_checked(params))
+    }
+}
+
+/// Milliseconds spent in each part of [`Explainer::evidence_timed`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ExplainPhases {
+    /// The shared forward pass to F2 and both passes through module 3.
+    pub forward: f64,
+    /// Back from the logit to F3 and F2, and the two Grad-CAM maps.
+    pub grad_cam_backward: f64,
+    /// Back from the logit to the input through guided ReLUs.
+    pub guided_backward: f64,
+    /// Reading the logit and the maps back from the device.
+    pub read: f64,
+}
+
+/// Module 3 and the classifier from a leaf at F2 with standard ReLUs: the graph whose backward
+/// gives Grad-CAM's gradients.
+///
+/// F3's leaf re-enters as `f3_leaf + (f3 - f3.detach())`: the value is exactly F3, the leaf
+/// receives dy/dF3, and the zero-valued difference carries dy/dF3 back through module 3 into
+/// F2, so F2's gradient includes that path as well as F2's own companion path.
+struct CamGraph {
+    f2: Tensor<4>,
+    f3: Tensor<4>,
+    logit: Tensor<2>,
+}
+
+impl CamGraph {
+    fn new(model: &Celnet, f2: Tensor<4>) -> Self {
+        let f2 = f2.detach().require_grad();
+        let f3 = model.features3(f2.clone(), ReluKind::Standard);
+        let f3_leaf = f3.clone().detach().require_grad();
+        let f3_joined = f3_leaf.clone() + (f3.clone() - f3.detach());
+        let logit = model.classify(f2.clone(), f3_joined);
+        Self {
+            f2,
+            f3: f3_leaf,
+            logit,
+        }
+    }
+
+    fn backward(self) -> Result<LayerGradients> {
+        let grads = self.logit.backward();
+        Ok(LayerGradients {
+            g2: self.f2.grad(&grads).ok_or_else(missing_gradient)?,
+            g3: self.f3.grad(&grads).ok_or_else(missing_gradient)?,
+            f2: self.f2.detach().inner(),
+            f3: self.f3.detach().inner(),
+            logit: self.logit.detach().inner(),
+        })
     }
 }
 
