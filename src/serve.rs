@@ -1,5 +1,6 @@
 //! `celnet serve`: serves the browser client (index.html, www/, pkg/) from a folder on this
-//! machine, with the MIME types, Content-Security-Policy and isolation headers it needs.
+//! machine, with the MIME types, Content-Security-Policy and isolation headers it needs, and
+//! the wasm's precompressed copies (brotli or gzip) to browsers that accept them.
 //!
 //! Images never reach this server: the page computes everything in the browser. It only hands
 //! out the page's own static files, by default on the loopback interface.
@@ -121,14 +122,69 @@ fn respond(root: &Path, request: Request) -> io::Result<()> {
     let Some(path) = resolve(root, request.url()) else {
         return request.respond(with_security_headers(status(404, "not found\n")));
     };
-    match File::open(&path) {
-        Ok(file) if path.is_file() => {
-            let response =
-                Response::from_file(file).with_header(header("Content-Type", content_type(&path)));
+    if !path.is_file() {
+        return request.respond(with_security_headers(status(404, "not found\n")));
+    }
+    let accepted = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Accept-Encoding"))
+        .map(|h| h.value.to_string())
+        .unwrap_or_default();
+    let variants = precompressed_variants(&path);
+    let chosen = variants
+        .iter()
+        .find(|(encoding, _)| accepts_encoding(&accepted, encoding));
+    let (file, encoding) = match chosen {
+        Some((encoding, file)) => (file.clone(), Some(*encoding)),
+        None => (path.clone(), None),
+    };
+    match File::open(&file) {
+        Ok(opened) => {
+            let mut response = Response::from_file(opened)
+                .with_header(header("Content-Type", content_type(&path)));
+            if let Some(encoding) = encoding {
+                response.add_header(header("Content-Encoding", encoding));
+            }
+            if !variants.is_empty() {
+                // Caches must keep the encodings apart.
+                response.add_header(header("Vary", "Accept-Encoding"));
+            }
             request.respond(with_security_headers(response))
         }
-        _ => request.respond(with_security_headers(status(404, "not found\n"))),
+        Err(_) => request.respond(with_security_headers(status(404, "not found\n"))),
     }
+}
+
+/// Compressed copies of `path` made when the page was built (`celnet_bg.wasm.br`, `.gz`), best
+/// first, as `(Content-Encoding, file)`. A copy older than the file is stale and ignored.
+pub fn precompressed_variants(path: &Path) -> Vec<(&'static str, PathBuf)> {
+    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+    [("br", "br"), ("gzip", "gz")]
+        .into_iter()
+        .filter_map(|(encoding, extension)| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".{extension}"));
+            let variant = PathBuf::from(name);
+            let fresh = variant.is_file() && modified(&variant) >= modified(path);
+            fresh.then_some((encoding, variant))
+        })
+        .collect()
+}
+
+/// Whether an `Accept-Encoding` header value accepts `encoding` (listed, or `*`, and not with
+/// `q=0`).
+pub fn accepts_encoding(header: &str, encoding: &str) -> bool {
+    header.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (name.eq_ignore_ascii_case(encoding) || name == "*") && !refused
+    })
 }
 
 fn with_security_headers<R: io::Read>(mut response: Response<R>) -> Response<R> {
@@ -162,6 +218,19 @@ mod tests {
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/www/../../etc/passwd"), None);
         assert_eq!(resolve(root, "/.git/config"), None);
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        assert!(accepts_encoding("gzip, deflate, br, zstd", "br"));
+        assert!(accepts_encoding("GZIP", "gzip"));
+        assert!(accepts_encoding("*", "br"));
+        assert!(accepts_encoding("br;q=0.5", "br"));
+        assert!(!accepts_encoding("br;q=0, gzip", "br"));
+        assert!(!accepts_encoding("br; q=0.0", "br"));
+        assert!(!accepts_encoding("gzip", "br"));
+        assert!(!accepts_encoding("", "gzip"));
+        assert!(!accepts_encoding("brotli", "br"));
     }
 
     #[test]

@@ -49,12 +49,19 @@ fn start(root: &Path) -> Server {
     Server { child, address }
 }
 
+type Reply = (String, Vec<(String, String)>, Vec<u8>);
+
 /// Status line, lower-cased headers and body of one request.
-fn request(server: &Server, method: &str, path: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+fn request(server: &Server, method: &str, path: &str) -> Reply {
+    request_with(server, method, path, "")
+}
+
+/// [`request`] with extra header lines (each ending in `\r\n`).
+fn request_with(server: &Server, method: &str, path: &str, extra: &str) -> Reply {
     let mut stream = TcpStream::connect(&server.address).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\n{extra}Connection: close\r\n\r\n",
         server.address
     )
     .unwrap();
@@ -114,6 +121,58 @@ fn serves_the_page_with_its_headers() {
     }
     let (status, _, _) = request(&server, "POST", "/");
     assert!(status.contains("405"), "{status}");
+}
+
+#[test]
+fn the_wasm_goes_out_precompressed_to_browsers_that_accept_it() {
+    let root = site("serve-compressed");
+    // Stand-ins for the copies scripts/build-web.sh writes beside the wasm.
+    std::fs::write(root.join("pkg/celnet_bg.wasm.br"), "brotli bytes").unwrap();
+    std::fs::write(root.join("pkg/celnet_bg.wasm.gz"), "gzip bytes").unwrap();
+    let server = start(&root);
+    let get = |accept: &str| {
+        let extra = if accept.is_empty() {
+            String::new()
+        } else {
+            format!("Accept-Encoding: {accept}\r\n")
+        };
+        let (status, headers, body) = request_with(&server, "GET", "/pkg/celnet_bg.wasm", &extra);
+        assert!(status.contains("200"), "{accept}: {status}");
+        assert_eq!(header(&headers, "content-type"), Some("application/wasm"));
+        assert_eq!(
+            header(&headers, "vary"),
+            Some("Accept-Encoding"),
+            "{accept}"
+        );
+        let encoding = header(&headers, "content-encoding").map(str::to_string);
+        (encoding, body)
+    };
+    let brotli = (Some("br".to_string()), b"brotli bytes".to_vec());
+    let gzip = (Some("gzip".to_string()), b"gzip bytes".to_vec());
+    let plain = (None, b"\0asm\x01\0\0\0".to_vec());
+    assert_eq!(get("gzip, deflate, br, zstd"), brotli);
+    assert_eq!(get("gzip"), gzip);
+    assert_eq!(get("br;q=0, gzip;q=0.8"), gzip);
+    assert_eq!(get("identity"), plain);
+    assert_eq!(get(""), plain);
+
+    // Files without compressed copies go out as they are, with no Vary.
+    let (_, headers, _) = request_with(&server, "GET", "/index.html", "Accept-Encoding: br\r\n");
+    assert_eq!(header(&headers, "content-encoding"), None);
+    assert_eq!(header(&headers, "vary"), None);
+
+    // A wasm rebuilt after its copies were made: the stale copies are not served.
+    // (A second apart: some file systems keep whole seconds.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(root.join("pkg/celnet_bg.wasm"), b"\0asm\x01\0\0\0new").unwrap();
+    let (_, headers, body) = request_with(
+        &server,
+        "GET",
+        "/pkg/celnet_bg.wasm",
+        "Accept-Encoding: br\r\n",
+    );
+    assert_eq!(header(&headers, "content-encoding"), None);
+    assert_eq!(body, b"\0asm\x01\0\0\0new");
 }
 
 #[test]
