@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use celnet::conv::conv3x3_f32;
 use celnet::explain::{CelmParams, Explainer, PreparedEvidence};
 use celnet::heatmap::{Grid, Heatmap, TissueMask};
 use celnet::input::decode_image;
@@ -125,5 +128,53 @@ fn heatmap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inference, heatmap, training);
+/// CELNet's 3x3 convolutions on one glimpse: flex's `conv2d` (the native path) against this
+/// crate's CPU kernels (the wasm path: Winograd at stride 1 from 8 channels, direct otherwise),
+/// both on one thread here: `RAYON_NUM_THREADS=1 cargo bench --bench engine -- conv3x3`.
+fn convolution(c: &mut Criterion) {
+    let device = Device::flex();
+    let mut group = c.benchmark_group("conv3x3");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(5));
+    let layers = [
+        (3, 16, 96, 1),
+        (16, 16, 96, 1),
+        (16, 32, 96, 2),
+        (32, 32, 48, 1),
+        (32, 64, 48, 2),
+        (64, 64, 24, 1),
+    ];
+    for (c_in, c_out, side, stride) in layers {
+        let x = Tensor::<4>::random([1, c_in, side, side], Distribution::Default, &device);
+        let w = Tensor::<4>::random([c_out, c_in, 3, 3], Distribution::Default, &device);
+        let bias = Tensor::<1>::random([c_out], Distribution::Default, &device);
+        let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+        let name = format!("{c_in}to{c_out}_{side}px_stride{stride}");
+        group.bench_function(format!("flex/{name}"), |b| {
+            b.iter(|| {
+                let out = conv2d(x.clone(), w.clone(), Some(bias.clone()), options.clone());
+                black_box(out.into_data())
+            })
+        });
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (xs, ws) = (values(x), values(w));
+        let bs = bias.into_data().try_to_vec::<f32>().unwrap();
+        group.bench_function(format!("celnet/{name}"), |b| {
+            b.iter(|| {
+                conv3x3_f32(
+                    black_box(&xs),
+                    [1, c_in, side, side],
+                    &ws,
+                    c_out,
+                    Some(&bs),
+                    stride,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, inference, heatmap, training, convolution);
 criterion_main!(benches);

@@ -47,9 +47,9 @@ async function benchPage(browser, origin, backend) {
   await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
   for (const r of report.results) {
     console.log(r.skipped ? `${r.backend}: ${r.skipped}`
-      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms`);
+      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms; network per image at batch 1 ${r.batch1_per_image_median_ms.toFixed(1)} ms, at batch 64 ${r.batch64_per_image_median_ms.toFixed(1)} ms; explain phases ${JSON.stringify(r.explain_phases_median_ms)}; forward by kind ${JSON.stringify(r.forward_profile_median_ms)}`);
   }
-  console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped; ${report.user_agent}`);
+  console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped, ${report.sizes.transferred} transferred (${report.sizes.content_encoding}); ${report.user_agent}`);
 }
 
 // Proportional set size (bytes) of the renderer processes this script started (through the
@@ -108,14 +108,20 @@ async function loadOnce(browser, origin, root) {
   });
   const renderer = rendererBytes(process.pid);
   await context.close();
-  return { ready_ms: ready, first_result_ms: firstResult, js_heap: memory, renderer_pss_bytes: renderer };
+  return {
+    ready_ms: ready,
+    first_result_ms: firstResult,
+    load_to_first_result_ms: ready + firstResult,
+    js_heap: memory,
+    renderer_pss_bytes: renderer,
+  };
 }
 
 async function startup(browser, origin, root, loads) {
   const runs = [];
   for (let i = 0; i < loads; i++) {
     const run = await loadOnce(browser, origin, root);
-    console.log(`load ${i + 1}: ready ${run.ready_ms} ms, first result ${run.first_result_ms} ms, JS heaps ${(run.js_heap.bytes / 1e6).toFixed(1)} MB ${JSON.stringify(run.js_heap.by_scope)}, renderer PSS ${(run.renderer_pss_bytes / 1e6).toFixed(1)} MB`);
+    console.log(`load ${i + 1}: ready ${run.ready_ms} ms, first result ${run.first_result_ms} ms (${run.load_to_first_result_ms} ms from navigation), JS heaps ${(run.js_heap.bytes / 1e6).toFixed(1)} MB ${JSON.stringify(run.js_heap.by_scope)}, renderer PSS ${(run.renderer_pss_bytes / 1e6).toFixed(1)} MB`);
     runs.push(run);
   }
   const report = {
@@ -123,13 +129,14 @@ async function startup(browser, origin, root, loads) {
     loads,
     ready_median_ms: median(runs.map((r) => r.ready_ms)),
     first_result_median_ms: median(runs.map((r) => r.first_result_ms)),
+    load_to_first_result_median_ms: median(runs.map((r) => r.load_to_first_result_ms)),
     js_heap_median_bytes: median(runs.map((r) => r.js_heap.bytes)),
     renderer_pss_median_bytes: median(runs.map((r) => r.renderer_pss_bytes)),
     runs,
   };
   writeFileSync(join(OUT, 'startup.json'), JSON.stringify(report, null, 1));
   const mb = (bytes) => (bytes / 1e6).toFixed(1);
-  console.log(`median of ${loads}: ready ${report.ready_median_ms} ms, first result ${report.first_result_median_ms} ms, JS heaps ${mb(report.js_heap_median_bytes)} MB, renderer PSS ${mb(report.renderer_pss_median_bytes)} MB`);
+  console.log(`median of ${loads}: ready ${report.ready_median_ms} ms, first result ${report.first_result_median_ms} ms, navigation to first result ${report.load_to_first_result_median_ms} ms, JS heaps ${mb(report.js_heap_median_bytes)} MB, renderer PSS ${mb(report.renderer_pss_median_bytes)} MB`);
 }
 
 const SLIDE_CONFIGS = {

@@ -4,15 +4,27 @@
 import { WorkerClient } from './worker-client.js';
 
 const RUNS = 20;
+// Runs of the batch of 64 (each is 64 forward passes; WebGPU on a software adapter is slow).
+const BATCH_RUNS = { cpu: 5, webgpu: 2 };
 const SAMPLE = 'samples/patch0029612.jpg';
 const $ = (id) => document.getElementById(id);
 
+// The wasm's size, gzipped here, and as it came over the network (`transferred`, with the
+// server's Content-Encoding: `celnet serve` sends a precompressed copy).
 async function wasmSizes() {
-  const raw = await (await fetch('../pkg/celnet_bg.wasm')).arrayBuffer();
+  const url = new URL('../pkg/celnet_bg.wasm', location.href).href;
+  const response = await fetch(url, { cache: 'no-store' });
+  const raw = await response.arrayBuffer();
   const gzipped = await new Response(
     new Blob([raw]).stream().pipeThrough(new CompressionStream('gzip')),
   ).arrayBuffer();
-  return { raw: raw.byteLength, gzip: gzipped.byteLength };
+  const timing = performance.getEntriesByName(url).at(-1);
+  return {
+    raw: raw.byteLength,
+    gzip: gzipped.byteLength,
+    transferred: timing ? timing.encodedBodySize : null,
+    content_encoding: response.headers.get('content-encoding') || 'identity',
+  };
 }
 
 async function benchBackend(backend, bytes) {
@@ -21,7 +33,7 @@ async function benchBackend(backend, bytes) {
     await engine.open();
     const info = await engine.start(backend);
     if (info.backend !== backend) return { backend, skipped: info.reason };
-    const result = await engine.call('bench', { bytes, runs: RUNS });
+    const result = await engine.call('bench', { bytes, runs: RUNS, batchRuns: BATCH_RUNS[backend] });
     return { ...result, warmup_ms: info.warmup_ms, adapter: info.adapter };
   } catch (e) {
     return { backend, skipped: e.message };
@@ -30,15 +42,38 @@ async function benchBackend(backend, bytes) {
   }
 }
 
+function phasesText(phases) {
+  const names = {
+    forward: 'forward', grad_cam_backward: 'Grad-CAM backward', guided_backward: 'guided backward',
+    read: 'read', prepare: 'smoothing', fuse: 'fusion',
+  };
+  return Object.entries(names).map(([k, name]) => `${name} ${phases[k].toFixed(1)}`).join(' · ');
+}
+
+// Where one forward pass's time goes, by kind of operation (exact on the CPU only: a GPU runs
+// queued work later).
+function profileLine(result) {
+  const { total, parts } = result.forward_profile_median_ms;
+  const named = Object.entries(parts).map(([kind, ms]) => `${kind} ${ms.toFixed(1)}`);
+  const other = total - Object.values(parts).reduce((a, b) => a + b, 0);
+  const p = document.createElement('p');
+  p.dataset.backend = result.backend;
+  p.textContent = `One forward pass on ${result.backend}, ${total.toFixed(1)} ms (median ms): ${named.join(' · ')} · other ${other.toFixed(1)}.`;
+  $('profiles').append(p);
+}
+
 function row(result) {
   const tr = document.createElement('tr');
   tr.dataset.backend = result.backend;
   const cells = result.skipped
-    ? [result.backend, `not available: ${result.skipped}`, '', '', '']
+    ? [result.backend, `not available: ${result.skipped}`, '', '', '', '', '', '']
     : [
       result.backend === 'webgpu' ? `webgpu (${result.adapter})` : 'cpu (wasm)',
       result.predict_median_ms.toFixed(1),
       result.explain_median_ms.toFixed(1),
+      phasesText(result.explain_phases_median_ms),
+      result.batch1_per_image_median_ms.toFixed(1),
+      result.batch64_per_image_median_ms.toFixed(1),
       String(result.runs),
       result.warmup_ms.toFixed(0),
     ];
@@ -52,7 +87,8 @@ function row(result) {
 
 async function main() {
   const sizes = await wasmSizes();
-  $('sizes').textContent = `celnet_bg.wasm: ${(sizes.raw / 1e6).toFixed(2)} MB raw, ${(sizes.gzip / 1e6).toFixed(2)} MB gzipped.`;
+  const sent = sizes.transferred ? `; ${(sizes.transferred / 1e6).toFixed(2)} MB over the network (${sizes.content_encoding})` : '';
+  $('sizes').textContent = `celnet_bg.wasm: ${(sizes.raw / 1e6).toFixed(2)} MB raw, ${(sizes.gzip / 1e6).toFixed(2)} MB gzipped${sent}.`;
   $('agent').textContent = `Browser: ${navigator.userAgent}; ${navigator.hardwareConcurrency} logical cores.`;
   const bytes = await (await fetch(SAMPLE)).arrayBuffer();
   const results = [];
@@ -63,6 +99,7 @@ async function main() {
     const result = await benchBackend(backend, bytes.slice(0));
     results.push(result);
     row(result);
+    if (!result.skipped) profileLine(result);
   }
   const report = { sizes, user_agent: navigator.userAgent, sample: SAMPLE, results };
   document.body.dataset.report = JSON.stringify(report);

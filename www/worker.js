@@ -200,7 +200,22 @@ function median(values) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-async function bench({ bytes, runs }) {
+// Per-image milliseconds of one forward pass over `count` copies of a glimpse (RGB bytes), and
+// the logits of the last pass.
+async function batchTimes(rgb, count, runs) {
+  const batch = new Uint8Array(rgb.length * count);
+  for (let i = 0; i < count; i++) batch.set(rgb, i * rgb.length);
+  let logits = await session.logits_batch(batch, 96, 96);
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    logits = await session.logits_batch(batch, 96, 96);
+    times.push((performance.now() - t0) / count);
+  }
+  return { times, logits };
+}
+
+async function bench({ bytes, runs, batchRuns }) {
   const image = new Uint8Array(bytes);
   const explainOnce = async (x) => (await session.explain(x)).free();
   await session.predict(image);
@@ -218,14 +233,43 @@ async function bench({ bytes, runs }) {
   };
   const predict = await time((x) => session.predict(x));
   const explainTimes = await time(explainOnce);
+  // Where an explanation's time goes: the median of each phase.
+  const phases = [];
+  for (let i = 0; i < runs; i++) phases.push(await session.explain_phases(image));
+  const explainPhases = Object.fromEntries(
+    Object.keys(phases[0]).map((k) => [k, median(phases.map((p) => p[k]))]),
+  );
+  // Where a forward pass's time goes: the median of each kind of operation.
+  const profiles = [];
+  for (let i = 0; i < runs; i++) profiles.push(await session.forward_profile(image));
+  const forwardProfile = {
+    total: median(profiles.map((p) => p.total)),
+    parts: Object.fromEntries(profiles[0].parts.map(([kind], i) => [kind, median(profiles.map((p) => p.parts[i][1]))])),
+  };
+  // The network alone on decoded pixels, one glimpse per call and 64 per call.
+  const sample = await session.explain(image);
+  const rgba = sample.input_rgba();
+  sample.free();
+  const rgb = new Uint8Array((rgba.length / 4) * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) rgb.set(rgba.subarray(i, i + 3), j);
+  const batch1 = await batchTimes(rgb, 1, runs);
+  const batch64 = await batchTimes(rgb, 64, batchRuns);
+  // Every image of the batch is the same glimpse: each logit must be the single one.
+  const difference = Math.max(...batch64.logits.map((l) => Math.abs(l - batch1.logits[0])));
   return {
     backend: session.backend,
     runs,
+    batch_runs: batchRuns,
     wasm_memory_bytes: { before: memoryBefore, after: memory() },
     predict_ms: predict,
     explain_ms: explainTimes,
     predict_median_ms: median(predict),
     explain_median_ms: median(explainTimes),
+    explain_phases_median_ms: explainPhases,
+    forward_profile_median_ms: forwardProfile,
+    batch1_per_image_median_ms: median(batch1.times),
+    batch64_per_image_median_ms: median(batch64.times),
+    batch64_max_logit_difference: difference,
   };
 }
 

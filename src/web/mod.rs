@@ -16,12 +16,13 @@ use wasm_bindgen::prelude::*;
 
 use crate::classifier::{Classifier, DECISION_THRESHOLD, Prediction};
 use crate::error::CelnetError;
+use crate::explain::engine::ExplainPhases;
 use crate::explain::render::{
     OUTLINE_COLOUR, OVERLAY_OPACITY, colormap_rgba, heat_rgba, legend_rgba, outline_rgba,
 };
 use crate::explain::{CelmParams, Explainer, MapKind, PreparedEvidence, Region};
 use crate::timings::Timings;
-use crate::{input, weights};
+use crate::{input, profile, weights};
 
 mod file_source;
 mod slide;
@@ -212,6 +213,74 @@ impl Session {
             .await
             .map_err(js_error)?;
         Ok(Float32Array::from(&logits[..]))
+    }
+
+    /// The logits of a batch of same-sized images in one forward pass: `rgb` holds the
+    /// images' `width` x `height` RGB bytes one after another.
+    pub async fn logits_batch(
+        &self,
+        rgb: Vec<u8>,
+        width: u32,
+        height: u32,
+    ) -> Result<Float32Array, JsError> {
+        let size = (width * height * 3) as usize;
+        if size == 0 || !rgb.len().is_multiple_of(size) {
+            return Err(JsError::new("the batch is not a whole number of images"));
+        }
+        let count = rgb.len() / size;
+        let mut values = Vec::with_capacity(rgb.len());
+        for pixels in rgb.chunks_exact(size) {
+            let image = RgbImage::from_raw(width, height, pixels.to_vec())
+                .ok_or_else(|| JsError::new("the image's size does not match its pixels"))?;
+            values.extend(input::normalise(&image));
+        }
+        let shape = [count, 3, height as usize, width as usize];
+        let images =
+            Tensor::<4>::from_data(TensorData::new(values, shape), self.explainer.device());
+        let logits = self.classifier.logits(images).await.map_err(js_error)?;
+        Ok(Float32Array::from(&logits[..]))
+    }
+
+    /// Where a forward pass's time goes (the bench page): `{parts: [[kind, ms]], total}` for one
+    /// prediction on the decoded `bytes`, by kind of operation (see [`crate::profile`]).
+    pub async fn forward_profile(&self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+        let image = input::decode_image(&bytes).map_err(js_error)?;
+        let (logits, profile) = profile::profiled(now_ms, || {
+            let x = Tensor::<4>::from_data(input::to_tensor_data(&image), self.explainer.device());
+            self.classifier.model().forward(x)
+        });
+        // Reading is outside the profile: on the CPU the values are ready, nothing is pending.
+        crate::classifier::read(logits).await.map_err(js_error)?;
+        to_js(&profile)
+    }
+
+    /// Where an explanation's time goes (the bench page): `{forward, grad_cam_backward,
+    /// guided_backward, read, prepare, fuse}` in milliseconds, `prepare` being the smoothing
+    /// done once per explanation and `fuse` one fusion with the default parameters.
+    pub async fn explain_phases(&self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct Phases {
+            #[serde(flatten)]
+            gradients: ExplainPhases,
+            prepare: f64,
+            fuse: f64,
+        }
+        let image = input::decode_image(&bytes).map_err(js_error)?;
+        let (evidence, gradients) = self
+            .explainer
+            .evidence_timed(&image, &now_ms)
+            .await
+            .map_err(js_error)?;
+        let start = now_ms();
+        let params = CelmParams::default();
+        let evidence = PreparedEvidence::new(evidence, &[params.sigma]);
+        let prepared = now_ms();
+        evidence.fuse(&params).map_err(js_error)?;
+        to_js(&Phases {
+            gradients,
+            prepare: prepared - start,
+            fuse: now_ms() - prepared,
+        })
     }
 
     /// CELM of a window of a slide ([`SlideJob::window`]), kept like [`Session::explain`]'s.
