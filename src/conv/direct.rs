@@ -31,15 +31,15 @@ pub fn direct3x3(
     let planes = Planes::new(shape, stride, w_out);
     // Tap (kh, kw) of output column x reads padded column stride x + kw: element x + kw / stride
     // of plane kw % stride.
-    let taps: Vec<Tap> = (0..9)
-        .map(|k| Tap {
-            plane: (k % 3) % stride,
-            row: k / 3,
-            col: (k % 3) / stride,
+    let taps: [[Tap; 3]; 3] = std::array::from_fn(|kh| {
+        std::array::from_fn(|kw| Tap {
+            plane: kw % stride,
+            row: kh,
+            col: kw / stride,
         })
-        .collect();
+    });
     let pass = Pass {
-        taps: &taps,
+        taps,
         row_step: stride,
         h_out,
         w_out,
@@ -85,68 +85,113 @@ pub fn input_gradient_stride2(
         output_side(height, 2) == h_out && output_side(width, 2) == w_out,
         "a {height}x{width} input does not give a {h_out}x{w_out} output at stride 2"
     );
-    // (kernel index, offset from y to the gradient row) of the taps reaching each parity; the
-    // gradient is padded by one, so offset d is padded row y + 1 + d.
-    let reaching = |parity: usize| -> &'static [(usize, usize)] {
-        if parity == 0 {
-            &[(1, 0)]
-        } else {
-            &[(0, 1), (2, 0)]
-        }
-    };
     let image_in = c_in * height * width;
     let mut out = vec![0.0; batch * image_in];
-    let phases: Vec<_> = [(0, 0), (0, 1), (1, 0), (1, 1)]
-        .into_iter()
-        .map(|(pi, pj)| {
-            let (rows, cols) = ((height - pi).div_ceil(2), (width - pj).div_ceil(2));
-            let mut taps = Vec::new();
-            let mut kernel_taps = Vec::new();
-            for &(kh, dy) in reaching(pi) {
-                for &(kw, dx) in reaching(pj) {
-                    taps.push(Tap {
-                        plane: 0,
-                        row: dy + 1,
-                        col: dx + 1,
-                    });
-                    kernel_taps.push(kh * 3 + kw);
-                }
-            }
-            // Output channel ci of this pass takes input channel co of the gradient.
-            let n = kernel_taps.len();
-            let packed = pack_weights(c_in, c_out * n, |ci, k| {
-                let (co, t) = (k / n, k % n);
-                weight[(co * c_in + ci) * 9 + kernel_taps[t]]
-            });
-            (pi, pj, rows, cols, taps, packed)
-        })
-        .collect();
     let planes = Planes::new(grad_shape, 1, w_out.next_multiple_of(LANES));
+    let parities = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        .map(|parity| Parity::new(parity, weight, c_in, c_out, [height, width]));
     per_image(grad, c_out * h_out * w_out, &mut out, image_in, |g, out| {
         let padded = planes.fill(g);
-        for (pi, pj, rows, cols, taps, packed) in &phases {
-            let pass = Pass {
-                taps,
-                row_step: 1,
-                h_out: *rows,
-                w_out: *cols,
+        for parity in &parities {
+            let part = match (parity.pi, parity.pj) {
+                (0, 0) => parity.run::<1, 1>(&planes, &padded),
+                (0, _) => parity.run::<1, 2>(&planes, &padded),
+                (_, 0) => parity.run::<2, 1>(&planes, &padded),
+                _ => parity.run::<2, 2>(&planes, &padded),
             };
-            let mut part = vec![0.0; c_in.next_multiple_of(CHANNELS) * rows * cols];
-            for (group, part) in part.chunks_mut(CHANNELS * rows * cols).enumerate() {
-                pass.channel_group(&planes, &padded, &packed[group], None, group, part);
-            }
+            let (rows, cols) = (parity.rows, parity.cols);
             for ci in 0..c_in {
-                for y in 0..*rows {
-                    let src = &part[(ci * rows + y) * cols..][..*cols];
-                    let dst = &mut out[(ci * height + 2 * y + pi) * width..][..width];
+                for y in 0..rows {
+                    let src = &part[(ci * rows + y) * cols..][..cols];
+                    let dst = &mut out[(ci * height + 2 * y + parity.pi) * width..][..width];
                     for (x, &value) in src.iter().enumerate() {
-                        dst[2 * x + pj] = value;
+                        dst[2 * x + parity.pj] = value;
                     }
                 }
             }
         }
     });
     out
+}
+
+/// The pixels of one parity `(pi, pj)` of a stride-2 convolution's input gradient: a stride-1
+/// correlation of the output gradient with the taps that reach them.
+struct Parity {
+    pi: usize,
+    pj: usize,
+    rows: usize,
+    cols: usize,
+    c_in: usize,
+    taps: Vec<Tap>,
+    packed: Vec<Vec<[f32; CHANNELS]>>,
+}
+
+impl Parity {
+    fn new(
+        (pi, pj): (usize, usize),
+        weight: &[f32],
+        c_in: usize,
+        c_out: usize,
+        [height, width]: [usize; 2],
+    ) -> Self {
+        // (kernel index, offset from y to the gradient row) of the taps reaching a parity; the
+        // gradient is padded by one, so offset d is padded row y + 1 + d.
+        let reaching = |parity: usize| -> &'static [(usize, usize)] {
+            if parity == 0 {
+                &[(1, 0)]
+            } else {
+                &[(0, 1), (2, 0)]
+            }
+        };
+        let mut taps = Vec::new();
+        let mut kernel_taps = Vec::new();
+        for &(kh, dy) in reaching(pi) {
+            for &(kw, dx) in reaching(pj) {
+                taps.push(Tap {
+                    plane: 0,
+                    row: dy + 1,
+                    col: dx + 1,
+                });
+                kernel_taps.push(kh * 3 + kw);
+            }
+        }
+        // Output channel ci of this pass takes input channel co of the gradient.
+        let n = kernel_taps.len();
+        let packed = pack_weights(c_in, c_out * n, |ci, k| {
+            let (co, t) = (k / n, k % n);
+            weight[(co * c_in + ci) * 9 + kernel_taps[t]]
+        });
+        Self {
+            pi,
+            pj,
+            rows: (height - pi).div_ceil(2),
+            cols: (width - pj).div_ceil(2),
+            c_in,
+            taps,
+            packed,
+        }
+    }
+
+    /// `[c_in (rounded up to whole groups), rows, cols]` for one image's padded gradient, with
+    /// `ROWS` x `COLS` taps (the parity's).
+    fn run<const ROWS: usize, const COLS: usize>(
+        &self,
+        planes: &Planes,
+        padded: &[f32],
+    ) -> Vec<f32> {
+        let pass = Pass::<ROWS, COLS> {
+            taps: std::array::from_fn(|r| std::array::from_fn(|c| self.taps[r * COLS + c])),
+            row_step: 1,
+            h_out: self.rows,
+            w_out: self.cols,
+        };
+        let group = CHANNELS * self.rows * self.cols;
+        let mut part = vec![0.0; self.c_in.next_multiple_of(CHANNELS) * self.rows * self.cols];
+        for (index, part) in part.chunks_mut(group).enumerate() {
+            pass.channel_group(planes, padded, &self.packed[index], None, index, part);
+        }
+        part
+    }
 }
 
 /// Weights regrouped per block of [`CHANNELS`] output channels as `[taps][CHANNELS]` (channels
@@ -230,14 +275,18 @@ impl Planes {
 
 /// One convolution pass over padded planes: output row `y` reads padded row
 /// `row_step * y + tap.row`.
-struct Pass<'a> {
-    taps: &'a [Tap],
+///
+/// The taps are a constant grid of `ROWS` x `COLS` so that the loop along a row unrolls and
+/// vectorises: with nine taps in one run-time loop, LLVM left most of the wasm kernel scalar and
+/// it ran two to three times slower.
+struct Pass<const ROWS: usize, const COLS: usize> {
+    taps: [[Tap; COLS]; ROWS],
     row_step: usize,
     h_out: usize,
     w_out: usize,
 }
 
-impl Pass<'_> {
+impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
     /// Output channels `group * CHANNELS ..` of one image into `out` (`[CHANNELS, h_out, w_out]`,
     /// shorter for the last group when the channels are not a multiple of [`CHANNELS`]).
     fn channel_group(
@@ -250,37 +299,43 @@ impl Pass<'_> {
         out: &mut [f32],
     ) {
         let plane = layout.plane();
-        let channels = out.len() / (self.h_out * self.w_out);
+        let (in_channels, row_len) = (layout.channels, layout.row);
+        let (h_out, w_out, row_step) = (self.h_out, self.w_out, self.row_step);
+        let channels = out.len() / (h_out * w_out);
         let start: [f32; CHANNELS] = std::array::from_fn(|c| {
             bias.and_then(|b| b.get(group * CHANNELS + c))
                 .copied()
                 .unwrap_or(0.0)
         });
-        let taps = self.taps.len();
-        for y in 0..self.h_out {
-            for x0 in (0..self.w_out).step_by(LANES) {
+        // Each tap's offset from the first input of a row of outputs, in channel 0.
+        let offsets: [[usize; COLS]; ROWS] = self.taps.map(|row| {
+            row.map(|tap| tap.plane * in_channels * plane + tap.row * row_len + tap.col)
+        });
+        for y in 0..h_out {
+            for x0 in (0..w_out).step_by(LANES) {
                 let mut acc = [[0.0f32; LANES]; CHANNELS];
                 for (c, row) in acc.iter_mut().enumerate() {
                     *row = [start[c]; LANES];
                 }
-                for ci in 0..layout.channels {
-                    for (t, tap) in self.taps.iter().enumerate() {
-                        let base = (tap.plane * layout.channels + ci) * plane
-                            + (self.row_step * y + tap.row) * layout.row
-                            + x0
-                            + tap.col;
-                        let inputs: &[f32; LANES] = planes[base..base + LANES].try_into().unwrap();
-                        let w = &weights[ci * taps + t];
-                        for c in 0..CHANNELS {
-                            for l in 0..LANES {
-                                acc[c][l] += w[c] * inputs[l];
+                let first = row_step * y * row_len + x0;
+                for ci in 0..in_channels {
+                    let channel = &planes[ci * plane + first..];
+                    for (r, row) in offsets.iter().enumerate() {
+                        for (k, &offset) in row.iter().enumerate() {
+                            let inputs: &[f32; LANES] =
+                                channel[offset..offset + LANES].try_into().unwrap();
+                            let w = &weights[(ci * ROWS + r) * COLS + k];
+                            for c in 0..CHANNELS {
+                                for l in 0..LANES {
+                                    acc[c][l] += w[c] * inputs[l];
+                                }
                             }
                         }
                     }
                 }
-                let n = LANES.min(self.w_out - x0);
+                let n = LANES.min(w_out - x0);
                 for (c, values) in acc.iter().enumerate().take(channels) {
-                    let at = (c * self.h_out + y) * self.w_out + x0;
+                    let at = (c * h_out + y) * w_out + x0;
                     out[at..at + n].copy_from_slice(&values[..n]);
                 }
             }
