@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the browser client's WebAssembly into pkg/: the crate for wasm32 (release, SIMD),
-# JavaScript bindings with wasm-bindgen (--target web), then wasm-opt. Installs what it needs
-# once: the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm's binaryen.
+# Builds the browser client's WebAssembly into pkg/: the crate for wasm32 (profile `web`, SIMD),
+# JavaScript bindings with wasm-bindgen (--target web), wasm-opt, and compressed copies of both.
+# Installs what it needs once: the wasm32 target, the wasm-bindgen CLI matching Cargo.lock,
+# npm's binaryen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,14 +24,31 @@ if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ];
   npm ci --no-audit --no-fund
 fi
 
-cargo build --release --lib --target wasm32-unknown-unknown
-raw=target/wasm32-unknown-unknown/release/celnet.wasm
+# The `web` profile (Cargo.toml): release, with the WebGPU kernel generators optimised for size.
+cargo build --profile web --lib --target wasm32-unknown-unknown
+raw=${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/web/celnet.wasm
 out=target/pkg-staging
 rm -rf "$out"
 wasm-bindgen --target web --no-typescript --out-dir "$out" "$raw"
-node_modules/.bin/wasm-opt -O2 "$out/celnet_bg.wasm" -o "$out/celnet_bg.opt.wasm"
-mv "$out/celnet_bg.opt.wasm" "$out/celnet_bg.wasm"
+# WASM_OPT=-Oz (or -O3, ...) picks another level; WASM_OPT=none skips it (quicker builds).
+level=${WASM_OPT:--O2}
+if [ "$level" != none ]; then
+  node_modules/.bin/wasm-opt "$level" "$out/celnet_bg.wasm" -o "$out/celnet_bg.opt.wasm"
+  mv "$out/celnet_bg.opt.wasm" "$out/celnet_bg.wasm"
+fi
+# Compressed copies beside each file, which `celnet serve` sends to browsers that accept them.
+node -e '
+  const fs = require("fs"), zlib = require("zlib");
+  for (const file of process.argv.slice(1)) {
+    const bytes = fs.readFileSync(file);
+    fs.writeFileSync(file + ".gz", zlib.gzipSync(bytes, { level: 9 }));
+    fs.writeFileSync(file + ".br", zlib.brotliCompressSync(bytes, { params: {
+      [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
+      [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
+    } }));
+  }' "$out/celnet_bg.wasm" "$out/celnet.js"
 rm -rf pkg
 mv "$out" pkg
-printf 'build-web: pkg/celnet_bg.wasm %s bytes (%s gzipped)\n' \
-  "$(stat -c %s pkg/celnet_bg.wasm)" "$(gzip -9 -c pkg/celnet_bg.wasm | wc -c)"
+printf 'build-web: pkg/celnet_bg.wasm %s bytes (%s gzipped, %s brotli)\n' \
+  "$(stat -c %s pkg/celnet_bg.wasm)" "$(stat -c %s pkg/celnet_bg.wasm.gz)" \
+  "$(stat -c %s pkg/celnet_bg.wasm.br)"
