@@ -174,34 +174,32 @@ mod flex {
         output_grad: FloatTensor<Flex>,
         stride: usize,
     ) -> FloatTensor<Flex> {
-        let all_f32 = [&x, &weight, &output_grad]
-            .iter()
-            .all(|t| t.dtype() == DType::F32);
-        if !all_f32 || stride != 2 {
-            if stride == 1 && all_f32 {
+        match (stride, all_f32([&x, &weight, &output_grad])) {
+            (1, true) => {
                 let flipped = Flex::float_flip(Flex::float_swap_dims(weight, 0, 1), &[2, 3]);
-                return conv3x3(output_grad, flipped, None, 1);
+                conv3x3(output_grad, flipped, None, 1)
             }
-            return Flex::conv2d_x_backward(x, weight, output_grad, super::options(stride));
+            (2, true) => {
+                let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
+                let input @ [_, _, height, width] = shape(&x);
+                let out = super::direct::input_gradient_stride2(
+                    slice(&grad),
+                    shape(&grad),
+                    slice(&weight),
+                    [height, width],
+                );
+                FloatTensor::<Flex>::from_data(TensorData::new(out, input))
+            }
+            _ => Flex::conv2d_x_backward(x, weight, output_grad, super::options(stride)),
         }
-        let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
-        let [batch, c_in, height, width] = dims(&x)[..] else {
-            unreachable!("conv3x3 takes a 4-d input")
-        };
-        let [_, c_out, h_out, w_out] = dims(&grad)[..] else {
-            unreachable!("conv3x3 gives a 4-d output")
-        };
-        let out = super::direct::input_gradient_stride2(
-            slice(&grad),
-            [batch, c_out, h_out, w_out],
-            slice(&weight),
-            [height, width],
-        );
-        FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_in, height, width]))
     }
 
-    fn dims(t: &FloatTensor<Flex>) -> Vec<usize> {
-        t.layout().shape().to_vec()
+    fn all_f32<'a>(tensors: impl IntoIterator<Item = &'a FloatTensor<Flex>>) -> bool {
+        tensors.into_iter().all(|t| t.dtype() == DType::F32)
+    }
+
+    fn shape(t: &FloatTensor<Flex>) -> [usize; 4] {
+        t.layout().shape()[..].try_into().expect("a 4-d tensor")
     }
 
     fn slice(t: &FloatTensor<Flex>) -> &[f32] {
@@ -214,23 +212,20 @@ mod flex {
         bias: Option<FloatTensor<Flex>>,
         stride: usize,
     ) -> FloatTensor<Flex> {
-        let all_f32 = [Some(&x), Some(&weight), bias.as_ref()]
-            .into_iter()
-            .flatten()
-            .all(|t| t.dtype() == DType::F32);
-        if !all_f32 {
-            let options = super::options(stride);
-            return Flex::conv2d(x, weight, bias, options);
+        if !all_f32(
+            [Some(&x), Some(&weight), bias.as_ref()]
+                .into_iter()
+                .flatten(),
+        ) {
+            return Flex::conv2d(x, weight, bias, super::options(stride));
         }
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         let bias = bias.map(|b| b.to_contiguous());
-        let [batch, c_in, height, width] = dims(&x)[..] else {
-            unreachable!("conv3x3 takes a 4-d input")
-        };
-        let c_out = dims(&weight)[0];
+        let input @ [batch, _, height, width] = shape(&x);
+        let c_out = shape(&weight)[0];
         let out = super::conv3x3_f32(
             slice(&x),
-            [batch, c_in, height, width],
+            input,
             slice(&weight),
             c_out,
             bias.as_ref().map(slice),
