@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::TensorData;
-use rand::{Rng, RngExt};
+use rand::{Rng, RngExt, SeedableRng};
 
 use crate::error::{CelnetError, Result};
 use crate::input::{CHANNEL_MEAN, CHANNEL_STD, has_image_extension, read_image};
+use crate::stain::StainJitter;
 
 /// File names of the official PCam HDF5 files for a split.
 pub fn pcam_h5_files(root: &Path, split: &str) -> (PathBuf, PathBuf) {
@@ -168,6 +169,49 @@ impl PatchSet {
         }
     }
 
+    /// A copy with each patch's stains shifted at random (HED space, [`StainJitter`]); the
+    /// shift of patch `i` depends only on `seed` and `i`, so a copy is reproducible and a
+    /// subset of it matches the same subset shifted alone.
+    pub fn stain_shifted(&self, jitter: StainJitter, seed: u64) -> Self {
+        let mut shifted = self.clone();
+        let size = self.side * self.side * 3;
+        for (i, patch) in shifted.pixels.chunks_exact_mut(size).enumerate() {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(patch_seed(seed, &self.sources[i]));
+            jitter.draw(&mut rng).apply(patch);
+        }
+        shifted
+    }
+
+    /// Writes the patches as PNG files (lossless) into `dir/0` and `dir/1`, each named after
+    /// its source file (or `INDEX.png` for HDF5 patches). Returns the number written.
+    pub fn write_folder(&self, dir: &Path) -> Result<usize> {
+        for label in ["0", "1"] {
+            let class_dir = dir.join(label);
+            std::fs::create_dir_all(&class_dir).map_err(|e| CelnetError::io(&class_dir, e))?;
+        }
+        for i in 0..self.len() {
+            let source = Path::new(&self.sources[i]);
+            let stem = match source.extension().and_then(|e| e.to_str()) {
+                Some(ext) if !ext.contains('#') => source
+                    .file_stem()
+                    .map_or_else(|| i.to_string(), |s| s.to_string_lossy().into_owned()),
+                _ => format!("{i:06}"),
+            };
+            let path = dir
+                .join(self.labels[i].to_string())
+                .join(format!("{stem}.png"));
+            let side = self.side as u32;
+            image::RgbImage::from_raw(side, side, self.patch(i).to_vec())
+                .expect("a patch holds side x side RGB pixels")
+                .save(&path)
+                .map_err(|e| CelnetError::ImageWrite {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(self.len())
+    }
+
     /// Patches from the official PCam HDF5 files: dataset `x` (uint8, `N x S x S x 3`) in one
     /// file and `y` (uint8, `N` labels in any shape) in the other. Gzip-compressed and chunked
     /// layouts are read as well as contiguous ones.
@@ -242,20 +286,20 @@ impl PatchSet {
         crop: usize,
         rng: Option<&mut dyn Rng>,
     ) -> (TensorData, Vec<f32>) {
-        self.augmented_batch(indices, crop, rng, 0.0)
+        self.augmented_batch(indices, crop, rng, &ColourAugmentation::NONE)
     }
 
-    /// [`batch`](Self::batch) with colour jitter as well (when `rng` is given): each channel
-    /// of each patch gets a random gain in `1 ± colour_jitter` and a random offset in
-    /// `± colour_jitter / 2` (intensities in [0, 1], clamped), which imitates differences in
-    /// staining and scanning between labs. `colour_jitter = 0` draws nothing extra, so the
-    /// random stream, and thus a seeded run, is the same as without it.
+    /// [`batch`](Self::batch) with colour augmentation as well (when `rng` is given): first a
+    /// random stain shift in HED space ([`StainJitter`]), then per channel a random gain in
+    /// `1 ± colour_jitter` and a random offset in `± colour_jitter / 2` (intensities in [0, 1],
+    /// clamped). Both imitate differences in staining and scanning between labs. What is off
+    /// draws nothing, so the random stream, and thus a seeded run, is the same as without it.
     pub fn augmented_batch(
         &self,
         indices: &[usize],
         crop: usize,
         mut rng: Option<&mut dyn Rng>,
-        colour_jitter: f32,
+        colours: &ColourAugmentation,
     ) -> (TensorData, Vec<f32>) {
         assert!(crop <= self.side);
         let plane = crop * crop;
@@ -264,6 +308,7 @@ impl PatchSet {
         // Window origins that keep the labelled centre 32x32 inside the crop.
         let lo = (self.side / 2 + 16).saturating_sub(crop);
         let hi = (self.side / 2 - 16).min(self.side - crop);
+        let mut window = vec![0.0f32; crop * crop * 3];
         for (b, &index) in indices.iter().enumerate() {
             let (x0, y0, rotation, flip) = match rng.as_deref_mut() {
                 Some(rng) if lo <= hi => (
@@ -280,24 +325,41 @@ impl PatchSet {
                 ),
                 None => (centre, centre, 0, false),
             };
+            let stain = match rng.as_deref_mut() {
+                Some(rng) if !colours.stain.is_none() => Some(colours.stain.draw(rng).od_map()),
+                _ => None,
+            };
             let mut gain = [1.0f32; 3];
             let mut offset = [0.0f32; 3];
-            if let Some(rng) = rng.as_deref_mut().filter(|_| colour_jitter > 0.0) {
+            if let Some(rng) = rng.as_deref_mut().filter(|_| colours.colour_jitter > 0.0) {
+                let jitter = colours.colour_jitter;
                 for c in 0..3 {
-                    gain[c] = 1.0 + rng.random_range(-colour_jitter..=colour_jitter);
-                    offset[c] = rng.random_range(-colour_jitter..=colour_jitter) / 2.0;
+                    gain[c] = 1.0 + rng.random_range(-jitter..=jitter);
+                    offset[c] = rng.random_range(-jitter..=jitter) / 2.0;
                 }
             }
             let patch = self.patch(index);
             let base = b * 3 * plane;
+            // The window's pixels in [0, 1], stain-shifted, row by row.
+            for (sy, row) in window.chunks_exact_mut(crop * 3).enumerate() {
+                let start = ((y0 + sy) * self.side + x0) * 3;
+                let source = &patch[start..start + crop * 3];
+                match &stain {
+                    Some(map) => map.apply_unit(source, row),
+                    None => {
+                        for (value, &byte) in row.iter_mut().zip(source) {
+                            *value = f32::from(byte) / 255.0;
+                        }
+                    }
+                }
+            }
             for y in 0..crop {
                 for x in 0..crop {
                     let (sx, sy) = orient(x, y, crop, rotation, flip);
-                    let src = ((y0 + sy) * self.side + (x0 + sx)) * 3;
+                    let src = (sy * crop + sx) * 3;
                     for c in 0..3 {
                         // Exact for gain 1 and offset 0: x * 1 + 0 == x, already in [0, 1].
-                        let value = (f32::from(patch[src + c]) / 255.0 * gain[c] + offset[c])
-                            .clamp(0.0, 1.0);
+                        let value = (window[src + c] * gain[c] + offset[c]).clamp(0.0, 1.0);
                         out[base + c * plane + y * crop + x] =
                             (value - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
                     }
@@ -307,6 +369,33 @@ impl PatchSet {
         let labels = indices.iter().map(|&i| f32::from(self.labels[i])).collect();
         (TensorData::new(out, [indices.len(), 3, crop, crop]), labels)
     }
+}
+
+/// Colour augmentation of training batches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColourAugmentation {
+    /// Per-channel gain `1 ± colour_jitter` and offset `± colour_jitter / 2`; 0 = none.
+    pub colour_jitter: f32,
+    /// Random stain shifts in HED space; [`StainJitter::NONE`] = none.
+    pub stain: StainJitter,
+}
+
+impl ColourAugmentation {
+    /// No colour augmentation.
+    pub const NONE: ColourAugmentation = ColourAugmentation {
+        colour_jitter: 0.0,
+        stain: StainJitter::NONE,
+    };
+}
+
+/// The random stream of one patch: its source name mixed into the seed (FNV-1a), so a shifted
+/// copy does not depend on which other patches are in the set.
+fn patch_seed(seed: u64, source: &str) -> u64 {
+    source
+        .bytes()
+        .fold(seed ^ 0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Source pixel of output pixel `(x, y)` after `rotation` quarter turns and an optional
@@ -389,7 +478,11 @@ mod tests {
         };
         let jittered = |seed, jitter| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            set.augmented_batch(&[0], side, Some(&mut rng), jitter)
+            let colours = ColourAugmentation {
+                colour_jitter: jitter,
+                ..ColourAugmentation::NONE
+            };
+            set.augmented_batch(&[0], side, Some(&mut rng), &colours)
                 .0
                 .try_to_vec::<f32>()
                 .unwrap()

@@ -22,11 +22,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{Classifier, Label, sigmoid};
-use crate::data::PatchSet;
+use crate::classifier::Classifier;
+use crate::data::{ColourAugmentation, PatchSet};
 use crate::error::{CelnetError, Result};
 use crate::evaluation::evaluate;
 use crate::model::{Celnet, CelnetConfig};
+use crate::stain::StainJitter;
 use crate::weights;
 
 /// Which optimiser to use.
@@ -55,6 +56,9 @@ pub struct TrainOptions {
     /// Colour jitter of the training batches (see [`PatchSet::augmented_batch`]); 0 = none.
     #[serde(default)]
     pub colour_jitter: f32,
+    /// Strength of the random stain shifts in HED space ([`StainJitter::of`]); 0 = none.
+    #[serde(default)]
+    pub stain_jitter: f32,
     /// When training on crops smaller than the patches: batches of whole patches used to
     /// re-estimate the batch-norm statistics before each validation (0 = keep the crops').
     /// Runs saved before this option existed resume without it.
@@ -74,12 +78,37 @@ impl Default for TrainOptions {
             crop: 96,
             checkpoint_secs: 300,
             colour_jitter: 0.0,
+            stain_jitter: 0.0,
             bn_batches: 64,
         }
     }
 }
 
 impl TrainOptions {
+    /// Checks the augmentation strengths: a gain or a stain scale that could reach zero or
+    /// below would not imitate any lab.
+    pub fn check(&self) -> Result<()> {
+        for (name, value) in [
+            ("colour jitter", self.colour_jitter),
+            ("stain jitter", self.stain_jitter),
+        ] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(CelnetError::InvalidParameter(format!(
+                    "{name} {value} is outside [0, 1)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The colour augmentation these options ask for.
+    pub fn colours(&self) -> ColourAugmentation {
+        ColourAugmentation {
+            colour_jitter: self.colour_jitter,
+            stain: StainJitter::of(self.stain_jitter),
+        }
+    }
+
     /// The learning rate of `epoch` (0-based): halved at 50% and again at 75% of the epochs.
     pub fn learning_rate_at(&self, epoch: usize) -> f64 {
         let halvings = [self.epochs / 2, self.epochs * 3 / 4]
@@ -323,6 +352,50 @@ fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
     write_atomic(path, csv.as_bytes())
 }
 
+/// Training loss and correct answers summed on the device and read back only when shown or
+/// saved: reading a value waits for the device, and doing so after every step left a GPU idle
+/// while the next batch was prepared.
+#[derive(Default)]
+struct PendingStats {
+    loss_sum: Option<Tensor<1>>,
+    correct: Option<Tensor<1, Int>>,
+    seen: usize,
+}
+
+impl PendingStats {
+    /// Adds a batch's mean loss `[1]`, logits `[n]` and labels `[n]`.
+    fn add(&mut self, loss: Tensor<1>, logits: Tensor<1>, labels: Tensor<1>) {
+        let n = logits.dims()[0];
+        let loss_sum = loss.detach() * n as f32;
+        // sigmoid(z) >= 0.5 exactly when z >= 0.
+        let correct = logits
+            .detach()
+            .greater_equal_elem(0.0)
+            .equal(labels.greater_equal_elem(0.5))
+            .int()
+            .sum();
+        self.loss_sum = Some(match self.loss_sum.take() {
+            Some(sum) => sum + loss_sum,
+            None => loss_sum,
+        });
+        self.correct = Some(match self.correct.take() {
+            Some(sum) => sum + correct,
+            None => correct,
+        });
+        self.seen += n;
+    }
+
+    /// Moves the sums into the run's epoch statistics.
+    fn flush_into(&mut self, state: &mut RunState) {
+        if let (Some(loss), Some(correct)) = (self.loss_sum.take(), self.correct.take()) {
+            state.epoch_loss_sum += f64::from(loss.into_scalar::<f32>());
+            state.epoch_correct += correct.into_scalar::<i64>() as usize;
+            state.epoch_seen += self.seen;
+        }
+        self.seen = 0;
+    }
+}
+
 /// Mixes the seed with the epoch and batch into an independent stream.
 fn stream_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     let mut z = seed ^ ((epoch as u64) << 32) ^ (batch as u64);
@@ -342,6 +415,7 @@ pub fn train(
     device: &Device,
     init: Option<Celnet>,
 ) -> Result<RunState> {
+    options.check()?;
     std::fs::create_dir_all(run_dir).map_err(|e| CelnetError::io(run_dir, e))?;
     let run = RunDir(run_dir.to_path_buf());
     let autodiff = device.clone().autodiff();
@@ -394,6 +468,7 @@ pub fn train(
         (model, optimizer(&options), state)
     };
     let options = state.options.clone();
+    let colours = options.colours();
     let checkpoint_every = Duration::from_secs(options.checkpoint_secs);
     let interactive = std::io::stderr().is_terminal();
 
@@ -419,47 +494,43 @@ pub fn train(
         let mut last_checkpoint = Instant::now();
         let mut last_log = Instant::now();
         let mut images_this_session = 0usize;
+        let mut pending = PendingStats::default();
+        let mut message = String::new();
+        let mut last_message = Instant::now();
 
         for (b, indices) in batches.iter().enumerate().skip(state.next_batch) {
             let mut rng = StdRng::seed_from_u64(stream_seed(options.seed, epoch, b));
-            let (data, labels) = train_set.augmented_batch(
-                indices,
-                options.crop,
-                Some(&mut rng),
-                options.colour_jitter,
-            );
+            let (data, labels) =
+                train_set.augmented_batch(indices, options.crop, Some(&mut rng), &colours);
             let n = indices.len();
             let x = Tensor::<4>::from_data(data, &autodiff);
-            let y = Tensor::<1>::from_data(TensorData::new(labels.clone(), [n]), &autodiff);
+            let y = Tensor::<1>::from_data(TensorData::new(labels, [n]), &autodiff);
             let logits = model.forward(x).reshape([n]);
-            let loss = bce_with_logits(logits.clone(), y);
+            let loss = bce_with_logits(logits.clone(), y.clone());
             let grads = loss.backward();
             let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(learning_rate, model, grads);
-
-            let loss_value: f64 = loss.into_scalar::<f32>().into();
-            let logit_values = logits.into_data().try_to_vec::<f32>().unwrap_or_default();
-            state.epoch_loss_sum += loss_value * n as f64;
-            state.epoch_correct += logit_values
-                .iter()
-                .zip(&labels)
-                .filter(|&(&z, &y)| Label::of(sigmoid(z)) == Label::of(y))
-                .count();
-            state.epoch_seen += n;
+            pending.add(loss, logits, y);
             state.next_batch = b + 1;
             images_this_session += n;
 
-            let elapsed = epoch_start.elapsed().as_secs_f64();
-            let rate = images_this_session as f64 / elapsed.max(1e-9);
-            let message = format!(
-                "loss {:.4} acc {:.3} | {:.1} img/s",
-                state.epoch_loss_sum / state.epoch_seen as f64,
-                state.epoch_correct as f64 / state.epoch_seen as f64,
-                rate
-            );
+            // Reading the statistics waits for the device, so it happens about once a second.
+            if last_message.elapsed() >= Duration::from_secs(1) || state.next_batch == batches.len()
+            {
+                pending.flush_into(&mut state);
+                let elapsed = epoch_start.elapsed().as_secs_f64();
+                let rate = images_this_session as f64 / elapsed.max(1e-9);
+                message = format!(
+                    "loss {:.4} acc {:.3} | {:.1} img/s",
+                    state.epoch_loss_sum / state.epoch_seen as f64,
+                    state.epoch_correct as f64 / state.epoch_seen as f64,
+                    rate
+                );
+                bar.set_message(message.clone());
+                last_message = Instant::now();
+            }
             bar.set_position(state.next_batch as u64);
-            bar.set_message(message.clone());
-            if !interactive && last_log.elapsed() >= Duration::from_secs(60) {
+            if !interactive && last_log.elapsed() >= Duration::from_secs(20) {
                 eprintln!(
                     "epoch {}/{} batch {}/{} {message}",
                     epoch + 1,
@@ -470,12 +541,17 @@ pub fn train(
                 last_log = Instant::now();
             }
             if last_checkpoint.elapsed() >= checkpoint_every {
+                pending.flush_into(&mut state);
                 state.seconds += last_checkpoint.elapsed().as_secs_f64();
                 save_checkpoint(&run, &model, &optim, &state)?;
                 last_checkpoint = Instant::now();
             }
         }
         bar.finish_and_clear();
+        pending.flush_into(&mut state);
+        // Training throughput, before validation.
+        let images_per_second =
+            images_this_session as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
         state.seconds += last_checkpoint.elapsed().as_secs_f64();
 
         let valid_start = Instant::now();
@@ -500,8 +576,7 @@ pub fn train(
             valid_loss: validation.loss,
             valid_accuracy: validation.accuracy,
             valid_auc: validation.auc,
-            images_per_second: images_this_session as f64
-                / epoch_start.elapsed().as_secs_f64().max(1e-9),
+            images_per_second,
             seconds: state.seconds,
         };
         eprintln!(
@@ -541,6 +616,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classifier::sigmoid;
 
     #[test]
     fn averaging_two_networks_gives_the_midpoint() {

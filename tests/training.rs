@@ -27,6 +27,7 @@ fn options(epochs: usize) -> TrainOptions {
         checkpoint_secs: 3600,
         // Both draw from the seeded streams, so a resumed run must reproduce them too.
         colour_jitter: 0.1,
+        stain_jitter: 0.2,
         bn_batches: 2,
     }
 }
