@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use celnet::classifier::Tta;
 use celnet::conv::conv3x3_f32;
 use celnet::explain::{CelmParams, Explainer, PreparedEvidence};
 use celnet::heatmap::{Grid, Heatmap, TissueMask};
@@ -41,6 +42,10 @@ fn inference(c: &mut Criterion) {
         let classifier = explainer.classifier();
         group.bench_function(format!("predict/{name}"), |b| {
             b.iter(|| pollster::block_on(classifier.predict(black_box(&image))).unwrap())
+        });
+        let augmented = classifier.clone().with_tta(Tta::Dihedral);
+        group.bench_function(format!("predict_tta/{name}"), |b| {
+            b.iter(|| pollster::block_on(augmented.predict(black_box(&image))).unwrap())
         });
         group.bench_function(format!("explain/{name}"), |b| {
             b.iter(|| pollster::block_on(explainer.explain(black_box(&image), &params)).unwrap())

@@ -79,12 +79,79 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// Test-time augmentation: which orientations of an image are scored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    /// The image as it is.
+    #[default]
+    Off,
+    /// The eight orientations of the image (four quarter turns, each also mirrored), logits
+    /// averaged: tissue has no up or left, so a score should not depend on them. Eight times
+    /// the work.
+    Dihedral,
+}
+
+/// One of the eight orientations: transposed or not, then mirrored left-right and/or upside
+/// down. Each is its own inverse, applied in the reverse order.
+#[derive(Clone, Copy, Debug)]
+struct Orientation {
+    transpose: bool,
+    flip_rows: bool,
+    flip_cols: bool,
+}
+
+impl Tta {
+    fn orientations(self) -> Vec<Orientation> {
+        let count = match self {
+            Tta::Off => 1,
+            Tta::Dihedral => 8,
+        };
+        (0..count)
+            .map(|i| Orientation {
+                transpose: i & 4 != 0,
+                flip_rows: i & 2 != 0,
+                flip_cols: i & 1 != 0,
+            })
+            .collect()
+    }
+}
+
+impl Orientation {
+    /// `x` `[..., H, W]` in this orientation.
+    fn apply<const D: usize>(self, mut x: Tensor<D>) -> Tensor<D> {
+        if self.transpose {
+            x = x.swap_dims(D - 2, D - 1);
+        }
+        self.flip(x)
+    }
+
+    /// A map computed in this orientation back in the original one.
+    fn undo<const D: usize>(self, mut x: Tensor<D>) -> Tensor<D> {
+        x = self.flip(x);
+        if self.transpose {
+            x = x.swap_dims(D - 2, D - 1);
+        }
+        x
+    }
+
+    fn flip<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match (self.flip_rows, self.flip_cols) {
+            (false, false) => x,
+            (true, false) => x.flip([D - 2]),
+            (false, true) => x.flip([D - 1]),
+            (true, true) => x.flip([D - 2, D - 1]),
+        }
+    }
+}
+
 /// CELNet in inference mode on one device (batch norm on its running statistics, folded into
 /// the convolutions).
 #[derive(Clone, Debug)]
 pub struct Classifier {
     model: Celnet,
     device: Device,
+    tta: Tta,
 }
 
 impl Classifier {
@@ -94,7 +161,17 @@ impl Classifier {
         Self {
             model: model.to_device(device).folded(),
             device: device.clone(),
+            tta: Tta::Off,
         }
+    }
+
+    /// The same classifier scoring with test-time augmentation `tta`.
+    pub fn with_tta(self, tta: Tta) -> Self {
+        Self { tta, ..self }
+    }
+
+    pub fn tta(&self) -> Tta {
+        self.tta
     }
 
     pub fn device(&self) -> &Device {
@@ -120,14 +197,46 @@ impl Classifier {
 
     /// Logits of the 96-px windows every `stride` px that cover one normalised image
     /// `[1, 3, H, W]`, row-major (see [`Celnet::forward_windows`]).
+    /// With test-time augmentation, each window's logit is the mean over the orientations of
+    /// the whole image (the grid of windows maps onto itself).
     pub async fn window_logits(&self, image: Tensor<4>, stride: usize) -> Result<Vec<f32>> {
-        read(self.model.forward_windows(image, stride)).await
+        let orientations = self.tta.orientations();
+        let count = orientations.len() as f32;
+        let mut sum: Option<Tensor<3>> = None;
+        for orientation in orientations {
+            let logits = self
+                .model
+                .forward_windows(orientation.apply(image.clone()), stride);
+            let logits = orientation.undo(logits);
+            sum = Some(match sum {
+                Some(sum) => sum + logits,
+                None => logits,
+            });
+        }
+        read(mean(sum, count)).await
     }
 
-    /// Logits of a batch of normalised images `[B, 3, H, W]`.
+    /// Logits of a batch of normalised images `[B, 3, H, W]` (averaged over the orientations
+    /// with test-time augmentation).
     pub async fn logits(&self, images: Tensor<4>) -> Result<Vec<f32>> {
-        read(self.model.forward(images)).await
+        let orientations = self.tta.orientations();
+        let count = orientations.len() as f32;
+        let mut sum: Option<Tensor<2>> = None;
+        for orientation in orientations {
+            let logits = self.model.forward(orientation.apply(images.clone()));
+            sum = Some(match sum {
+                Some(sum) => sum + logits,
+                None => logits,
+            });
+        }
+        read(mean(sum, count)).await
     }
+}
+
+/// The mean of a sum over `count` orientations (no extra operation without augmentation).
+fn mean<const D: usize>(sum: Option<Tensor<D>>, count: f32) -> Tensor<D> {
+    let sum = sum.expect("at least one orientation");
+    if count > 1.0 { sum / count } else { sum }
 }
 
 /// Reads a float tensor back to the host. Asynchronous, because WebGPU has no synchronous read.
@@ -151,6 +260,107 @@ mod tests {
         assert_eq!(sigmoid(-200.0), 0.0);
         assert_eq!(sigmoid(200.0), 1.0);
         assert!(sigmoid(-50.0) > 0.0 && sigmoid(-50.0).is_finite());
+    }
+
+    /// A 96x96 image that looks the same in all eight orientations: its colour depends only
+    /// on the distance from the centre.
+    fn symmetric_image() -> RgbImage {
+        RgbImage::from_fn(96, 96, |x, y| {
+            let (dx, dy) = (f64::from(x) - 47.5, f64::from(y) - 47.5);
+            let d = (dx * dx + dy * dy).sqrt();
+            image::Rgb([
+                (128.0 + 100.0 * (d / 7.0).sin()) as u8,
+                (90.0 + 60.0 * (d / 11.0).cos()) as u8,
+                (200.0 - d) as u8,
+            ])
+        })
+    }
+
+    fn classifier() -> Classifier {
+        let device = Device::flex();
+        Classifier::new(crate::weights::load_default(&device).unwrap(), &device)
+    }
+
+    #[test]
+    fn tta_of_an_orientation_free_image_is_the_plain_score() {
+        let image = symmetric_image();
+        let plain = pollster::block_on(classifier().predict(&image)).unwrap();
+        let tta = pollster::block_on(classifier().with_tta(Tta::Dihedral).predict(&image)).unwrap();
+        assert!(
+            (plain.logit - tta.logit).abs() < 1e-4,
+            "{plain:?} vs {tta:?}"
+        );
+    }
+
+    #[test]
+    fn tta_is_the_mean_over_the_eight_orientations() {
+        // An image with an up and a left: each orientation scores differently.
+        let image = RgbImage::from_fn(96, 96, |x, y| {
+            image::Rgb([(x * 2) as u8, (y * 2 + x / 3) as u8, ((x * y) % 251) as u8])
+        });
+        let classifier = classifier();
+        let mut logits = Vec::new();
+        for turns in 0..4 {
+            let mut turned = image.clone();
+            for _ in 0..turns {
+                turned = image::imageops::rotate90(&turned);
+            }
+            for mirrored in [false, true] {
+                let oriented = if mirrored {
+                    image::imageops::flip_horizontal(&turned)
+                } else {
+                    turned.clone()
+                };
+                logits.push(
+                    pollster::block_on(classifier.predict(&oriented))
+                        .unwrap()
+                        .logit,
+                );
+            }
+        }
+        let distinct = logits.iter().any(|&z| (z - logits[0]).abs() > 1e-3);
+        assert!(
+            distinct,
+            "the orientations should score differently: {logits:?}"
+        );
+        let mean = logits.iter().sum::<f32>() / 8.0;
+        let tta = pollster::block_on(classifier.with_tta(Tta::Dihedral).predict(&image)).unwrap();
+        assert!((tta.logit - mean).abs() < 1e-4, "{} vs {mean}", tta.logit);
+    }
+
+    #[test]
+    fn tta_window_logits_of_an_orientation_free_image_are_symmetric() {
+        // 128x128 symmetric image, 96-px windows every 32 px: a 2x2 grid whose four windows
+        // are orientations of one another, so TTA gives them one value.
+        let image = RgbImage::from_fn(128, 128, |x, y| {
+            let (dx, dy) = (f64::from(x) - 63.5, f64::from(y) - 63.5);
+            let d = (dx * dx + dy * dy).sqrt();
+            image::Rgb([
+                (128.0 + 100.0 * (d / 9.0).sin()) as u8,
+                120,
+                (220.0 - d) as u8,
+            ])
+        });
+        let classifier = classifier().with_tta(Tta::Dihedral);
+        let input = Tensor::<4>::from_data(to_tensor_data(&image), classifier.device());
+        let logits = pollster::block_on(classifier.window_logits(input, 32)).unwrap();
+        assert_eq!(logits.len(), 4);
+        for &z in &logits {
+            assert!((z - logits[0]).abs() < 1e-4, "{logits:?}");
+        }
+    }
+
+    #[test]
+    fn a_folded_temperature_divides_the_logit() {
+        let device = Device::flex();
+        let model = crate::weights::load_default(&device).unwrap();
+        let image = symmetric_image();
+        let plain = pollster::block_on(Classifier::new(model.clone(), &device).predict(&image));
+        let scaled = Classifier::new(model.with_temperature(2.5), &device);
+        let scaled = pollster::block_on(scaled.predict(&image)).unwrap();
+        let plain = plain.unwrap();
+        assert!((plain.logit / 2.5 - scaled.logit).abs() < 1e-4);
+        assert_eq!(plain.label, scaled.label);
     }
 
     #[test]

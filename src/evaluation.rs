@@ -4,6 +4,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
+use crate::calibration::expected_calibration_error;
 use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
 use crate::data::PatchSet;
 use crate::error::Result;
@@ -20,14 +21,20 @@ pub struct Evaluation {
     pub loss: f64,
     pub sensitivity: f64,
     pub specificity: f64,
+    /// Expected calibration error of the probabilities ([`expected_calibration_error`]).
+    pub ece: f64,
     /// Counts at [`DECISION_THRESHOLD`].
     pub confusion: Confusion,
+    /// Each patch's logit, in the set's order.
+    #[serde(skip)]
+    pub logits: Vec<f32>,
     /// Each patch's probability, in the set's order.
     #[serde(skip)]
     pub probabilities: Vec<f32>,
 }
 
-/// Scores every patch of `set` (whole patches, no augmentation), `batch_size` at a time.
+/// Scores every patch of `set` (whole patches, with the classifier's test-time augmentation),
+/// `batch_size` at a time.
 pub fn evaluate(classifier: &Classifier, set: &PatchSet, batch_size: usize) -> Result<Evaluation> {
     let mut logits = Vec::with_capacity(set.len());
     let indices: Vec<usize> = (0..set.len()).collect();
@@ -50,7 +57,9 @@ pub fn evaluate(classifier: &Classifier, set: &PatchSet, batch_size: usize) -> R
         loss: loss / set.len().max(1) as f64,
         sensitivity: confusion.sensitivity(),
         specificity: confusion.specificity(),
+        ece: expected_calibration_error(&probabilities, &set.labels),
         confusion,
+        logits,
         probabilities,
     })
 }

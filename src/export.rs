@@ -6,7 +6,7 @@ use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::classifier::DECISION_THRESHOLD;
+use crate::classifier::{DECISION_THRESHOLD, Tta};
 use crate::explain::Map;
 use crate::explain::render::{OVERLAY_OPACITY, colormap, overlay};
 use crate::heatmap::{Heatmap, Mode, Point, SlideScores, TissueMask, WindowEvidence};
@@ -39,6 +39,9 @@ pub struct HeatmapReport {
     /// CELM of the top tumour points' windows and of requested ones.
     pub evidence: Vec<ExplainedWindow>,
     pub mode: Mode,
+    /// Test-time augmentation of the window scores, where the report's maker chose it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tta: Option<Tta>,
     /// Files written, where the analysis wrote any.
     pub files: Vec<String>,
 }

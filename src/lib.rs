@@ -5,6 +5,7 @@
 //! and in the browser on WebGPU or wasm CPU. Data loading, evaluation, training, charts and the
 //! page server are native-only; the browser bindings are wasm32-only.
 
+pub mod calibration;
 pub mod classifier;
 pub mod conv;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod profile;
 pub mod scale;
 pub mod slide;
+pub mod stain;
 pub mod timings;
 pub mod weights;
 

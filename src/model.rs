@@ -499,6 +499,29 @@ impl Celnet {
         }
     }
 
+    /// The same network with its logits divided by `temperature` (temperature scaling, see
+    /// [`crate::calibration`]), folded into the classifier's weights and bias: the weights file
+    /// carries its calibration, and every score, map and export uses it. Explanations are
+    /// unchanged, since CELM normalises each map.
+    ///
+    /// # Panics
+    /// Unless `temperature` is positive and finite.
+    pub fn with_temperature(self, temperature: f32) -> Self {
+        assert!(
+            temperature.is_finite() && temperature > 0.0,
+            "temperature {temperature} is not positive"
+        );
+        let scale = 1.0 / temperature;
+        let classifier = Linear {
+            weight: Param::from_tensor(self.classifier.weight.val() * scale),
+            bias: self
+                .classifier
+                .bias
+                .map(|bias| Param::from_tensor(bias.val() * scale)),
+        };
+        Self { classifier, ..self }
+    }
+
     /// Logits `[B, 1]` for a batch of normalised images `[B, 3, H, W]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.forward_with(images, ReluKind::Standard)

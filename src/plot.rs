@@ -6,6 +6,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
+use crate::calibration::ReliabilityBin;
 use crate::error::{CelnetError, Result};
 use crate::input::save_image;
 use crate::train::EpochMetrics;
@@ -184,6 +185,66 @@ pub fn roc_curve(points: &[(f64, f64)], auc: f64, path: &Path) -> Result<()> {
             .map_err(plot_error)?;
         chart
             .draw_series(LineSeries::new(points.iter().copied(), RED.stroke_width(2)))
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}
+
+/// Reliability diagram: observed frequency of metastasis against mean predicted probability,
+/// per bin, for each named set of bins (e.g. before and after temperature scaling), with each
+/// set's ECE in its legend. Empty bins are skipped; a dot's area grows with its bin's count.
+pub fn reliability_diagram(curves: &[(&str, &[ReliabilityBin], f64)], path: &Path) -> Result<()> {
+    let colors = [RED, BLUE, GREEN, MAGENTA];
+    let total: usize = curves.first().map_or(1, |(_, bins, _)| {
+        bins.iter().map(|b| b.count).sum::<usize>().max(1)
+    });
+    render(path, (560, 560), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption("reliability", ("sans-serif", 18))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0f64..1.0, 0f64..1.0)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("predicted probability of metastasis")
+            .y_desc("observed frequency of metastasis")
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (1.0, 1.0)],
+                BLACK.mix(0.3).stroke_width(1),
+            ))
+            .map_err(plot_error)?;
+        for (&(name, bins, ece), &color) in curves.iter().zip(colors.iter().cycle()) {
+            let points: Vec<(f64, f64, usize)> = bins
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.mean_probability, b.observed_frequency, b.count))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|&(x, y, _)| (x, y)),
+                    color.stroke_width(2),
+                ))
+                .map_err(plot_error)?
+                .label(format!("{name} (ECE {ece:.3})"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart
+                .draw_series(points.iter().map(|&(x, y, count)| {
+                    let radius = 2.0 + 10.0 * (count as f64 / total as f64).sqrt();
+                    Circle::new((x, y), radius as i32, color.mix(0.6).filled())
+                }))
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()
             .map_err(plot_error)?;
         Ok(())
     })

@@ -154,7 +154,118 @@ fn eval_on_fixtures_meets_the_floor() {
     // 3,000-patch numbers); a broken model or preprocessing lands near 0.5.
     assert!(accuracy >= 0.8, "accuracy {accuracy}");
     assert!(auc >= 0.88, "auc {auc}");
+    let ece = report["ece"].as_f64().unwrap();
+    assert!((0.0..0.5).contains(&ece), "ece {ece}");
     assert!(image::open(&roc).is_ok());
+
+    // The eight orientations: a different, equally good set of scores.
+    let tta = json_stdout(&celnet(&[
+        "eval",
+        FIXTURES,
+        "--json",
+        "--tta",
+        "--roc",
+        roc.to_str().unwrap(),
+    ]));
+    assert_eq!(tta["n"], 200);
+    assert_ne!(tta["loss"], report["loss"]);
+    assert!(tta["accuracy"].as_f64().unwrap() >= 0.8, "{tta}");
+}
+
+#[test]
+fn calibrate_folds_a_temperature_that_changes_probabilities_not_decisions() {
+    let dir = scratch("calibrate");
+    let out = dir.join("calibrated.bpk");
+    let diagram = dir.join("reliability.png");
+    let report = json_stdout(&celnet(&[
+        "calibrate",
+        "--data",
+        FIXTURES,
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+        "--diagram",
+        diagram.to_str().unwrap(),
+    ]));
+    let temperature = report["temperature"].as_f64().unwrap();
+    assert!(temperature > 0.1 && temperature < 10.0, "{report}");
+    assert_eq!(report["fitted_on"], 100);
+    assert_eq!(report["held_out"], 100);
+    assert_eq!(report["before"]["bins"].as_array().unwrap().len(), 15);
+    assert!(image::open(&diagram).is_ok());
+
+    // The written weights score with the temperature: logits divided by it, same labels.
+    let files = [first_fixture(0), first_fixture(1)];
+    let predict = |weights: Option<&Path>| -> Vec<Value> {
+        let mut args = vec!["predict", "--json"];
+        if let Some(weights) = weights {
+            args.extend(["--weights", weights.to_str().unwrap()]);
+        }
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        String::from_utf8(celnet(&args).stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    for (plain, calibrated) in predict(None).iter().zip(predict(Some(&out))) {
+        let (z, zt) = (
+            plain["logit"].as_f64().unwrap(),
+            calibrated["logit"].as_f64().unwrap(),
+        );
+        assert!(
+            (z / temperature - zt).abs() < 1e-3,
+            "{z} / {temperature} vs {zt}"
+        );
+        assert_eq!(plain["label"], calibrated["label"]);
+    }
+}
+
+#[test]
+fn stain_shift_writes_a_labelled_copy_that_eval_reads() {
+    let dir = scratch("stain-shift");
+    for severity in ["0", "2"] {
+        let out = dir.join(severity);
+        let output = celnet(&[
+            "stain-shift",
+            "--from",
+            FIXTURES,
+            "--out",
+            out.to_str().unwrap(),
+            "--severity",
+            severity,
+            "--seed",
+            "3",
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let count = |label: &str| std::fs::read_dir(out.join(label)).unwrap().count();
+        assert_eq!((count("0"), count("1")), (100, 100));
+    }
+    // Severity 0 is a lossless copy; severity 2 changes colours.
+    let original = celnet::input::read_image(&first_fixture(1)).unwrap();
+    let name = first_fixture(1).file_stem().unwrap().to_owned();
+    let copy = |severity: &str| {
+        let mut path = dir.join(severity).join("1").join(name.clone());
+        path.set_extension("png");
+        image::open(path).unwrap().to_rgb8()
+    };
+    assert_eq!(copy("0"), original);
+    assert_ne!(copy("2"), original);
+
+    let output = celnet(&[
+        "stain-shift",
+        "--from",
+        FIXTURES,
+        "--out",
+        "x",
+        "--severity",
+        "4",
+    ]);
+    assert!(!output.status.success());
 }
 
 #[test]

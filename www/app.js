@@ -21,6 +21,7 @@ let ready = null; // resolves when the engine (worker) has started
 let facts = null; // {default_params, map_kinds, legend, ...} from the crate
 let panelList = COMPOSITES; // [key, caption] of every panel of a card
 let userWeights = null; // {bytes, name}: re-applied if the worker restarts
+let tta = false; // test-time augmentation of scores, re-applied likewise
 let inferences = 0;
 let params = null;
 let slideView = null; // created once the crate's facts (the legend) are known
@@ -78,6 +79,7 @@ async function startEngine(backend) {
     const { weights } = await engine.call('weights', userWeights);
     info.weights = weights;
   }
+  if (tta) await engine.call('tta', { on: true });
   setStatus(describeEngine(info));
   document.body.dataset.backend = info.backend;
   return info;
@@ -128,6 +130,7 @@ async function scorers() {
     await client.open();
     await client.start('cpu');
     if (userWeights) await client.call('weights', userWeights);
+    if (tta) await client.call('tta', { on: true });
     return client;
   })).catch((e) => {
     scorerPool = null;
@@ -334,11 +337,13 @@ function draw(result) {
   parts.verdict.dataset.label = summary.label;
   const truth = result.truth === undefined ? '' : ` · PCam label: ${result.truth ? 'tumour' : 'normal'}`;
   const timings = summary.timings_ms;
-  parts.meta.textContent = `${summary.width}x${summary.height} px · ${summary.backend === 'webgpu' ? 'WebGPU' : 'CPU'} · ${Math.round(timings.total)} ms · weights: ${summary.weights}${truth}`;
+  const orientations = summary.tta === 'dihedral' ? ' · mean of 8 orientations' : '';
+  parts.meta.textContent = `${summary.width}x${summary.height} px · ${summary.backend === 'webgpu' ? 'WebGPU' : 'CPU'} · ${Math.round(timings.total)} ms · weights: ${summary.weights}${orientations}${truth}`;
   parts.regions.textContent = describeRegions(rendered.regions);
   card.dataset.testid = 'result';
   card.dataset.probability = String(p);
   card.dataset.backend = summary.backend;
+  card.dataset.tta = summary.tta;
   paint(result);
 }
 
@@ -396,6 +401,8 @@ function summary(result, withMap) {
     backend: s.backend,
     weights: s.weights,
   };
+  // Only when on: the score is then the mean over the eight orientations.
+  if (s.tta === 'dihedral') value.tta = s.tta;
   if (withMap) value.celm = Array.from(rendered.celm, (v) => Math.round(v * 1e4) / 1e4);
   return value;
 }
@@ -521,6 +528,18 @@ async function resetWeights() {
   }
 }
 
+async function setTta(on) {
+  try {
+    tta = on;
+    await ready;
+    await engine.call('tta', { on });
+    await dropScorers();
+    await rerunAll();
+  } catch (e) {
+    showError(`test-time augmentation: ${e.message}`);
+  }
+}
+
 // New weights: explain every image already on the page again.
 async function rerunAll() {
   for (const result of [...results]) {
@@ -577,6 +596,7 @@ function wireControls() {
     weights.value = '';
   });
   $('reset-weights').addEventListener('click', resetWeights);
+  $('tta').addEventListener('change', (e) => setTta(e.target.checked));
   $('example-slide').addEventListener('click', async () => {
     try {
       const response = await fetch(EXAMPLE_SLIDE);

@@ -66,10 +66,11 @@ function row(result) {
   const tr = document.createElement('tr');
   tr.dataset.backend = result.backend;
   const cells = result.skipped
-    ? [result.backend, `not available: ${result.skipped}`, '', '', '', '', '', '']
+    ? [result.backend, `not available: ${result.skipped}`, '', '', '', '', '', '', '']
     : [
       result.backend === 'webgpu' ? `webgpu (${result.adapter})` : 'cpu (wasm)',
       result.predict_median_ms.toFixed(1),
+      result.predict_tta_median_ms.toFixed(1),
       result.explain_median_ms.toFixed(1),
       phasesText(result.explain_phases_median_ms),
       result.batch1_per_image_median_ms.toFixed(1),

@@ -238,6 +238,10 @@ async function bench({ bytes, runs, batchRuns }) {
     return t;
   };
   const predict = await time((x) => session.predict(x));
+  // Test-time augmentation: the eight orientations of the glimpse, scored one after another.
+  session.set_tta(true);
+  const predictTta = await time((x) => session.predict(x));
+  session.set_tta(false);
   const explainTimes = await time(explainOnce);
   // Where an explanation's time goes: the median of each phase.
   const phases = [];
@@ -271,6 +275,7 @@ async function bench({ bytes, runs, batchRuns }) {
     explain_ms: explainTimes,
     first_predict_ms: firstPredict,
     predict_median_ms: median(predict),
+    predict_tta_median_ms: median(predictTta),
     explain_median_ms: median(explainTimes),
     explain_phases_median_ms: explainPhases,
     forward_profile_median_ms: forwardProfile,
@@ -296,6 +301,10 @@ const handlers = {
   weights: ({ bytes, name }) => {
     session.load_weights(new Uint8Array(bytes), name);
     return { weights: session.weights };
+  },
+  tta: ({ on }) => {
+    session.set_tta(on);
+    return { tta: on };
   },
   resetWeights: () => {
     session.reset_weights();

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use clap::ValueEnum;
 use serde::Serialize;
 
+use celnet::classifier::Tta;
 use celnet::{CelmParams, Celnet, CelnetError, Classifier, Explainer, Result, weights};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +78,21 @@ impl ModelArgs {
             },
             load_ms: start.elapsed().as_secs_f64() * 1e3,
         })
+    }
+}
+
+/// `--tta`, for the commands that score.
+#[derive(clap::Args)]
+pub struct TtaArgs {
+    /// Test-time augmentation: average the logits of the eight orientations of each image
+    /// (quarter turns and mirror images); eight times the work.
+    #[arg(long)]
+    pub tta: bool,
+}
+
+impl TtaArgs {
+    pub fn tta(&self) -> Tta {
+        if self.tta { Tta::Dihedral } else { Tta::Off }
     }
 }
 

@@ -10,7 +10,7 @@ use celnet::evaluation::{Evaluation, evaluate};
 use celnet::metrics::roc_curve;
 use celnet::{Result, plot};
 
-use super::common::{ModelArgs, Report, emit};
+use super::common::{ModelArgs, Report, TtaArgs, emit};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,6 +20,8 @@ pub struct Args {
     /// Where to write the ROC curve.
     #[arg(long, default_value = "roc.png")]
     roc: PathBuf,
+    #[command(flatten)]
+    tta: TtaArgs,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -36,8 +38,8 @@ impl Report for EvalReport {
         let e = &self.evaluation;
         let c = &e.confusion;
         println!(
-            "{} patches: accuracy {:.4}, AUC {:.4}, loss {:.4}, sensitivity {:.4}, specificity {:.4}",
-            e.n, e.accuracy, e.auc, e.loss, e.sensitivity, e.specificity
+            "{} patches: accuracy {:.4}, AUC {:.4}, loss {:.4}, ECE {:.4}, sensitivity {:.4}, specificity {:.4}",
+            e.n, e.accuracy, e.auc, e.loss, e.ece, e.sensitivity, e.specificity
         );
         println!(
             "confusion (rows = truth 0/1, columns = predicted 0/1): [[{}, {}], [{}, {}]]",
@@ -51,7 +53,8 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
     let set = PatchSet::from_folder(&args.dir)?;
     let start = Instant::now();
-    let evaluation = evaluate(&loaded.classifier(), &set, 128)?;
+    let classifier = loaded.classifier().with_tta(args.tta.tta());
+    let evaluation = evaluate(&classifier, &set, 128)?;
     let curve = roc_curve(&evaluation.probabilities, &set.labels);
     plot::roc_curve(&curve, evaluation.auc, &args.roc)?;
     let report = EvalReport {

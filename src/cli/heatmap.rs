@@ -23,7 +23,7 @@ use celnet::scale::{MppSource, PixelSize, to_model_scale};
 use celnet::slide::{OpenedImage, ScaledSlide};
 use celnet::{CelnetError, Result};
 
-use super::common::{LoadedModel, ModelArgs, Report, emit, progress};
+use super::common::{LoadedModel, ModelArgs, Report, TtaArgs, emit, progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,6 +56,8 @@ pub struct Args {
     /// Also explain the window centred on X,Y (the input's full-resolution pixels); repeatable.
     #[arg(long = "explain-at", value_name = "X,Y", value_parser = parse_point)]
     explain_at: Vec<(f64, f64)>,
+    #[command(flatten)]
+    tta: TtaArgs,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -186,7 +188,7 @@ fn analyse(
         tissue,
         heatmap,
     } = pollster::block_on(Analysis::new(
-        &loaded.classifier(),
+        &loaded.classifier().with_tta(args.tta.tta()),
         image,
         args.stride,
         mode,
@@ -271,6 +273,7 @@ fn analyse(
         points,
         evidence,
         mode,
+        tta: Some(args.tta.tta()),
         files,
     };
     let summary = args.out.join("summary.json");

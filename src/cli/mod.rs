@@ -2,6 +2,7 @@
 //! calls the library and reports.
 
 mod average;
+mod calibrate;
 mod common;
 mod eval;
 mod explain;
@@ -16,6 +17,7 @@ mod recalibrate;
 mod serve;
 mod slide_eval;
 mod slide_mosaic;
+mod stain_shift;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +50,11 @@ enum Command {
     Train(train::Args),
     /// Accuracy, AUC, confusion matrix and ROC curve on a split folder (DIR/0, DIR/1).
     Eval(eval::Args),
+    /// A copy of a labelled split with its stains shifted (severity 0 to 3), for robustness.
+    StainShift(stain_shift::Args),
+    /// Temperature scaling: fit on half a labelled split, judge on the other half, write the
+    /// weights with the temperature folded in.
+    Calibrate(calibrate::Args),
     /// Re-estimate the batch-norm statistics of a network on whole training patches.
     Recalibrate(recalibrate::Args),
     /// Average the weights of several networks from one training run (e.g. checkpoints).
@@ -85,6 +92,8 @@ impl Cli {
             Command::Heatmap(args) => heatmap::run(args).map(done),
             Command::Train(args) => train::run(args).map(done),
             Command::Eval(args) => eval::run(args).map(done),
+            Command::Calibrate(args) => calibrate::run(args).map(done),
+            Command::StainShift(args) => stain_shift::run(args).map(done),
             Command::Recalibrate(args) => recalibrate::run(args).map(done),
             Command::Average(args) => average::run(args).map(done),
             Command::Mosaic(args) => mosaic::run(args).map(done),

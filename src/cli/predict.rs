@@ -10,7 +10,7 @@ use celnet::timings::Timings;
 use celnet::{Classifier, Prediction, Result};
 
 use super::Outcome;
-use super::common::{ModelArgs, json_line, ms_since};
+use super::common::{ModelArgs, TtaArgs, json_line, ms_since};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,6 +20,8 @@ pub struct Args {
     /// One JSON object per image and line (JSON Lines), whatever the number of images.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tta: TtaArgs,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -53,7 +55,7 @@ fn score(classifier: &Classifier, path: &Path) -> Result<(Prediction, Timings)> 
 
 pub fn run(args: Args) -> Result<Outcome> {
     let loaded = args.model.load()?;
-    let classifier = loaded.classifier();
+    let classifier = loaded.classifier().with_tta(args.tta.tta());
     let mut outcome = Outcome::Done;
     for path in &args.images {
         let file = path.display().to_string();

@@ -14,7 +14,7 @@ use js_sys::{Float32Array, Object, Reflect, Uint8ClampedArray};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::classifier::{Classifier, DECISION_THRESHOLD, Prediction};
+use crate::classifier::{Classifier, DECISION_THRESHOLD, Prediction, Tta};
 use crate::error::CelnetError;
 use crate::explain::engine::ExplainPhases;
 use crate::explain::render::{
@@ -140,6 +140,14 @@ impl Session {
         Ok(())
     }
 
+    /// Test-time augmentation for scores (glimpses, slide windows): `true` averages the eight
+    /// orientations of each image, eight times the work; `false` (the default) scores it as it
+    /// is. Evidence maps are not affected.
+    pub fn set_tta(&mut self, on: bool) {
+        let tta = if on { Tta::Dihedral } else { Tta::Off };
+        self.classifier = self.classifier.clone().with_tta(tta);
+    }
+
     /// Goes back to the embedded default weights.
     pub fn reset_weights(&mut self) -> Result<(), JsError> {
         let device = self.explainer.device().clone();
@@ -176,10 +184,16 @@ impl Session {
         let decoded = now_ms();
         let evidence = self.explainer.evidence(&image).await.map_err(js_error)?;
         let evidence = PreparedEvidence::new(evidence, &[CelmParams::default().sigma]);
+        // The gradient passes score the image as it is; with test-time augmentation the shown
+        // score is the augmented one, as for `predict`.
+        let prediction = match self.classifier.tta() {
+            Tta::Off => evidence.prediction,
+            Tta::Dihedral => self.classifier.predict(&image).await.map_err(js_error)?,
+        };
         let done = now_ms();
         let summary = self.summary(
             &image,
-            evidence.prediction,
+            prediction,
             Timings {
                 decode: decoded - start,
                 network: done - decoded,
@@ -314,8 +328,9 @@ impl Session {
 impl Session {
     fn use_model(&mut self, model: crate::Celnet, name: String) {
         let device = self.explainer.device().clone();
+        let tta = self.classifier.tta();
         self.explainer = Explainer::new(model, &device);
-        self.classifier = self.explainer.classifier();
+        self.classifier = self.explainer.classifier().with_tta(tta);
         self.weights = name;
     }
 
@@ -327,6 +342,7 @@ impl Session {
             height: image.height(),
             prediction,
             verdict: prediction.label.verdict(),
+            tta: self.classifier.tta(),
             timings_ms: timings,
         }
     }
@@ -342,6 +358,8 @@ struct Summary {
     #[serde(flatten)]
     prediction: Prediction,
     verdict: &'static str,
+    /// `"off"` or `"dihedral"`: whether the score averages the eight orientations.
+    tta: Tta,
     timings_ms: Timings,
 }
 

@@ -444,6 +444,8 @@ impl SlideJob {
             points: points.clone(),
             evidence: prepared.evidence.clone(),
             mode: Mode::Dense,
+            // The page's scorers know it; their windows' logits arrive already averaged.
+            tta: None,
             files: Vec::new(),
         };
         let geojson = geojson(&heatmap, &points, &prepared.evidence, to_input).to_string();

@@ -34,7 +34,7 @@ test('the report has the sizes and one CPU result with every figure', () => {
   assert.equal(results.length, 1);
   const [cpu] = results;
   assert.equal(cpu.backend, 'cpu');
-  for (const key of ['predict_median_ms', 'explain_median_ms', 'batch1_per_image_median_ms', 'batch64_per_image_median_ms']) {
+  for (const key of ['predict_median_ms', 'predict_tta_median_ms', 'explain_median_ms', 'batch1_per_image_median_ms', 'batch64_per_image_median_ms']) {
     assert.ok(cpu[key] > 0 && Number.isFinite(cpu[key]), `${key}: ${cpu[key]}`);
   }
   const phases = cpu.explain_phases_median_ms;

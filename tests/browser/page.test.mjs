@@ -223,6 +223,25 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
     assert.equal(after.backend, 'cpu');
   });
 
+  test('test-time augmentation re-scores every card with the CLI\'s --tta score', async () => {
+    const { page } = session;
+    const [line] = execFileSync(CELNET, ['predict', '--json', '--tta', SAMPLE], { encoding: 'utf8' }).trim().split('\n');
+    const expected = JSON.parse(line).probability;
+    const cards = await page.locator('[data-testid="result"]').count();
+    await page.check('#tta');
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="result"][data-tta="dihedral"]').length === n,
+      cards, { timeout: TIMEOUT });
+    const probabilities = await page.evaluate(() => window.celnet.results
+      .filter((r) => r.name.endsWith('.jpg') && r.summary.tta === 'dihedral')
+      .map((r) => r.summary.probability));
+    assert.ok(probabilities.length > 0);
+    const closest = Math.min(...probabilities.map((p) => Math.abs(p - expected)));
+    assert.ok(closest < 1e-3, `page ${probabilities} vs CLI --tta ${expected}`);
+    await page.uncheck('#tta');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="result"][data-tta="dihedral"]').length === 0,
+      null, { timeout: TIMEOUT });
+  });
+
   test('the page fits a laptop-width window without sideways scrolling', async () => {
     const { page } = session;
     for (const width of [1400, 1024]) {
