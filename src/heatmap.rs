@@ -692,9 +692,11 @@ impl WindowEvidence {
                 min: GLIMPSE as u32,
             });
         }
+        // Rounded, not truncated: a point that went to the input's pixels and back (the page
+        // asks for a window by input coordinates) may land a hair below a whole pixel.
         let half = (GLIMPSE / 2) as f64;
-        let x = ((point.x - half).max(0.0) as usize).min(width - GLIMPSE);
-        let y = ((point.y - half).max(0.0) as usize).min(height - GLIMPSE);
+        let x = ((point.x - half).max(0.0).round() as usize).min(width - GLIMPSE);
+        let y = ((point.y - half).max(0.0).round() as usize).min(height - GLIMPSE);
         Ok(((x, y), image.region(x, y, GLIMPSE, GLIMPSE)?))
     }
 
