@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{FIXTURES, celnet, json_stdout, scratch};
+use common::{FIXTURES, assert_success, celnet, json_stdout, scratch};
 
 fn first_fixture(label: u8) -> PathBuf {
     let dir = Path::new(FIXTURES).join(label.to_string());
@@ -90,11 +90,7 @@ fn explain_writes_maps_overlay_and_json() {
         "--threshold",
         "0.4",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     for name in [
         "input", "cam2", "cam3", "csm", "mc", "celm", "mask", "overlay",
     ] {
@@ -237,11 +233,7 @@ fn stain_shift_writes_a_labelled_copy_that_eval_reads() {
             "--seed",
             "3",
         ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_success(&output);
         let count = |label: &str| std::fs::read_dir(out.join(label)).unwrap().count();
         assert_eq!((count("0"), count("1")), (100, 100));
     }
@@ -295,11 +287,7 @@ fn recalibrate_rewrites_only_statistics_into_a_working_model() {
         ])
     };
     let output = recalibrate("4");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let before = std::fs::read("weights/celnet-pcam.bpk").unwrap();
     let after = std::fs::read(&out).unwrap();
     assert_eq!(before.len(), after.len(), "same tensors, same layout");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{FIXTURES, celnet, json_stdout, scratch};
+use common::{FIXTURES, assert_success, celnet, json_stdout, scratch};
 
 fn mosaics(name: &str, n: usize, seed: u64, part: &str) -> PathBuf {
     mosaics_with(name, n, seed, part, &[])
@@ -30,11 +30,7 @@ fn mosaics_with(name: &str, n: usize, seed: u64, part: &str, extra: &[&str]) -> 
     ];
     args.extend_from_slice(extra);
     let output = celnet(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     out
 }
 

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 mod common;
-use common::{FIXTURES, celnet, json_stdout, scratch};
+use common::{FIXTURES, assert_success, celnet, json_stdout, scratch};
 
 #[test]
 fn synthetic_slides_carry_their_lesions_and_evaluate() {
@@ -23,11 +23,7 @@ fn synthetic_slides_carry_their_lesions_and_evaluate() {
         "--tumour-share",
         "0.5",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let slides = manifest["slides"].as_array().unwrap();

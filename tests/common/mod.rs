@@ -17,14 +17,19 @@ pub fn celnet(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
-/// The JSON a successful run printed; panics with stderr otherwise.
-pub fn json_stdout(output: &Output) -> Value {
+/// Panics with the exit status and stderr unless the run succeeded.
+pub fn assert_success(output: &Output) {
     assert!(
         output.status.success(),
         "exit {:?}\nstderr: {}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The JSON a successful run printed; panics with stderr otherwise.
+pub fn json_stdout(output: &Output) -> Value {
+    assert_success(output);
     serde_json::from_slice(&output.stdout).expect("stdout is JSON")
 }
 
