@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::calibration::ReliabilityBin;
@@ -161,28 +162,48 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
     })
 }
 
+/// A chart over [0, 1] x [0, 1] with its axes named and the diagonal drawn faintly (the chance
+/// line of a ROC curve, perfect calibration in a reliability diagram).
+fn unit_square<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+) -> std::result::Result<
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    String,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(14)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..1.0, 0f64..1.0)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(plot_error)?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            BLACK.mix(0.3).stroke_width(1),
+        ))
+        .map_err(plot_error)?;
+    Ok(chart)
+}
+
 /// ROC curve with its area in the title.
 pub fn roc_curve(points: &[(f64, f64)], auc: f64, path: &Path) -> Result<()> {
     render(path, (520, 520), |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("ROC (AUC {auc:.4})"), ("sans-serif", 18))
-            .margin(14)
-            .x_label_area_size(36)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..1.0, 0f64..1.0)
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("false-positive rate")
-            .y_desc("true-positive rate")
-            .draw()
-            .map_err(plot_error)?;
-        chart
-            .draw_series(LineSeries::new(
-                [(0.0, 0.0), (1.0, 1.0)],
-                BLACK.mix(0.3).stroke_width(1),
-            ))
-            .map_err(plot_error)?;
+        let mut chart = unit_square(
+            &root,
+            &format!("ROC (AUC {auc:.4})"),
+            "false-positive rate",
+            "true-positive rate",
+        )?;
         chart
             .draw_series(LineSeries::new(points.iter().copied(), RED.stroke_width(2)))
             .map_err(plot_error)?;
@@ -199,25 +220,12 @@ pub fn reliability_diagram(curves: &[(&str, &[ReliabilityBin], f64)], path: &Pat
         bins.iter().map(|b| b.count).sum::<usize>().max(1)
     });
     render(path, (560, 560), |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption("reliability", ("sans-serif", 18))
-            .margin(14)
-            .x_label_area_size(36)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..1.0, 0f64..1.0)
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("predicted probability of metastasis")
-            .y_desc("observed frequency of metastasis")
-            .draw()
-            .map_err(plot_error)?;
-        chart
-            .draw_series(LineSeries::new(
-                [(0.0, 0.0), (1.0, 1.0)],
-                BLACK.mix(0.3).stroke_width(1),
-            ))
-            .map_err(plot_error)?;
+        let mut chart = unit_square(
+            &root,
+            "reliability",
+            "predicted probability of metastasis",
+            "observed frequency of metastasis",
+        )?;
         for (&(name, bins, ece), &color) in curves.iter().zip(colors.iter().cycle()) {
             let points: Vec<(f64, f64, usize)> = bins
                 .iter()
