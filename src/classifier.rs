@@ -102,18 +102,24 @@ struct Orientation {
 }
 
 impl Tta {
-    fn orientations(self) -> Vec<Orientation> {
+    /// The mean of `score` over this augmentation's orientations (without augmentation, the
+    /// one score as it is, no extra operation).
+    fn mean<const D: usize>(self, score: impl Fn(Orientation) -> Tensor<D>) -> Tensor<D> {
         let count = match self {
             Tta::Off => 1,
             Tta::Dihedral => 8,
         };
-        (0..count)
-            .map(|i| Orientation {
-                transpose: i & 4 != 0,
-                flip_rows: i & 2 != 0,
-                flip_cols: i & 1 != 0,
-            })
-            .collect()
+        let orientation = |i: u8| Orientation {
+            transpose: i & 4 != 0,
+            flip_rows: i & 2 != 0,
+            flip_cols: i & 1 != 0,
+        };
+        let sum = (1..count).fold(score(orientation(0)), |sum, i| sum + score(orientation(i)));
+        if count > 1 {
+            sum / f32::from(count)
+        } else {
+            sum
+        }
     }
 }
 
@@ -200,43 +206,24 @@ impl Classifier {
     /// With test-time augmentation, each window's logit is the mean over the orientations of
     /// the whole image (the grid of windows maps onto itself).
     pub async fn window_logits(&self, image: Tensor<4>, stride: usize) -> Result<Vec<f32>> {
-        let orientations = self.tta.orientations();
-        let count = orientations.len() as f32;
-        let mut sum: Option<Tensor<3>> = None;
-        for orientation in orientations {
+        read(self.tta.mean(|orientation| {
             let logits = self
                 .model
                 .forward_windows(orientation.apply(image.clone()), stride);
-            let logits = orientation.undo(logits);
-            sum = Some(match sum {
-                Some(sum) => sum + logits,
-                None => logits,
-            });
-        }
-        read(mean(sum, count)).await
+            orientation.undo(logits)
+        }))
+        .await
     }
 
     /// Logits of a batch of normalised images `[B, 3, H, W]` (averaged over the orientations
     /// with test-time augmentation).
     pub async fn logits(&self, images: Tensor<4>) -> Result<Vec<f32>> {
-        let orientations = self.tta.orientations();
-        let count = orientations.len() as f32;
-        let mut sum: Option<Tensor<2>> = None;
-        for orientation in orientations {
-            let logits = self.model.forward(orientation.apply(images.clone()));
-            sum = Some(match sum {
-                Some(sum) => sum + logits,
-                None => logits,
-            });
-        }
-        read(mean(sum, count)).await
+        read(
+            self.tta
+                .mean(|orientation| self.model.forward(orientation.apply(images.clone()))),
+        )
+        .await
     }
-}
-
-/// The mean of a sum over `count` orientations (no extra operation without augmentation).
-fn mean<const D: usize>(sum: Option<Tensor<D>>, count: f32) -> Tensor<D> {
-    let sum = sum.expect("at least one orientation");
-    if count > 1.0 { sum / count } else { sum }
 }
 
 /// Reads a float tensor back to the host. Asynchronous, because WebGPU has no synchronous read.
