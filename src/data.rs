@@ -7,7 +7,7 @@ use burn::tensor::TensorData;
 use rand::{Rng, RngExt, SeedableRng};
 
 use crate::error::{CelnetError, Result};
-use crate::input::{CHANNEL_MEAN, CHANNEL_STD, has_image_extension, read_image};
+use crate::input::{CHANNEL_MEAN, CHANNEL_STD, has_image_extension, read_image, save_image};
 use crate::stain::StainJitter;
 
 /// File names of the official PCam HDF5 files for a split.
@@ -169,9 +169,9 @@ impl PatchSet {
         }
     }
 
-    /// A copy with each patch's stains shifted at random (HED space, [`StainJitter`]); the
-    /// shift of patch `i` depends only on `seed` and `i`, so a copy is reproducible and a
-    /// subset of it matches the same subset shifted alone.
+    /// A copy with each patch's stains shifted at random (HED space, [`StainJitter`]); a
+    /// patch's shift depends only on `seed` and the patch's source, so a copy is reproducible
+    /// and a subset of it matches the same subset shifted alone.
     pub fn stain_shifted(&self, jitter: StainJitter, seed: u64) -> Self {
         let mut shifted = self.clone();
         let size = self.side * self.side * 3;
@@ -201,13 +201,9 @@ impl PatchSet {
                 .join(self.labels[i].to_string())
                 .join(format!("{stem}.png"));
             let side = self.side as u32;
-            image::RgbImage::from_raw(side, side, self.patch(i).to_vec())
-                .expect("a patch holds side x side RGB pixels")
-                .save(&path)
-                .map_err(|e| CelnetError::ImageWrite {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+            let patch = image::RgbImage::from_raw(side, side, self.patch(i).to_vec())
+                .expect("a patch holds side x side RGB pixels");
+            save_image(&patch, &path)?;
         }
         Ok(self.len())
     }
@@ -500,6 +496,4 @@ mod tests {
             assert!(moved <= raw * 0.1 + 0.05 + 1e-5, "value {i} moved {moved}");
         }
     }
-
-    use rand::SeedableRng;
 }

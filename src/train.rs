@@ -353,8 +353,8 @@ fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
 }
 
 /// Training loss and correct answers summed on the device and read back only when shown or
-/// saved: reading a value waits for the device, and doing so after every step left a GPU idle
-/// while the next batch was prepared.
+/// saved: reading a value waits for the device to finish its queued work, so reading after
+/// every step would make each step wait for the one before.
 #[derive(Default)]
 struct PendingStats {
     loss_sum: Option<Tensor<1>>,
