@@ -102,6 +102,11 @@ struct Orientation {
 }
 
 impl Tta {
+    /// [`Tta::Dihedral`] when `on`, else [`Tta::Off`] (a command-line flag, a page's toggle).
+    pub fn when(on: bool) -> Tta {
+        if on { Tta::Dihedral } else { Tta::Off }
+    }
+
     /// The mean of `score` over this augmentation's orientations (without augmentation, the
     /// one score as it is, no extra operation).
     fn mean<const D: usize>(self, score: impl Fn(Orientation) -> Tensor<D>) -> Tensor<D> {

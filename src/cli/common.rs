@@ -92,7 +92,7 @@ pub struct TtaArgs {
 
 impl TtaArgs {
     pub fn tta(&self) -> Tta {
-        if self.tta { Tta::Dihedral } else { Tta::Off }
+        Tta::when(self.tta)
     }
 }
 

@@ -144,8 +144,7 @@ impl Session {
     /// orientations of each image, eight times the work; `false` (the default) scores it as it
     /// is. Evidence maps are not affected.
     pub fn set_tta(&mut self, on: bool) {
-        let tta = if on { Tta::Dihedral } else { Tta::Off };
-        self.classifier = self.classifier.clone().with_tta(tta);
+        self.classifier = self.classifier.clone().with_tta(Tta::when(on));
     }
 
     /// Goes back to the embedded default weights.
