@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::calibration::expected_calibration_error;
+use crate::calibration::{expected_calibration_error, nll};
 use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
 use crate::data::PatchSet;
 use crate::error::Result;
@@ -43,18 +43,13 @@ pub fn evaluate(classifier: &Classifier, set: &PatchSet, batch_size: usize) -> R
         let x = Tensor::<4>::from_data(data, classifier.device());
         logits.extend(pollster::block_on(classifier.logits(x))?);
     }
-    let mut loss = 0.0;
-    for (&z, &y) in logits.iter().zip(&set.labels) {
-        let (z, y) = (f64::from(z), f64::from(y));
-        loss += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
-    }
     let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
     let confusion = Confusion::at(&probabilities, &set.labels, DECISION_THRESHOLD);
     Ok(Evaluation {
         n: set.len(),
         accuracy: confusion.accuracy(),
         auc: auc(&probabilities, &set.labels).unwrap_or(f64::NAN),
-        loss: loss / set.len().max(1) as f64,
+        loss: nll(&logits, &set.labels, 1.0),
         sensitivity: confusion.sensitivity(),
         specificity: confusion.specificity(),
         ece: expected_calibration_error(&probabilities, &set.labels),
