@@ -1,7 +1,7 @@
 // Service worker: keeps a copy of the page so it works offline after the first visit.
 // Network first (a rebuilt page is picked up at once), the cached copy when offline.
 
-const CACHE = 'celnet-v3';
+const CACHE = 'celnet-v4';
 const FILES = [
   './',
   'index.html',
@@ -17,6 +17,7 @@ const FILES = [
   'www/samples/field-of-view.tif',
   'pkg/celnet.js',
   'pkg/celnet_bg.wasm',
+  'weights/celnet-pcam.bpk',
 ];
 
 self.addEventListener('install', (event) => {

@@ -49,7 +49,7 @@ async function benchPage(browser, origin, backend) {
     console.log(r.skipped ? `${r.backend}: ${r.skipped}`
       : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms, first predict ${r.first_predict_ms.toFixed(0)} ms; network per image at batch 1 ${r.batch1_per_image_median_ms.toFixed(1)} ms, at batch 64 ${r.batch64_per_image_median_ms.toFixed(1)} ms; explain phases ${JSON.stringify(r.explain_phases_median_ms)}; forward by kind ${JSON.stringify(r.forward_profile_median_ms)}`);
   }
-  console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped, ${report.sizes.transferred} transferred (${report.sizes.content_encoding}); ${report.user_agent}`);
+  console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped, ${report.sizes.transferred} transferred (${report.sizes.content_encoding}); default weights ${report.sizes.weights.raw} bytes, ${report.sizes.weights.transferred} transferred; ${report.user_agent}`);
 }
 
 // Proportional set size (bytes) of the renderer processes this script started (through the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the browser client's WebAssembly into pkg/: the crate for wasm32 (profile `web`, SIMD),
-# JavaScript bindings with wasm-bindgen (--target web), wasm-opt, and compressed copies of both.
+# JavaScript bindings with wasm-bindgen (--target web), wasm-opt, and compressed copies of both
+# and of the default weights.
 # Installs what it needs once: the wasm32 target, the wasm-bindgen CLI matching Cargo.lock,
 # npm's binaryen.
 set -euo pipefail
@@ -36,7 +37,8 @@ if [ "$level" != none ]; then
   node_modules/.bin/wasm-opt "$level" "$out/celnet_bg.wasm" -o "$out/celnet_bg.opt.wasm"
   mv "$out/celnet_bg.opt.wasm" "$out/celnet_bg.wasm"
 fi
-# Compressed copies beside each file, which `celnet serve` sends to browsers that accept them.
+# Compressed copies beside each file (and beside the default weights, which the page fetches),
+# which `celnet serve` sends to browsers that accept them.
 node -e '
   const fs = require("fs"), zlib = require("zlib");
   for (const file of process.argv.slice(1)) {
@@ -46,7 +48,7 @@ node -e '
       [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
       [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
     } }));
-  }' "$out/celnet_bg.wasm" "$out/celnet.js"
+  }' "$out/celnet_bg.wasm" "$out/celnet.js" weights/celnet-pcam.bpk
 rm -rf pkg
 mv "$out" pkg
 printf 'build-web: pkg/celnet_bg.wasm %s bytes (%s gzipped, %s brotli)\n' \

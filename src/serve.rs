@@ -22,7 +22,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      frame-ancestors 'none'";
 
 /// Files that must exist before the page can work.
-const REQUIRED: [&str; 3] = ["index.html", "pkg/celnet.js", "pkg/celnet_bg.wasm"];
+const REQUIRED: [&str; 4] = [
+    "index.html",
+    "pkg/celnet.js",
+    "pkg/celnet_bg.wasm",
+    "weights/celnet-pcam.bpk",
+];
 
 /// Serves `root` on `address` (e.g. `127.0.0.1:8080`) until the process ends.
 /// `on_ready` gets the bound address once the socket is listening.
@@ -49,7 +54,7 @@ pub fn check_root(root: &Path) -> Result<()> {
         if !root.join(file).is_file() {
             return Err(CelnetError::Serve(format!(
                 "{} is missing: build the browser client first (scripts/start.sh builds it), \
-                 or pass --root with the folder that holds index.html and pkg/",
+                 or pass --root with the folder that holds index.html, pkg/ and weights/",
                 root.join(file).display()
             )));
         }

@@ -1,4 +1,8 @@
-//! Loading and saving CELNet weights (Burn's burnpack format) and the embedded default model.
+//! Loading and saving CELNet weights (Burn's burnpack format) and the default model.
+//!
+//! Native builds embed the default weights; the browser build does not (they would be a fifth
+//! of the wasm and block its compilation): the page fetches `weights/celnet-pcam.bpk` beside
+//! the wasm and hands its bytes to the session.
 
 use std::path::Path;
 
@@ -10,6 +14,7 @@ use crate::error::{CelnetError, Result};
 use crate::model::{Celnet, CelnetConfig};
 
 /// The shipped default weights (trained on the PCam subset; see `weights/README.md`).
+#[cfg(not(target_arch = "wasm32"))]
 pub const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../weights/celnet-pcam.bpk");
 
 /// A network with the given weights, on `device`.
@@ -27,6 +32,7 @@ pub fn load_file(path: impl AsRef<Path>, device: &Device) -> Result<Celnet> {
 }
 
 /// The embedded default network on `device`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_default(device: &Device) -> Result<Celnet> {
     load_bytes(DEFAULT_WEIGHTS, device)
 }

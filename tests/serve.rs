@@ -22,9 +22,11 @@ fn site(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("pkg")).unwrap();
+    std::fs::create_dir_all(root.join("weights")).unwrap();
     std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
     std::fs::write(root.join("pkg/celnet.js"), "export default 1;").unwrap();
     std::fs::write(root.join("pkg/celnet_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(root.join("weights/celnet-pcam.bpk"), b"BURNPACK").unwrap();
     std::fs::write(root.join(".secret"), "hidden").unwrap();
     root
 }
@@ -109,6 +111,15 @@ fn serves_the_page_with_its_headers() {
     assert!(status.contains("200"), "{status}");
     assert_eq!(header(&headers, "content-type"), Some("application/wasm"));
     assert_eq!(body, b"\0asm\x01\0\0\0");
+
+    // The page fetches the default weights beside the wasm.
+    let (status, headers, body) = request(&server, "GET", "/weights/celnet-pcam.bpk");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(body, b"BURNPACK");
 
     for path in [
         "/missing.js",

@@ -9,10 +9,10 @@ const BATCH_RUNS = { cpu: 5, webgpu: 2 };
 const SAMPLE = 'samples/patch0029612.jpg';
 const $ = (id) => document.getElementById(id);
 
-// The wasm's size, gzipped here, and as it came over the network (`transferred`, with the
-// server's Content-Encoding: `celnet serve` sends a precompressed copy).
-async function wasmSizes() {
-  const url = new URL('../pkg/celnet_bg.wasm', location.href).href;
+// A file's size, gzipped here, and as it came over the network (`transferred`, with the
+// server's Content-Encoding: `celnet serve` sends a precompressed copy where there is one).
+async function fileSizes(path) {
+  const url = new URL(path, location.href).href;
   const response = await fetch(url, { cache: 'no-store' });
   const raw = await response.arrayBuffer();
   const gzipped = await new Response(
@@ -25,6 +25,13 @@ async function wasmSizes() {
     transferred: timing ? timing.encodedBodySize : null,
     content_encoding: response.headers.get('content-encoding') || 'identity',
   };
+}
+
+// The wasm's sizes, with the default weights' (fetched beside it) as `weights`.
+async function downloadSizes() {
+  const wasm = await fileSizes('../pkg/celnet_bg.wasm');
+  const weights = await fileSizes('../weights/celnet-pcam.bpk');
+  return { ...wasm, weights };
 }
 
 async function benchBackend(backend, bytes) {
@@ -87,9 +94,11 @@ function row(result) {
 }
 
 async function main() {
-  const sizes = await wasmSizes();
-  const sent = sizes.transferred ? `; ${(sizes.transferred / 1e6).toFixed(2)} MB over the network (${sizes.content_encoding})` : '';
-  $('sizes').textContent = `celnet_bg.wasm: ${(sizes.raw / 1e6).toFixed(2)} MB raw, ${(sizes.gzip / 1e6).toFixed(2)} MB gzipped${sent}.`;
+  const sizes = await downloadSizes();
+  const mb = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
+  const sent = (s) => (s.transferred ? `; ${mb(s.transferred)} over the network (${s.content_encoding})` : '');
+  $('sizes').textContent = `celnet_bg.wasm: ${mb(sizes.raw)} raw, ${mb(sizes.gzip)} gzipped${sent(sizes)}. `
+    + `Default weights (fetched beside it): ${mb(sizes.weights.raw)}${sent(sizes.weights)}.`;
   $('agent').textContent = `Browser: ${navigator.userAgent}; ${navigator.hardwareConcurrency} logical cores.`;
   const bytes = await (await fetch(SAMPLE)).arrayBuffer();
   const results = [];

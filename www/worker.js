@@ -13,6 +13,18 @@ const explained = new Map(); // handle number -> Explained (evidence kept in was
 let nextHandle = 1;
 let slide = null; // the open SlideJob: a large image or slide file, read from its File
 
+// The default weights, fetched beside the wasm while it compiles (they are not inside it).
+const defaultWeights = fetch(new URL('../weights/celnet-pcam.bpk', import.meta.url))
+  .then((response) => {
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return response.arrayBuffer();
+  })
+  .then((buffer) => new Uint8Array(buffer))
+  .catch((e) => {
+    throw new Error(`could not load the default weights (weights/celnet-pcam.bpk): ${e.message}`);
+  });
+defaultWeights.catch(() => {}); // reported when start() awaits it
+
 // Largest side scored as one glimpse (a result card); anything larger opens in the slide view.
 const GLIMPSE_SIDE = 128;
 
@@ -65,13 +77,14 @@ async function facts() {
 async function start({ backend: requested }) {
   if (!wasm) wasm = await init();
   const choice = await chooseBackend(requested);
+  const weights = await defaultWeights;
   let reason = choice.reason;
   try {
-    session = await Session.create(choice.backend);
+    session = await Session.create(choice.backend, weights);
   } catch (e) {
     if (choice.backend !== 'webgpu') throw e;
     reason = `WebGPU failed to start (${e.message}); using CPU`;
-    session = await Session.create('cpu');
+    session = await Session.create('cpu', weights);
   }
   const t0 = performance.now();
   (await session.explain(warmupImage())).free();

@@ -93,13 +93,17 @@ pub struct Session {
     classifier: Classifier,
     backend: &'static str,
     weights: String,
+    /// The default weights' burnpack bytes, kept for [`Session::reset_weights`].
+    default_weights: Vec<u8>,
 }
 
 #[wasm_bindgen]
 impl Session {
     /// A session on `backend`: `"webgpu"` (fails if WebGPU cannot be initialised: the caller
-    /// falls back to `"cpu"`) or `"cpu"` (Burn's flex backend on wasm, SIMD).
-    pub async fn create(backend: String) -> Result<Session, JsError> {
+    /// falls back to `"cpu"`) or `"cpu"` (Burn's flex backend on wasm, SIMD), with the default
+    /// weights' burnpack bytes (the page fetches `weights/celnet-pcam.bpk`; they are not in the
+    /// wasm).
+    pub async fn create(backend: String, default_weights: Vec<u8>) -> Result<Session, JsError> {
         let (device, backend) = match backend.as_str() {
             "webgpu" => (webgpu_device().await?, "webgpu"),
             "cpu" => (Device::flex(), "cpu"),
@@ -109,13 +113,15 @@ impl Session {
                 )));
             }
         };
-        let model = weights::load_default(&device).map_err(js_error)?;
+        let model = weights::load_bytes(&default_weights, &device)
+            .map_err(|e| JsError::new(&format!("the default weights: {e}")))?;
         let explainer = Explainer::new(model, &device);
         Ok(Session {
             classifier: explainer.classifier(),
             explainer,
             backend,
             weights: "default".into(),
+            default_weights,
         })
     }
 
@@ -147,10 +153,10 @@ impl Session {
         self.classifier = self.classifier.clone().with_tta(Tta::when(on));
     }
 
-    /// Goes back to the embedded default weights.
+    /// Goes back to the default weights.
     pub fn reset_weights(&mut self) -> Result<(), JsError> {
         let device = self.explainer.device().clone();
-        let model = weights::load_default(&device).map_err(js_error)?;
+        let model = weights::load_bytes(&self.default_weights, &device).map_err(js_error)?;
         self.use_model(model, "default".into());
         Ok(())
     }

@@ -1,12 +1,15 @@
 // The bench page on the wasm CPU path: the report other tools read (sizes, medians, the batch
-// and phase figures), a batch of 64 that agrees with one glimpse, and the wasm sent compressed.
+// and phase figures), a batch of 64 that agrees with one glimpse, and the wasm and the default
+// weights sent compressed.
 //
 // Needs: target/release/celnet (cargo build --release), pkg/ (scripts/build-web.sh), chromium.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { BASE_FLAGS, CHROMIUM, startServer } from './harness.mjs';
+import { BASE_FLAGS, CHROMIUM, ROOT, startServer } from './harness.mjs';
 
 let server;
 let browser;
@@ -31,6 +34,9 @@ test('the report has the sizes and one CPU result with every figure', () => {
   assert.equal(report.error, undefined, report.error);
   const { sizes, results } = report;
   assert.ok(sizes.raw > 1e6 && sizes.gzip > 0 && sizes.gzip < sizes.raw, JSON.stringify(sizes));
+  // The default weights come beside the wasm, not inside it.
+  const weights = statSync(join(ROOT, 'weights/celnet-pcam.bpk')).size;
+  assert.equal(sizes.weights.raw, weights, JSON.stringify(sizes.weights));
   assert.equal(results.length, 1);
   const [cpu] = results;
   assert.equal(cpu.backend, 'cpu');
@@ -52,8 +58,11 @@ test('a batch of 64 copies gives 64 times the single glimpse\'s logit', () => {
   assert.ok(cpu.batch64_max_logit_difference < 1e-4, `largest difference ${cpu.batch64_max_logit_difference}`);
 });
 
-test('the wasm came over the network precompressed', () => {
+test('the wasm and the weights came over the network precompressed', () => {
   const { sizes } = report;
   assert.ok(['br', 'gzip'].includes(sizes.content_encoding), `Content-Encoding ${sizes.content_encoding}`);
   assert.ok(sizes.transferred > 0 && sizes.transferred < sizes.raw / 3, JSON.stringify(sizes));
+  // The weights too, although trained floats shrink by a few per cent only.
+  assert.ok(['br', 'gzip'].includes(sizes.weights.content_encoding), JSON.stringify(sizes.weights));
+  assert.ok(sizes.weights.transferred < sizes.weights.raw, JSON.stringify(sizes.weights));
 });

@@ -242,6 +242,30 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
       null, { timeout: TIMEOUT });
   });
 
+  test('own weights: a corrupt file is refused, a good one re-explains the cards, the default comes back', async () => {
+    const { page } = session;
+    const good = readFileSync(join(ROOT, 'weights/celnet-pcam.bpk'));
+    const glimpseWeights = (name) => page.waitForFunction((n) => {
+      const glimpses = window.celnet.results.filter((r) => r.name.endsWith('.jpg'));
+      return glimpses.length > 0 && glimpses.every((r) => r.summary.weights === n);
+    }, name, { timeout: TIMEOUT });
+    await page.setInputFiles('#weights-input',
+      { name: 'broken.bpk', mimeType: 'application/octet-stream', buffer: good.subarray(0, good.length >> 1) });
+    await page.getByTestId('error').getByText('broken.bpk').waitFor({ timeout: TIMEOUT });
+    assert.match(await page.textContent('#status'), /Weights: default\./);
+    await page.setInputFiles('#weights-input', { name: 'mine.bpk', mimeType: 'application/octet-stream', buffer: good });
+    await glimpseWeights('mine.bpk');
+    assert.match(await page.textContent('#status'), /Weights: mine\.bpk\./);
+    // "Default weights" reloads the bytes fetched at start-up: the CLI's embedded copy's score.
+    await page.click('#reset-weights');
+    await glimpseWeights('default');
+    assert.match(await page.textContent('#status'), /Weights: default\./);
+    const tumour = await page.evaluate(() => window.celnet.results
+      .filter((r) => r.name === 'patch0029612.jpg').map((r) => r.summary.probability));
+    assert.ok(tumour.length > 0 && tumour.every((p) => Math.abs(p - native.tumour.probability) < 1e-3),
+      `page ${tumour} vs CLI ${native.tumour.probability}`);
+  });
+
   test('the page fits a laptop-width window without sideways scrolling', async () => {
     const { page } = session;
     for (const width of [1400, 1024]) {
@@ -263,5 +287,23 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
 
   test('no request left the page origin', () => {
     assert.deepEqual(session.foreign, []);
+  });
+});
+
+describe('a server without the default weights', { timeout: TIMEOUT }, () => {
+  test('the page says what is missing instead of hanging', async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: BASE_FLAGS });
+    try {
+      const context = await browser.newContext({ serviceWorkers: 'block' });
+      await context.route('**/weights/celnet-pcam.bpk', (route) => route.fulfill({ status: 404, body: 'not found' }));
+      const page = await context.newPage();
+      await page.goto(`${origin}/?backend=cpu`);
+      await page.getByTestId('error').getByText('default weights').waitFor({ timeout: TIMEOUT });
+      assert.match(await page.textContent('#error-list'),
+        /engine: could not load the default weights \(weights\/celnet-pcam\.bpk\): HTTP 404/);
+      assert.match(await page.textContent('#status'), /could not start/);
+    } finally {
+      await browser.close();
+    }
   });
 });
