@@ -16,6 +16,7 @@ pub mod guided;
 pub mod heatmap;
 pub mod input;
 pub mod localize;
+pub mod max_reduce;
 pub mod metrics;
 pub mod model;
 pub mod profile;

@@ -10,11 +10,12 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
-use crate::conv::conv3x3;
+use crate::conv::{conv_same, conv3x3};
 use crate::guided::ReluKind;
+use crate::max_reduce::{channel_max, spatial_max};
 use crate::profile::span;
 
 /// The [`span`] of the ReLUs and residual additions.
@@ -90,7 +91,7 @@ impl Pooling {
     /// Average and maximum per channel: `[B, C, 1, 1]` globally, `[B, C, rows, cols]` per window.
     fn avg_max(self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let Pooling::Windows(grid) = self else {
-            return (x.clone().mean_dims(&[2, 3]), x.max_dims(&[2, 3]));
+            return (x.clone().mean_dims(&[2, 3]), spatial_max(x));
         };
         // Block statistics first (each pixel read once), then windows of whole blocks: the same
         // averages and maxima as pooling the pixels of each window, at a fraction of the reads.
@@ -286,31 +287,8 @@ impl SpatialAttention {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let summary = Tensor::cat(vec![x.clone().mean_dim(1), channel_max(x)], 1);
-        let options = ConvOptions::new([1, 1], [3, 3], [1, 1], 1);
-        sigmoid(conv2d(summary, self.fused_kernel(), None, options))
+        sigmoid(conv_same(summary, self.fused_kernel()))
     }
-}
-
-/// The maximum over channels, `[B, C, H, W] -> [B, 1, H, W]`, as a tree of element-wise maxima
-/// of channel halves: each step reads whole contiguous planes, where a reduction along the
-/// channel axis strides through memory (on the CPU backend that one reduction cost as much as
-/// a tenth of a forward pass). The same values as `max_dim(1)`.
-fn channel_max(mut x: Tensor<4>) -> Tensor<4> {
-    let [_, mut channels, _, _] = x.dims();
-    while channels > 1 {
-        let half = channels / 2;
-        let pairs = x
-            .clone()
-            .narrow(1, 0, half)
-            .max_pair(x.clone().narrow(1, half, half));
-        x = if channels % 2 == 1 {
-            Tensor::cat(vec![pairs, x.narrow(1, 2 * half, 1)], 1)
-        } else {
-            pairs
-        };
-        channels = half + channels % 2;
-    }
-    x
 }
 
 /// Residual block with the multi-branch attention module (MA-Res).
@@ -681,19 +659,6 @@ mod tests {
         let plain = values(model.forward(images).reshape([2, 1, 1, 1]));
         for (d, p) in dense.iter().zip(&plain) {
             assert!((d - p).abs() < 1e-4, "dense {d} vs plain {p}");
-        }
-    }
-
-    #[test]
-    fn the_channel_maximum_is_max_over_channels() {
-        let device = Device::flex();
-        for channels in [1, 2, 5, 16] {
-            let x = Tensor::<4>::random([2, channels, 3, 4], Distribution::Default, &device);
-            assert_eq!(
-                values(channel_max(x.clone())),
-                values(x.max_dim(1)),
-                "{channels}"
-            );
         }
     }
 

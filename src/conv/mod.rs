@@ -24,7 +24,10 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
 mod direct;
+mod same;
 mod winograd;
+
+pub use same::conv_same;
 
 /// Output channels computed together (four accumulator rows of [`LANES`] values).
 const CHANNELS: usize = 4;
@@ -74,6 +77,28 @@ pub fn conv3x3_f32(
     } else {
         direct::direct3x3(x, shape, weight, c_out, bias, stride)
     }
+}
+
+/// The kernel of a stride-1 input gradient: `weight` `[c_out, c_in, k, k]` with its channel
+/// axes swapped and each k x k kernel turned by half a turn, `[c_in, c_out, k, k]` row-major.
+/// One pass over the slice, where swapping and flipping views left a strided tensor to copy
+/// element by element.
+pub fn flipped_transposed(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    assert!(
+        c_out * c_in > 0 && weight.len().is_multiple_of(c_out * c_in),
+        "weight does not match its channels"
+    );
+    let taps = weight.len() / (c_out * c_in);
+    let mut out = vec![0.0; weight.len()];
+    for (o, per_output) in weight.chunks_exact(c_in * taps).enumerate() {
+        for (i, kernel) in per_output.chunks_exact(taps).enumerate() {
+            let turned = &mut out[(i * c_out + o) * taps..][..taps];
+            for (k, &w) in kernel.iter().enumerate() {
+                turned[taps - 1 - k] = w;
+            }
+        }
+    }
+    out
 }
 
 /// Runs `f` on each image's input and output, in parallel natively.
@@ -161,7 +186,7 @@ impl Conv3x3Backend for Flex {
 /// flex tensors to slices and back.
 mod flex {
     use burn::backend::Flex;
-    use burn::backend::ops::{FloatTensorOps, ModuleOps};
+    use burn::backend::ops::ModuleOps;
     use burn::backend::tensor::FloatTensor;
     use burn::tensor::{DType, TensorData};
 
@@ -175,10 +200,7 @@ mod flex {
         stride: usize,
     ) -> FloatTensor<Flex> {
         match (stride, all_f32([&x, &weight, &output_grad])) {
-            (1, true) => {
-                let flipped = Flex::float_flip(Flex::float_swap_dims(weight, 0, 1), &[2, 3]);
-                conv3x3(output_grad, flipped, None, 1)
-            }
+            (1, true) => conv3x3(output_grad, flipped(weight), None, 1),
             (2, true) => {
                 let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
                 let input @ [_, _, height, width] = shape(&x);
@@ -194,7 +216,15 @@ mod flex {
         }
     }
 
-    fn all_f32<'a>(tensors: impl IntoIterator<Item = &'a FloatTensor<Flex>>) -> bool {
+    /// [`super::flipped_transposed`] of an f32 weight tensor.
+    pub fn flipped(weight: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        let weight = weight.to_contiguous();
+        let [c_out, c_in, kh, kw] = shape(&weight);
+        let flipped = super::flipped_transposed(slice(&weight), c_out, c_in);
+        FloatTensor::<Flex>::from_data(TensorData::new(flipped, [c_in, c_out, kh, kw]))
+    }
+
+    pub fn all_f32<'a>(tensors: impl IntoIterator<Item = &'a FloatTensor<Flex>>) -> bool {
         tensors.into_iter().all(|t| t.dtype() == DType::F32)
     }
 
@@ -425,6 +455,14 @@ mod tests {
                 assert_close(o, b, &format!("d{what} at stride {stride}"));
             }
         }
+    }
+
+    #[test]
+    fn the_flipped_kernel_is_burns_flip_of_the_swapped_axes() {
+        let device = Device::flex();
+        let weight = random([6, 5, 3, 3], &device);
+        let expected = values(weight.clone().swap_dims(0, 1).flip([2, 3]));
+        assert_eq!(flipped_transposed(&values(weight), 6, 5), expected);
     }
 
     #[test]
