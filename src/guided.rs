@@ -16,9 +16,10 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 /// Backend operations this crate adds to Burn.
-#[backend_extension(Autodiff, Cube, Flex)]
+#[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
 pub trait GuidedReluBackend: Backend {
     /// ReLU whose backward follows the guided-backpropagation rule. Without autodiff, a ReLU.
+    #[fusion(default)]
     fn guided_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu(x)
     }

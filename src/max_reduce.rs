@@ -21,16 +21,18 @@ use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 
 /// Backend operations for the maximum along axis 1.
-#[backend_extension(Autodiff, Cube, Flex)]
+#[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
 pub trait ChannelMaxBackend: Backend {
     /// `[B, C, H, W] -> [B, 1, H, W]`: the largest value along axis 1 (of each pixel over its
     /// channels).
+    #[fusion(default)]
     fn channel_max(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_max_dim(x, 1)
     }
 
     /// The gradient of [`ChannelMaxBackend::channel_max`] with respect to `x`: `grad` at the
     /// first element along axis 1 holding the maximum, zero elsewhere.
+    #[fusion(default)]
     fn channel_max_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         scatter_to_argmax::<Self>(x, grad)
     }

@@ -9,7 +9,6 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
@@ -205,6 +204,14 @@ impl ConvBn {
         };
         Self { conv, bn: None }
     }
+}
+
+/// The logistic function as `(1 + tanh(x / 2)) / 2`, the same values as Burn's `sigmoid`.
+/// Natively wgpu fuses operations, and Burn 0.22's fused sigmoid backward gave wrong gradients
+/// on lavapipe for maps of 48x48 and more (different shapes from run to run); this form's
+/// gradients equal flex's there.
+fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    ((x * 0.5).tanh() + 1.0) * 0.5
 }
 
 /// CBAM channel attention: `sigmoid(MLP(avgpool F) + MLP(maxpool F))`, one weight per channel.

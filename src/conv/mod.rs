@@ -125,9 +125,10 @@ fn options(stride: usize) -> ConvOptions<2> {
 }
 
 /// Backend operations for 3x3 convolutions with padding 1.
-#[backend_extension(Autodiff, Cube, Flex)]
+#[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
 pub trait Conv3x3Backend: Backend {
     /// `conv2d` with a 3x3 kernel, padding 1, the given stride and a bias.
+    #[fusion(default)]
     fn conv3x3(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -138,6 +139,7 @@ pub trait Conv3x3Backend: Backend {
     }
 
     /// The gradient of [`Conv3x3Backend::conv3x3`]'s output with respect to `x`.
+    #[fusion(default)]
     fn conv3x3_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

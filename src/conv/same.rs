@@ -28,15 +28,17 @@ fn kernel_side<B: Backend>(weight: &FloatTensor<B>) -> usize {
 }
 
 /// Backend operations for a stride-1 "same" convolution without bias.
-#[backend_extension(Autodiff, Cube, Flex)]
+#[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
 pub trait SameConvBackend: Backend {
     /// `conv2d` of `x` by `weight` `[C_out, C_in, k, k]` (k odd), stride 1, padding k / 2.
+    #[fusion(default)]
     fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         let options = options(kernel_side::<Self>(&weight));
         Self::conv2d(x, weight, None, options)
     }
 
     /// The gradient of [`SameConvBackend::conv_same`]'s output with respect to `x`.
+    #[fusion(default)]
     fn conv_same_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
