@@ -30,10 +30,15 @@ pub trait ChannelMaxBackend: Backend {
         Self::float_max_dim(x, 1)
     }
 
-    /// The gradient of [`ChannelMaxBackend::channel_max`] with respect to `x`: `grad` at the
-    /// first element along axis 1 holding the maximum, zero elsewhere.
+    /// The gradient of [`ChannelMaxBackend::channel_max`] with respect to `x`, given the
+    /// forward pass's `max`: `grad` at the first element along axis 1 holding the maximum, zero
+    /// elsewhere.
     #[fusion(default)]
-    fn channel_max_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn channel_max_backward(
+        x: FloatTensor<Self>,
+        _max: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         scatter_to_argmax::<Self>(x, grad)
     }
 }
@@ -61,14 +66,22 @@ impl ChannelMaxBackend for Flex {
         FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, 1, height, width]))
     }
 
-    fn channel_max_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+    fn channel_max_backward(
+        x: FloatTensor<Self>,
+        max: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if [&x, &max, &grad].iter().any(|t| t.dtype() != DType::F32) {
             return scatter_to_argmax::<Flex>(x, grad);
         }
-        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+        let (x, max, grad) = (x.to_contiguous(), max.to_contiguous(), grad.to_contiguous());
         let shape @ [batch, channels, height, width] = dims(&x);
-        let out =
-            channel_max_backward_f32(slice(&x), slice(&grad), [batch, channels, height * width]);
+        let out = channel_max_backward_f32(
+            slice(&x),
+            slice(&max),
+            slice(&grad),
+            [batch, channels, height * width],
+        );
         FloatTensor::<Flex>::from_data(TensorData::new(out, shape))
     }
 }
@@ -107,25 +120,25 @@ fn row_max(row: &[f32]) -> f32 {
 }
 
 /// `grad` `[batch, pixels]` placed at each pixel's first channel of `x` `[batch, channels,
-/// pixels]` that holds the maximum; zero elsewhere.
+/// pixels]` that holds its maximum `max` `[batch, pixels]`; zero elsewhere.
 fn channel_max_backward_f32(
     x: &[f32],
+    max: &[f32],
     grad: &[f32],
-    [batch, channels, pixels]: [usize; 3],
+    [_, channels, pixels]: [usize; 3],
 ) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
     if pixels == 1 {
-        for ((row, out), &g) in x
+        for (((row, out), &m), &g) in x
             .chunks_exact(channels)
             .zip(out.chunks_exact_mut(channels))
+            .zip(max)
             .zip(grad)
         {
-            let max = row_max(row);
-            out[row.iter().position(|&v| v == max).unwrap_or(0)] = g;
+            out[row.iter().position(|&v| v == m).unwrap_or(0)] = g;
         }
         return out;
     }
-    let max = channel_max_f32(x, [batch, channels, pixels]);
     let mut placed = vec![false; pixels];
     for (((image, out), max), grad) in x
         .chunks_exact(channels * pixels)
@@ -151,7 +164,8 @@ fn channel_max_backward_f32(
 struct ChannelMaxBackward;
 
 impl<B: Backend + ChannelMaxBackend> Backward<B, 1> for ChannelMaxBackward {
-    type State = NodeId;
+    /// The input, and the maximum (small: one value per pixel) rather than computing it again.
+    type State = (NodeId, FloatTensor<B>);
 
     fn backward(
         self,
@@ -162,8 +176,9 @@ impl<B: Backend + ChannelMaxBackend> Backward<B, 1> for ChannelMaxBackward {
         let [parent] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let Some(parent) = parent else { return };
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
-        grads.register::<B>(parent.id, B::channel_max_backward(x, grad));
+        let (input, max) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(input);
+        grads.register::<B>(parent.id, B::channel_max_backward(x, max, grad));
     }
 }
 
@@ -175,8 +190,9 @@ impl<B: Backend + ChannelMaxBackend, C: CheckpointStrategy> ChannelMaxBackend fo
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::channel_max(x.into_primitive()))
+                let input = prep.checkpoint(&x);
+                let max = B::channel_max(x.into_primitive());
+                prep.finish((input, max.clone()), max)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::channel_max(x.into_primitive())),
         }
@@ -205,11 +221,17 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    #[test]
-    fn the_values_and_the_gradient_are_those_of_max_dim() {
+    /// The values of `ours` and `burns` on `x` and their gradients for the loss
+    /// `sum(out * weight)`, which must be equal.
+    fn assert_same_values_and_gradient(
+        shape: [usize; 4],
+        weight_shape: [usize; 4],
+        ours: &dyn Fn(Tensor<4>) -> Tensor<4>,
+        burns: &dyn Fn(Tensor<4>) -> Tensor<4>,
+    ) {
         let device = Device::flex().autodiff();
-        let x = Tensor::<4>::random([2, 5, 7, 3], Distribution::Normal(0.0, 1.0), &device);
-        let weight = Tensor::<4>::random([2, 1, 7, 3], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let weight = Tensor::<4>::random(weight_shape, Distribution::Normal(0.0, 1.0), &device);
         let grad_of = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
             let leaf = x.clone().detach().require_grad();
             let out = f(leaf.clone());
@@ -217,28 +239,23 @@ mod tests {
             let grad = leaf.grad(&loss.backward()).unwrap();
             (values(out.inner()), values(grad))
         };
-        let (ours, ours_grad) = grad_of(&channel_max);
-        let (burns, burns_grad) = grad_of(&|x| x.max_dim(1));
+        let ((ours, ours_grad), (burns, burns_grad)) = (grad_of(ours), grad_of(burns));
         assert_eq!(ours, burns);
         assert_eq!(ours_grad, burns_grad);
     }
 
     #[test]
+    fn the_values_and_the_gradient_are_those_of_max_dim() {
+        assert_same_values_and_gradient([2, 5, 7, 3], [2, 1, 7, 3], &channel_max, &|x| {
+            x.max_dim(1)
+        });
+    }
+
+    #[test]
     fn the_spatial_maximum_and_its_gradient_are_those_of_max_dims() {
-        let device = Device::flex().autodiff();
-        let x = Tensor::<4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 1.0), &device);
-        let weight = Tensor::<4>::random([2, 3, 1, 1], Distribution::Normal(0.0, 1.0), &device);
-        let grad_of = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
-            let leaf = x.clone().detach().require_grad();
-            let out = f(leaf.clone());
-            let loss = (out.clone() * weight.clone()).sum();
-            let grad = leaf.grad(&loss.backward()).unwrap();
-            (values(out.inner()), values(grad))
-        };
-        let (ours, ours_grad) = grad_of(&spatial_max);
-        let (burns, burns_grad) = grad_of(&|x| x.max_dims(&[2, 3]));
-        assert_eq!(ours, burns);
-        assert_eq!(ours_grad, burns_grad);
+        assert_same_values_and_gradient([2, 3, 5, 4], [2, 3, 1, 1], &spatial_max, &|x| {
+            x.max_dims(&[2, 3])
+        });
     }
 
     #[test]
@@ -247,13 +264,13 @@ mod tests {
         // Two channels of three pixels: maxima 2, 3, 3; pixel 1 is tied.
         assert_eq!(channel_max_f32(&x, [1, 2, 3]), [2.0, 3.0, 3.0]);
         assert_eq!(
-            channel_max_backward_f32(&x, &[10.0, 20.0, 30.0], [1, 2, 3]),
+            channel_max_backward_f32(&x, &[2.0, 3.0, 3.0], &[10.0, 20.0, 30.0], [1, 2, 3]),
             [0.0, 20.0, 30.0, 10.0, 0.0, 0.0]
         );
         // One pixel: a reduction along each row.
         assert_eq!(channel_max_f32(&x, [2, 3, 1]), [3.0, 3.0]);
         assert_eq!(
-            channel_max_backward_f32(&x, &[10.0, 20.0], [2, 3, 1]),
+            channel_max_backward_f32(&x, &[3.0, 3.0], &[10.0, 20.0], [2, 3, 1]),
             [0.0, 10.0, 0.0, 0.0, 20.0, 0.0]
         );
     }

@@ -361,11 +361,12 @@ mod tests {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
     }
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    pub(super) fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+    /// Equal within 1e-4, relative to the expected value's size (and absolute below 1).
+    pub(super) fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
         assert_eq!(actual.len(), expected.len(), "{what}: lengths");
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
             assert!(

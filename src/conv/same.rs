@@ -127,21 +127,8 @@ pub fn conv_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::tests::{assert_close, values};
     use burn::tensor::Distribution;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
-        assert_eq!(actual.len(), expected.len(), "{what}: lengths");
-        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                "{what}[{i}]: {a} vs {e}"
-            );
-        }
-    }
 
     #[test]
     fn values_and_gradients_are_those_of_burns_conv2d() {
