@@ -1,15 +1,20 @@
 // Service worker: keeps a copy of the page so it works offline after the first visit.
 // Network first (a rebuilt page is picked up at once), the cached copy when offline.
 
-const CACHE = 'celnet-v4';
+const CACHE = 'celnet-v5';
 const FILES = [
   './',
   'index.html',
   'www/style.css',
   'www/app.js',
+  'www/cards.js',
+  'www/engine.js',
   'www/worker-client.js',
   'www/worker.js',
+  'www/worker-bench.js',
   'www/slide-view.js',
+  'www/slide-scoring.js',
+  'www/heatmap-overlay.js',
   'www/vendor/openseadragon.min.js',
   'www/bench.html',
   'www/bench.js',

@@ -10,11 +10,12 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use celnet::classifier::Tta;
-use celnet::conv::conv3x3_f32;
 use celnet::explain::{CelmParams, Explainer, PreparedEvidence};
-use celnet::heatmap::{Grid, Heatmap, TissueMask};
 use celnet::input::decode_image;
+use celnet::network::classifier::Tta;
+use celnet::network::conv::conv3x3_f32;
+use celnet::slide::scan::DENSE_TILE;
+use celnet::slide::{Scan, TissueMask, WindowGrid};
 use celnet::train::bce_with_logits;
 use celnet::{CelnetConfig, weights};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -102,16 +103,13 @@ fn heatmap(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
     for stride in [32usize, 48, 96] {
-        let grid = Grid::new(480, 480, stride).unwrap();
+        let grid = WindowGrid::new(480, 480, stride).unwrap();
         group.throughput(Throughput::Elements((grid.cols * grid.rows) as u64));
         group.bench_function(format!("exact/stride{stride}"), |b| {
             b.iter(|| {
-                pollster::block_on(Heatmap::exact(
+                pollster::block_on(Scan::exact(grid, &tissue, 64).score(
                     &classifier,
                     black_box(&region),
-                    grid,
-                    &tissue,
-                    64,
                     |_, _| {},
                 ))
                 .unwrap()
@@ -119,11 +117,9 @@ fn heatmap(c: &mut Criterion) {
         });
         group.bench_function(format!("dense/stride{stride}"), |b| {
             b.iter(|| {
-                pollster::block_on(Heatmap::dense(
+                pollster::block_on(Scan::dense(grid, &tissue, DENSE_TILE).unwrap().score(
                     &classifier,
                     black_box(&region),
-                    grid,
-                    &tissue,
                     |_, _| {},
                 ))
                 .unwrap()

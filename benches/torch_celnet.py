@@ -1,6 +1,6 @@
-"""PyTorch reference for the native GPU throughput figures in the README.
+"""PyTorch reference for the native GPU throughput figures in docs/speed.md.
 
-The same CELNet architecture as src/model.rs (302,055 learnable parameters), written
+The same CELNet architecture as src/network/model.rs (302,055 learnable parameters), written
 independently in PyTorch, timed the way `celnet train` and `celnet eval` run: a training step is
 forward, binary cross-entropy, backward and an Adam update on a batch of 64 crops of 64x64; a
 scoring step is a forward pass on a batch of whole 96x96 glimpses in evaluation mode. Random

@@ -23,7 +23,7 @@ pub enum CelnetError {
     #[error("cannot write the image {path}: {message}")]
     ImageWrite { path: String, message: String },
     /// A large image whose pixel size is neither in its file nor given.
-    #[error("the image is {width}x{height} px and {}; give its pixel size with --mpp (0.25 µm/px ≈ 40x, 0.5 ≈ 20x, 1.0 ≈ 10x)", declared.map_or("its file gives no pixel size".to_string(), |mpp| format!("its file declares {mpp:.1} µm/px, which is no microscope's (a screen's or an editor's dpi)")))]
+    #[error("the image is {width}x{height} px and {}; give its pixel size with --mpp ({})", declared.map_or("its file gives no pixel size".to_string(), |mpp| format!("its file declares {mpp:.1} µm/px, which is no microscope's (a screen's or an editor's dpi)")), crate::slide::scale::MAGNIFICATION_HINT)]
     UnknownPixelSize {
         width: u32,
         height: u32,

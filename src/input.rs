@@ -11,7 +11,7 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 
 use crate::error::{CelnetError, FileContext, Result};
-use crate::model::MIN_INPUT;
+use crate::network::model::MIN_INPUT;
 
 /// Largest image the decoder accepts (a 8192x8192 region): bigger files are refused from their
 /// header, before any pixel buffer is allocated.
@@ -162,4 +162,28 @@ pub fn normalise(image: &RgbImage) -> Vec<f32> {
 pub fn to_tensor_data(image: &RgbImage) -> TensorData {
     let shape = [1, 3, image.height() as usize, image.width() as usize];
     TensorData::new(normalise(image), shape)
+}
+
+/// Several images of one size as one normalised batch `[N, 3, H, W]`; an empty list, or images
+/// of different sizes, is an error.
+pub fn batch_tensor_data(images: &[RgbImage]) -> Result<TensorData> {
+    let Some(first) = images.first() else {
+        return Err(CelnetError::InvalidParameter(
+            "a batch needs at least one image".into(),
+        ));
+    };
+    let (width, height) = first.dimensions();
+    let mut values = Vec::with_capacity(images.len() * 3 * (width * height) as usize);
+    for image in images {
+        if image.dimensions() != (width, height) {
+            return Err(CelnetError::InvalidParameter(format!(
+                "a batch's images must share one size: {width}x{height} and {}x{}",
+                image.width(),
+                image.height()
+            )));
+        }
+        values.extend(normalise(image));
+    }
+    let shape = [images.len(), 3, height as usize, width as usize];
+    Ok(TensorData::new(values, shape))
 }

@@ -11,7 +11,7 @@ use burn::store::{ModuleRecord, RecordError};
 use burn::tensor::Bytes;
 
 use crate::error::{CelnetError, Result};
-use crate::model::{Celnet, CelnetConfig};
+use crate::network::model::{Celnet, CelnetConfig};
 
 /// The shipped default weights (trained on the PCam subset; see `weights/README.md`).
 #[cfg(not(target_arch = "wasm32"))]

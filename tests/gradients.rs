@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use celnet::explain::Explainer;
 use celnet::explain::engine::grad_cam_weights;
-use celnet::guided::{ReluKind, guided_relu};
+use celnet::network::guided::{ReluKind, guided_relu};
 use celnet::{Celnet, CelnetConfig};
 
 /// A small CELNet (4 base channels, one block per module) with fixed random weights.

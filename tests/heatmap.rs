@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use celnet::classifier::Classifier;
-use celnet::heatmap::{DenseScan, Grid, Heatmap, TissueMask};
+use celnet::network::classifier::Classifier;
+use celnet::slide::scan::DENSE_TILE;
+use celnet::slide::{Heatmap, Scan, TissueMask, WindowGrid};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
@@ -339,31 +340,28 @@ fn damaged_and_oversized_files_are_clear_errors() {
 
 /// The shipped weights on flex and the 384x384 px fixture patchwork with its tissue and a
 /// stride-32 grid: the dense pass's test case.
-fn patchwork_case() -> (Classifier, RgbImage, TissueMask, Grid) {
+fn patchwork_case() -> (Classifier, RgbImage, TissueMask, WindowGrid) {
     let device = Device::flex();
     let classifier = Classifier::new(celnet::weights::load_default(&device).unwrap(), &device);
     let region = patchwork();
     let tissue = TissueMask::of(&region);
-    (classifier, region, tissue, Grid::new(384, 384, 32).unwrap())
+    (
+        classifier,
+        region,
+        tissue,
+        WindowGrid::new(384, 384, 32).unwrap(),
+    )
 }
 
 #[test]
 fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
     let (classifier, region, tissue, grid) = patchwork_case();
-    let exact = pollster::block_on(Heatmap::exact(
+    let exact =
+        pollster::block_on(Scan::exact(grid, &tissue, 64).score(&classifier, &region, |_, _| {}))
+            .unwrap();
+    let dense = pollster::block_on(Scan::dense(grid, &tissue, DENSE_TILE).unwrap().score(
         &classifier,
         &region,
-        grid,
-        &tissue,
-        64,
-        |_, _| {},
-    ))
-    .unwrap();
-    let dense = pollster::block_on(Heatmap::dense(
-        &classifier,
-        &region,
-        grid,
-        &tissue,
         |_, _| {},
     ))
     .unwrap();
@@ -394,12 +392,9 @@ fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
 
     // Tiles of four windows a side instead of ten: with its context, a tile's border window
     // scores as it does inside a larger tile.
-    let small = pollster::block_on(Heatmap::dense_tiled(
+    let small = pollster::block_on(Scan::dense(grid, &tissue, 192).unwrap().score(
         &classifier,
         &region,
-        grid,
-        &tissue,
-        192,
         |_, _| {},
     ))
     .unwrap();
@@ -413,25 +408,20 @@ fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     // The page's worker pool finishes tiles in any order, each crop scored by another wasm
     // instance: gathering them must give what the sequential pass gives.
     let (classifier, region, tissue, grid) = patchwork_case();
-    let sequential = pollster::block_on(Heatmap::dense_tiled(
+    let sequential = pollster::block_on(Scan::dense(grid, &tissue, 192).unwrap().score(
         &classifier,
         &region,
-        grid,
-        &tissue,
-        192,
         |_, _| {},
     ))
     .unwrap();
-    let mut scan = DenseScan::new(grid, &tissue, 192).unwrap();
+    let mut scan = Scan::dense(grid, &tissue, 192).unwrap();
     let tiles = scan.tiles().len();
     assert!(tiles >= 4, "{tiles} tiles");
     assert_eq!(scan.total(), sequential.scored());
     let mut scored = 0;
     for index in (0..tiles).rev() {
         let crop = scan.crop(&region, index).unwrap();
-        let input =
-            Tensor::<4>::from_data(celnet::input::to_tensor_data(&crop), classifier.device());
-        let logits = pollster::block_on(classifier.window_logits(input, grid.stride)).unwrap();
+        let logits = pollster::block_on(classifier.crop_window_logits(&crop, grid.stride)).unwrap();
         assert!(
             scan.accept(index, &logits[1..]).is_err(),
             "a short logit list is refused"
@@ -440,7 +430,7 @@ fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     }
     assert_eq!(scored, sequential.scored());
     assert_eq!(scan.into_heatmap().probabilities, sequential.probabilities);
-    assert!(DenseScan::new(Grid::new(384, 384, 30).unwrap(), &tissue, 192).is_err());
+    assert!(Scan::dense(WindowGrid::new(384, 384, 30).unwrap(), &tissue, 192).is_err());
 }
 
 #[test]

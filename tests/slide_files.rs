@@ -4,8 +4,8 @@
 use std::io::Cursor;
 
 use celnet::CelnetError;
-use celnet::scale::FileResolution;
-use celnet::slide::{OpenedImage, Slide};
+use celnet::slide::FileResolution;
+use celnet::slide::{OpenedImage, TiffSlide};
 use image::RgbImage;
 
 const DIR: &str = "tests/fixtures/tiff";
@@ -18,8 +18,8 @@ fn png(name: &str) -> RgbImage {
     image::open(format!("{DIR}/{name}")).unwrap().to_rgb8()
 }
 
-fn open(data: Vec<u8>) -> celnet::Result<Slide<Cursor<Vec<u8>>>> {
-    Slide::open(Cursor::new(data))
+fn open(data: Vec<u8>) -> celnet::Result<TiffSlide<Cursor<Vec<u8>>>> {
+    TiffSlide::open(Cursor::new(data))
 }
 
 /// Mean and largest absolute difference over all samples.
@@ -34,7 +34,7 @@ fn difference(a: &RgbImage, b: &RgbImage) -> (f64, u8) {
     (sum as f64 / a.as_raw().len() as f64, max)
 }
 
-fn whole(slide: &mut Slide<Cursor<Vec<u8>>>, level: usize) -> RgbImage {
+fn whole(slide: &mut TiffSlide<Cursor<Vec<u8>>>, level: usize) -> RgbImage {
     let l = slide.levels()[level].clone();
     slide.read_region(level, 0, 0, l.width, l.height).unwrap()
 }
@@ -225,12 +225,14 @@ fn views_read_the_coarsest_level_with_the_detail_asked_for() {
 #[test]
 fn opened_files_are_slides_or_decoded_images_and_bad_compression_fails_at_once() {
     let opened = OpenedImage::open(Cursor::new(bytes("tiled-lzw.tif"))).unwrap();
-    assert!(matches!(opened, OpenedImage::Slide(_)));
+    assert!(opened.is_tiled() && opened.image().is_none());
     assert_eq!(opened.dimensions(), (288, 192));
+    assert!(!opened.is_glimpse());
     let opened = OpenedImage::open(Cursor::new(bytes("region.png"))).unwrap();
-    assert!(
-        matches!(&opened, OpenedImage::Decoded(image, FileResolution::Unknown) if *image == png("region.png"))
-    );
+    assert!(!opened.is_tiled());
+    assert_eq!(opened.image(), Some(&png("region.png")));
+    assert_eq!(opened.resolution(), FileResolution::Unknown);
+    assert_eq!(opened.levels().len(), 1);
     let mut svs = bytes("svs-crop.svs");
     patch(&mut svs, 259, 33003);
     let message = OpenedImage::open(Cursor::new(svs))

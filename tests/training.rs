@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use celnet::data::PatchSet;
+use celnet::train::data::PatchSet;
 use celnet::train::{OptimizerKind, TrainOptions, train};
 use celnet::weights;
 
@@ -85,7 +85,7 @@ fn resumed_run_matches_a_straight_run() {
 
 #[test]
 fn official_pcam_hdf5_layout_is_read() {
-    use celnet::data::load_split;
+    use celnet::train::data::load_split;
     // Written by h5py (tests/fixtures/tools/make_pcam_h5.py): chunked, gzip-compressed.
     let root = Path::new("tests/fixtures/pcam-mini");
     let set = load_split(root, "train").unwrap();
@@ -110,7 +110,7 @@ fn official_pcam_hdf5_layout_is_read() {
 
 #[test]
 fn a_root_without_data_is_a_clear_error() {
-    let err = celnet::data::load_split(Path::new("tests/fixtures"), "train").unwrap_err();
+    let err = celnet::train::data::load_split(Path::new("tests/fixtures"), "train").unwrap_err();
     assert!(
         err.to_string()
             .contains("camelyonpatch_level_2_split_train_x.h5"),

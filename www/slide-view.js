@@ -1,11 +1,15 @@
 // The slide view: a large image or slide file in a pan/zoom viewer (OpenSeadragon, vendored),
-// its tissue and heatmap drawn over it, scoring tile by tile in the worker with progress and
-// cancel, tumour points, click-for-evidence and the exports `celnet heatmap` writes.
-// The worker keeps the file open (read through slices of the File, never whole) and serves the
-// viewer's tiles between the scoring run's tiles.
+// its tissue and heatmap drawn over it (heatmap-overlay.js), scoring tile by tile in the workers
+// with progress and cancel (slide-scoring.js), tumour points, click-for-evidence and the
+// exports `celnet heatmap` writes. The worker keeps the file open (read through slices of the
+// File, never whole) and serves the viewer's tiles between the scoring run's tiles. Every
+// number of the model (stride, window, scale, threshold) comes from the crate: the facts, or
+// the plan of the run.
 
-const STRIDE = 32; // the CLI's default, so the page and `celnet heatmap` agree
-const TOP_K = 3; // windows explained for the exports, as `celnet heatmap --top-k`
+import { saveBlob } from './cards.js';
+import { installHeatmapOverlay } from './heatmap-overlay.js';
+import { scoreTiles } from './slide-scoring.js';
+
 const VIEW_TILE = 256;
 const FIRST_VIEW_WAIT_MS = 3000;
 
@@ -17,7 +21,10 @@ function loadViewer() {
   viewerReady ??= new Promise((resolve, reject) => {
     const script = document.createElement('script');
     script.src = 'www/vendor/openseadragon.min.js';
-    script.onload = () => resolve(window.OpenSeadragon);
+    script.onload = () => {
+      installHeatmapOverlay(window.OpenSeadragon);
+      resolve(window.OpenSeadragon);
+    };
     script.onerror = () => reject(new Error('the viewer (OpenSeadragon) could not be loaded'));
     document.head.append(script);
   });
@@ -26,18 +33,22 @@ function loadViewer() {
 
 export class SlideView {
   // `call(type, payload, transfer)` talks to the inference worker; `scorers()` resolves to the
-  // pool of extra CPU workers to spread tiles over (empty on WebGPU); `legend` is 256 RGBA
-  // colours; `explained(result, name)` shows a CELM card; `showError(message)` reports.
-  constructor({ call, scorers, legend, explained, showError }) {
-    Object.assign(this, { call, scorers, legend, explained, showError });
+  // pool of extra CPU workers to spread tiles over (empty on WebGPU); `facts` are the crate's
+  // (the legend among them); `explained(result, name)` shows a CELM card; `showError(message)`
+  // reports.
+  constructor({ call, scorers, facts, explained, showError }) {
+    Object.assign(this, { call, scorers, facts, explained, showError });
     this.root = $('slide-view');
     this.viewer = null;
+    this.overlay = null;
     this.info = null;
     this.run = 0; // bumped to cancel the scoring run in progress
     this.token = 0; // one per opened file: viewer tiles are cached by it
     this.plan = null;
     this.report = null;
-    this.overlays = [];
+    const [low, high] = facts.plausible_mpp;
+    Object.assign($('mpp-input'), { min: String(low), max: String(high) });
+    $('mpp-hint').textContent = facts.magnification_hint;
     this.wire();
   }
 
@@ -60,8 +71,7 @@ export class SlideView {
   }
 
   // Shows a file the worker opened (`info` from SlideJob.info) and scores it at once when its
-  // pixel size is known.
-  // `droppedAt` (performance.now()) times the first full view of the image.
+  // pixel size is known. `droppedAt` (performance.now()) times the first full view of the image.
   async open(info, droppedAt = performance.now()) {
     this.cancel();
     this.token += 1;
@@ -71,7 +81,7 @@ export class SlideView {
     this.plan = null;
     this.setReport(null);
     this.root.hidden = false;
-    this.clearOverlays();
+    if (this.overlay) this.overlay.clear();
     $('slide-name').textContent = info.name;
     const kind = info.slide ? `slide file, ${info.levels.length} level${info.levels.length > 1 ? 's' : ''}` : 'image';
     $('slide-facts').textContent = `${info.width} x ${info.height} px (${kind})`;
@@ -127,36 +137,37 @@ export class SlideView {
       },
       downloadTileAbort() {},
     });
-    if (!this.viewer) {
-      this.viewer = OpenSeadragon({
-        element: $('slide-viewer'),
-        tileSources: source,
-        showNavigationControl: false,
-        drawer: 'canvas',
-        gestureSettingsMouse: { clickToZoom: false },
-        maxZoomPixelRatio: 4,
-      });
-      this.viewer.addHandler('canvas-click', (e) => {
-        if (!e.quick) return;
-        const point = this.viewer.viewport.viewerElementToImageCoordinates(e.position);
-        this.explainAt(point.x, point.y);
-      });
-      new OpenSeadragon.MouseTracker({
-        element: this.viewer.canvas,
-        moveHandler: (e) => this.hover(this.viewer.viewport.viewerElementToImageCoordinates(e.position)),
-      });
-      // The first time the whole view is drawn: from dropping the file to seeing it.
-      this.viewer.world.addHandler('add-item', ({ item }) => {
-        const token = this.token;
-        item.addHandler('fully-loaded-change', ({ fullyLoaded }) => {
-          if (!fullyLoaded || token !== this.token || this.root.dataset.firstViewMs) return;
-          this.root.dataset.firstViewMs = String(Math.round(performance.now() - this.droppedAt));
-          if (this.onFirstView) this.onFirstView();
-        });
-      });
-    } else {
+    if (this.viewer) {
       this.viewer.open(source);
+      return;
     }
+    this.viewer = OpenSeadragon({
+      element: $('slide-viewer'),
+      tileSources: source,
+      showNavigationControl: false,
+      drawer: 'canvas',
+      gestureSettingsMouse: { clickToZoom: false },
+      maxZoomPixelRatio: 4,
+    });
+    this.overlay = this.viewer.celnetHeatmap({ legend: this.facts.legend });
+    this.viewer.addHandler('canvas-click', (e) => {
+      if (!e.quick) return;
+      const point = this.viewer.viewport.viewerElementToImageCoordinates(e.position);
+      this.explainAt(point.x, point.y);
+    });
+    new OpenSeadragon.MouseTracker({
+      element: this.viewer.canvas,
+      moveHandler: (e) => this.hover(this.viewer.viewport.viewerElementToImageCoordinates(e.position)),
+    });
+    // The first time the whole view is drawn: from dropping the file to seeing it.
+    this.viewer.world.addHandler('add-item', ({ item }) => {
+      const itemToken = this.token;
+      item.addHandler('fully-loaded-change', ({ fullyLoaded }) => {
+        if (!fullyLoaded || itemToken !== this.token || this.root.dataset.firstViewMs) return;
+        this.root.dataset.firstViewMs = String(Math.round(performance.now() - this.droppedAt));
+        if (this.onFirstView) this.onFirstView();
+      });
+    });
     this.OpenSeadragon = OpenSeadragon;
   }
 
@@ -170,78 +181,58 @@ export class SlideView {
   }
 
   async score() {
-    if (!this.info) return;
+    if (!this.info || !this.overlay) return;
     const typed = this.typedMpp();
     if (typed.missing) {
-      this.showError(`${this.info.name}: give the pixel size (µm/px) before scoring; 0.25 ≈ 40x, 0.5 ≈ 20x, 1.0 ≈ 10x`);
+      this.showError(`${this.info.name}: give the pixel size (µm/px) before scoring; ${this.facts.magnification_hint}`);
       $('mpp-input').focus();
       return;
     }
     this.cancel();
     const run = ++this.run;
+    const current = () => run === this.run;
     this.setReport(null);
-    this.clearOverlays();
+    this.overlay.clear();
     delete this.root.dataset.cancelled;
     let prepared;
     try {
       this.setProgress({ text: 'Finding tissue…' });
-      prepared = await this.call('slidePrepare', { mpp: typed.mpp, stride: STRIDE });
+      prepared = await this.call('slidePrepare', { mpp: typed.mpp, stride: this.facts.default_stride });
     } catch (e) {
       this.setProgress(null);
       this.showError(`${this.info.name}: ${e.message}`);
       return;
     }
-    if (run !== this.run) return;
+    if (!current()) return;
     const { plan, tissue } = prepared;
     this.plan = plan;
-    const level = plan.level === null || plan.level === undefined ? '' : ` from pyramid level ${plan.level}`;
-    $('slide-scale').textContent = `Scored at ${plan.mpp.toFixed(4)} µm/px (${describeSource(plan.mpp_source)})${level}, resampled by ${plan.factor.toFixed(3)} to the model's 0.972 µm/px; ${plan.windows} windows every ${plan.stride} px in ${(100 * plan.tissue.fraction).toFixed(0)}% tissue.`;
-    this.addTissue(tissue, plan);
-    this.heat = this.addHeatmap(plan);
+    $('slide-scale').textContent = describePlan(plan, this.facts);
+    this.overlay.setTissue(tissue, plan.tissue);
+    this.overlay.setGrid(plan);
+    this.styleOverlays();
     const started = performance.now();
     let done = 0;
     this.setProgress({ done, total: plan.windows });
     const progress = ({ windows, probabilities }) => {
       done += windows;
-      this.paintHeatmap(probabilities);
+      this.overlay.paint(probabilities);
       const seconds = (performance.now() - started) / 1000;
       this.setProgress({ done, total: plan.windows, left: done ? (seconds / done) * (plan.windows - done) : null });
     };
     try {
       const pool = plan.tiles > 1 ? await this.scorers() : [];
-      if (run !== this.run) return;
-      this.workers = Math.max(1, pool.length);
-      let next = 0;
-      if (pool.length === 0) {
-        // One worker (WebGPU, or a single core): it crops and scores each tile itself.
-        for (; next < plan.tiles && run === this.run; next++) {
-          const scored = await this.call('slideScore', { index: next, stride: plan.stride });
-          if (run === this.run) progress(scored);
-        }
-      } else {
-        // A pool: the inference worker reads each tile's crop (it holds the file) and keeps the
-        // results; the scorers run the network, one tile each at a time.
-        const drain = async (scorer) => {
-          while (run === this.run && next < plan.tiles) {
-            const index = next++;
-            const { rgb, width, height } = await this.call('slideCrop', { index });
-            const { logits } = await scorer.call('windowLogits', { rgb, width, height, stride: plan.stride }, [rgb.buffer]);
-            if (run !== this.run) return;
-            progress(await this.call('slideAccept', { index, logits }, [logits.buffer]));
-          }
-        };
-        await Promise.all(pool.map(drain));
-      }
-      if (run !== this.run) return;
+      if (!current()) return;
+      const workers = await scoreTiles({ call: this.call, pool, plan, current, progress });
+      if (!current()) return;
       this.setProgress({ text: 'Explaining the top windows…' });
-      const report = await this.call('slideFinish', { topK: TOP_K });
-      if (run !== this.run) return;
+      const report = await this.call('slideFinish', { topK: this.facts.default_top_k });
+      if (!current()) return;
       report.summary.seconds = (performance.now() - started) / 1000;
-      report.summary.workers = this.workers;
+      report.summary.workers = workers;
       this.setReport(report);
       this.setProgress(null);
     } catch (e) {
-      if (run !== this.run) return;
+      if (!current()) return;
       this.setProgress(null);
       this.showError(`${this.info.name}: ${e.message}`);
     }
@@ -273,95 +264,23 @@ export class SlideView {
     $('slide-progress-text').textContent = `${state.done} / ${state.total} windows${left}`;
   }
 
-  // ---------- overlays ----------
-
-  addOverlay(element, x, y, width, height) {
-    const rect = this.viewer.viewport.imageToViewportRectangle(x, y, width, height);
-    this.viewer.addOverlay({ element, location: rect });
-    this.overlays.push(element);
-  }
-
-  clearOverlays() {
-    if (this.viewer) this.viewer.clearOverlays();
-    this.overlays = [];
-    this.heat = null;
-    this.tissueCanvas = null;
-  }
-
   styleOverlays() {
     const opacity = $('heatmap-opacity').value;
     $('heatmap-opacity-value').textContent = opacity;
-    if (this.heat) this.heat.canvas.style.opacity = opacity;
-    if (this.tissueCanvas) this.tissueCanvas.hidden = !$('show-tissue').checked;
-  }
-
-  addTissue(cells, plan) {
-    const { cols, rows, cell } = plan.tissue;
-    const canvas = document.createElement('canvas');
-    canvas.width = cols;
-    canvas.height = rows;
-    canvas.className = 'slide-layer';
-    const image = new ImageData(cols, rows);
-    for (let i = 0; i < cells.length; i++) {
-      // Background shaded blue-grey, tissue left clear.
-      if (!cells[i]) image.data.set([40, 60, 90, 110], 4 * i);
-    }
-    canvas.getContext('2d').putImageData(image, 0, 0);
-    this.tissueCanvas = canvas;
-    this.addOverlay(canvas, 0, 0, cols * cell, rows * cell);
-    this.styleOverlays();
-  }
-
-  // One pixel per window, covering the pixels nearest its centre (as the CLI's overlay).
-  addHeatmap(plan) {
-    const [cols, rows] = plan.grid;
-    const canvas = document.createElement('canvas');
-    canvas.width = cols;
-    canvas.height = rows;
-    canvas.className = 'slide-layer';
-    const perModel = 1 / plan.factor;
-    const offset = (48 - plan.stride / 2) * perModel;
-    this.addOverlay(canvas, offset, offset, cols * plan.stride * perModel, rows * plan.stride * perModel);
-    const heat = { canvas, cols, rows, probabilities: null, image: new ImageData(cols, rows) };
-    this.heat = heat;
-    this.styleOverlays();
-    return heat;
-  }
-
-  paintHeatmap(probabilities) {
-    const heat = this.heat;
-    if (!heat) return;
-    heat.probabilities = probabilities;
-    const data = heat.image.data;
-    for (let i = 0; i < probabilities.length; i++) {
-      const p = probabilities[i];
-      if (Number.isNaN(p)) {
-        data[4 * i + 3] = 0;
-        continue;
-      }
-      const c = 4 * Math.min(255, Math.max(0, Math.round(p * 255)));
-      data[4 * i] = this.legend[c];
-      data[4 * i + 1] = this.legend[c + 1];
-      data[4 * i + 2] = this.legend[c + 2];
-      data[4 * i + 3] = 255;
-    }
-    heat.canvas.getContext('2d').putImageData(heat.image, 0, 0);
+    if (this.overlay) this.overlay.setStyle({ opacity: Number(opacity), showTissue: $('show-tissue').checked });
   }
 
   // The probability of the window nearest the pointer.
   hover(point) {
-    const heat = this.heat;
-    const plan = this.plan;
-    if (!heat || !heat.probabilities || !plan) return;
-    const model = (v) => v * plan.factor;
-    const cell = (v, n) => Math.min(n - 1, Math.max(0, Math.round((model(v) - 48) / plan.stride)));
+    if (!this.plan || !this.overlay) return;
     if (point.x < 0 || point.y < 0 || point.x >= this.info.width || point.y >= this.info.height) {
       $('slide-hover').textContent = '';
       return;
     }
-    const p = heat.probabilities[cell(point.y, heat.rows) * heat.cols + cell(point.x, heat.cols)];
+    const p = this.overlay.probabilityAt(point.x, point.y);
+    if (p === undefined) return;
     const where = `(${Math.round(point.x)}, ${Math.round(point.y)})`;
-    $('slide-hover').textContent = Number.isNaN(p) || p === undefined
+    $('slide-hover').textContent = Number.isNaN(p)
       ? `${where}: background, not scored`
       : `${where}: probability ${p.toFixed(3)}`;
   }
@@ -371,8 +290,7 @@ export class SlideView {
   setReport(report) {
     this.report = report;
     for (const id of ['export-geojson', 'export-csv', 'export-heatmap', 'export-summary']) $(id).disabled = !report;
-    const list = $('slide-points');
-    list.replaceChildren();
+    $('slide-points').replaceChildren();
     const root = this.root;
     if (!report) {
       for (const key of ['slideScore', 'windows', 'backend', 'points', 'seconds', 'workers']) delete root.dataset[key];
@@ -386,29 +304,31 @@ export class SlideView {
     root.dataset.seconds = String(s.seconds);
     root.dataset.workers = String(s.workers);
     root.dataset.points = JSON.stringify(s.points.map(({ x, y, probability }) => ({ x, y, probability })));
-    $('slide-result').textContent = s.slide_score === null || s.slide_score === undefined
-      ? 'No tissue found: nothing was scored.'
-      : `Slide score ${s.slide_score.toFixed(3)} (highest window) · ${(100 * s.slide_scores.tumour_share).toFixed(1)}% of ${s.windows} windows at 0.5 or more · ${s.points.length} tumour point${s.points.length === 1 ? '' : 's'} · ${s.backend === 'webgpu' ? 'WebGPU' : `CPU, ${s.workers} worker${s.workers > 1 ? 's' : ''}`}, ${s.seconds.toFixed(1)} s`;
-    s.points.forEach((point, i) => {
-      const marker = document.createElement('button');
-      marker.type = 'button';
-      marker.className = 'slide-marker';
-      marker.textContent = String(i + 1);
-      marker.title = `Tumour point ${i + 1}: probability ${point.probability.toFixed(3)}`;
-      marker.addEventListener('click', () => this.explainAt(point.x, point.y));
-      this.viewer.addOverlay({ element: marker, location: this.viewer.viewport.imageToViewportCoordinates(point.x, point.y), placement: this.OpenSeadragon.Placement.CENTER });
-      const item = document.createElement('li');
-      const go = document.createElement('button');
-      go.type = 'button';
-      go.textContent = `${point.probability.toFixed(3)} at (${Math.round(point.x)}, ${Math.round(point.y)})`;
-      go.addEventListener('click', () => this.goTo(point));
-      item.append(go);
-      list.append(item);
-    });
+    $('slide-result').textContent = describeReport(s, this.facts);
+    s.points.forEach((point, i) => this.addPoint(point, i));
+  }
+
+  // A numbered marker over the image and an entry in the list, both opening the evidence.
+  addPoint(point, i) {
+    const marker = document.createElement('button');
+    marker.type = 'button';
+    marker.className = 'slide-marker';
+    marker.textContent = String(i + 1);
+    marker.title = `Tumour point ${i + 1}: probability ${point.probability.toFixed(3)}`;
+    marker.addEventListener('click', () => this.explainAt(point.x, point.y));
+    const location = this.viewer.viewport.imageToViewportCoordinates(point.x, point.y);
+    this.viewer.addOverlay({ element: marker, location, placement: this.OpenSeadragon.Placement.CENTER });
+    const item = document.createElement('li');
+    const go = document.createElement('button');
+    go.type = 'button';
+    go.textContent = `${point.probability.toFixed(3)} at (${Math.round(point.x)}, ${Math.round(point.y)})`;
+    go.addEventListener('click', () => this.goTo(point));
+    item.append(go);
+    $('slide-points').append(item);
   }
 
   goTo(point) {
-    const side = 96 / this.plan.factor;
+    const side = this.plan.window_side;
     const rect = this.viewer.viewport.imageToViewportRectangle(point.x - 2 * side, point.y - 2 * side, 4 * side, 4 * side);
     this.viewer.viewport.fitBounds(rect);
     this.explainAt(point.x, point.y);
@@ -419,16 +339,17 @@ export class SlideView {
     try {
       const result = await this.call('slideExplain', { x, y });
       const { bounds } = result;
+      // Regions come in the window's pixels; the window spans `bounds.size` image pixels.
+      const k = bounds.size / result.summary.width;
       for (const region of result.rendered.regions) {
-        const k = bounds.size / 96;
         const box = document.createElement('div');
         box.className = 'slide-region';
         const { x0, y0, x1, y1 } = region.bbox;
-        this.addOverlay(box, bounds.x + x0 * k, bounds.y + y0 * k, (x1 - x0) * k, (y1 - y0) * k);
+        this.overlay.place(box, bounds.x + x0 * k, bounds.y + y0 * k, (x1 - x0) * k, (y1 - y0) * k);
       }
       const frame = document.createElement('div');
       frame.className = 'slide-window';
-      this.addOverlay(frame, bounds.x, bounds.y, bounds.size, bounds.size);
+      this.overlay.place(frame, bounds.x, bounds.y, bounds.size, bounds.size);
       this.explained(result, `${this.info.name} at (${Math.round(x)}, ${Math.round(y)})`);
     } catch (e) {
       this.showError(`${this.info.name}: ${e.message}`);
@@ -437,17 +358,21 @@ export class SlideView {
 
   download(data, type, suffix) {
     const stem = this.info.name.replace(/\.[^.]*$/, '') || 'slide';
-    const url = URL.createObjectURL(new Blob([data], { type }));
-    const a = document.createElement('a');
-    a.href = url;
-    a.download = `${stem}${suffix}`;
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    saveBlob(new Blob([data], { type }), `${stem}${suffix}`);
   }
 }
 
-function describeSource(source) {
-  return { file: 'from the file', user: 'typed', assumed_glimpse: 'assumed for a glimpse' }[source] || source;
+function describePlan(plan, facts) {
+  const source = { file: 'from the file', user: 'typed', assumed_glimpse: 'assumed for a glimpse' }[plan.mpp_source] || plan.mpp_source;
+  const level = plan.level === null || plan.level === undefined ? '' : ` from pyramid level ${plan.level}`;
+  return `Scored at ${plan.mpp.toFixed(4)} µm/px (${source})${level}, resampled by ${plan.factor.toFixed(3)} to the model's ${facts.model_mpp} µm/px; ${plan.windows} windows every ${plan.stride} px in ${(100 * plan.tissue.fraction).toFixed(0)}% tissue.`;
+}
+
+function describeReport(s, facts) {
+  if (s.slide_score === null || s.slide_score === undefined) return 'No tissue found: nothing was scored.';
+  const points = `${s.points.length} tumour point${s.points.length === 1 ? '' : 's'}`;
+  const engine = s.backend === 'webgpu' ? 'WebGPU' : `CPU, ${s.workers} worker${s.workers > 1 ? 's' : ''}`;
+  return `Slide score ${s.slide_score.toFixed(3)} (highest window) · ${(100 * s.slide_scores.tumour_share).toFixed(1)}% of ${s.windows} windows at ${facts.decision_threshold} or more · ${points} · ${engine}, ${s.seconds.toFixed(1)} s`;
 }
 
 function formatSeconds(s) {

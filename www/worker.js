@@ -1,10 +1,11 @@
-// Inference worker: owns the wasm Session (WebGPU or wasm CPU) and every explained result's
-// evidence, so the page never freezes and never loads WebAssembly itself.
+// Inference worker: owns the wasm Session (WebGPU or wasm CPU), every explained result's
+// evidence and the open slide, so the page never freezes and never loads WebAssembly itself.
 // Protocol: every request is {id, type, ...}; every reply is {id, ok, result} or
 // {id, ok: false, message, fatal}. `fatal` means the wasm instance crashed (for example a lost
 // GPU device): the page replaces this worker with a CPU one.
 
 import init, { Session, SlideJob, page_facts } from '../pkg/celnet.js';
+import { bench } from './worker-bench.js';
 
 let session = null;
 let wasm = null; // the instance's exports (its linear memory, for the bench page)
@@ -24,9 +25,6 @@ const defaultWeights = fetch(new URL('../weights/celnet-pcam.bpk', import.meta.u
     throw new Error(`could not load the default weights (weights/celnet-pcam.bpk): ${e.message}`);
   });
 defaultWeights.catch(() => {}); // reported when start() awaits it
-
-// Largest side scored as one glimpse (a result card); anything larger opens in the slide view.
-const GLIMPSE_SIDE = 128;
 
 // Picks a backend. `requested` is 'webgpu', 'cpu' or 'auto'. Automatic choice takes WebGPU only
 // on a hardware adapter: a software fallback adapter (SwiftShader) is ~20x slower than wasm CPU.
@@ -51,19 +49,20 @@ async function chooseBackend(requested) {
 
 // A grey glimpse: compiles kernels and shaders before the first real image.
 function warmupImage() {
-  // A 96x96 mid-grey 24-bit BMP, built by hand so no file is fetched.
-  const w = 96, h = 96, row = w * 3, size = 54 + row * h;
+  // A mid-grey 24-bit BMP the size of the facts' window, built by hand so no file is fetched.
+  const side = page_facts().window_side;
+  const row = side * 3, size = 54 + row * side;
   const bytes = new Uint8Array(size);
   const view = new DataView(bytes.buffer);
   bytes.set([0x42, 0x4d]);
   view.setUint32(2, size, true);
   view.setUint32(10, 54, true);
   view.setUint32(14, 40, true);
-  view.setInt32(18, w, true);
-  view.setInt32(22, h, true);
+  view.setInt32(18, side, true);
+  view.setInt32(22, side, true);
   view.setUint16(26, 1, true);
   view.setUint16(28, 24, true);
-  view.setUint32(34, row * h, true);
+  view.setUint32(34, row * side, true);
   bytes.fill(170, 54);
   return bytes;
 }
@@ -97,6 +96,13 @@ async function start({ backend: requested }) {
   };
 }
 
+// Keeps an explained result's evidence and returns {handle, summary, input, rendered}.
+function keep(result, params) {
+  const handle = nextHandle++;
+  explained.set(handle, result);
+  return { handle, summary: result.summary(), input: result.input_rgba(), rendered: result.render(params) };
+}
+
 // A rendering of a kept result: {params, regions, timings_ms, celm, layers}.
 function render({ handle, params }) {
   const result = explained.get(handle);
@@ -104,20 +110,19 @@ function render({ handle, params }) {
   return result.render(params);
 }
 
-// Explains an image, keeps its evidence and returns {handle, summary, input, rendered}.
-async function explain({ bytes, params }) {
-  const result = await session.explain(new Uint8Array(bytes));
-  const handle = nextHandle++;
-  explained.set(handle, result);
-  return { handle, summary: result.summary(), input: result.input_rgba(), rendered: result.render(params) };
+function release({ handle }) {
+  const result = explained.get(handle);
+  if (result) result.free();
+  explained.delete(handle);
+  return {};
 }
 
-// Opens a dropped file. Glimpses are closed again (the page explains their bytes); larger
-// images and slides stay open here: {glimpse, info}.
+// Opens a dropped file. Glimpses (the crate decides which) are closed again: the page explains
+// their bytes. Larger images and slides stay open here: {glimpse, info}.
 function slideOpen({ file }) {
   const job = SlideJob.open(file);
   const info = job.info();
-  if (info.levels.length === 1 && info.width <= GLIMPSE_SIDE && info.height <= GLIMPSE_SIDE) {
+  if (info.glimpse) {
     job.free();
     return { glimpse: true, info };
   }
@@ -131,42 +136,18 @@ function openSlide() {
   return slide;
 }
 
-// A viewer tile: RGBA pixels of a rectangle of the full-resolution image.
-function slideView({ x0, y0, x1, y1, width, height }) {
-  return { pixels: openSlide().view(x0, y0, x1, y1, width, height) };
-}
-
-// Pixel size, model scale, tissue, tiles: {plan, tissue}.
-function slidePrepare({ mpp, stride }) {
+// Scores tile `index` of the open slide here: {windows, probabilities}.
+async function slideScore({ index }) {
   const job = openSlide();
-  const plan = job.prepare(mpp ?? undefined, stride);
-  return { plan, tissue: job.tissue() };
+  const windows = await job.score_tile(session, index);
+  return { windows, probabilities: job.probabilities() };
 }
 
-// The crop tile `index` scores, for a pool worker: {rgb, width, height}.
-function slideCrop({ index }) {
-  const job = openSlide();
-  const tile = job.tile(index);
-  return { rgb: job.crop(index), width: tile.width, height: tile.height };
-}
-
-// Keeps logits computed elsewhere: {windows, probabilities}.
+// Keeps logits another worker computed for tile `index`: {windows, probabilities}.
 function slideAccept({ index, logits }) {
   const job = openSlide();
   const windows = job.accept(index, new Float32Array(logits));
   return { windows, probabilities: job.probabilities() };
-}
-
-// Scores tile `index` here: {windows, probabilities}.
-async function slideScore({ index, stride }) {
-  const { rgb, width, height } = slideCrop({ index });
-  const logits = await session.window_logits(rgb, width, height, stride);
-  return slideAccept({ index, logits });
-}
-
-// The dense window logits of a crop made by another worker's slide: {logits}.
-async function windowLogits({ rgb, width, height, stride }) {
-  return { logits: await session.window_logits(new Uint8Array(rgb), width, height, stride) };
 }
 
 // CELM of the window around (x, y) of the open slide, kept like `explain`'s results.
@@ -175,23 +156,7 @@ async function slideExplain({ x, y, params }) {
   const bounds = window.bounds();
   const result = await session.explain_window(window);
   window.free();
-  const handle = nextHandle++;
-  explained.set(handle, result);
-  return { handle, bounds, summary: result.summary(), input: result.input_rgba(), rendered: result.render(params) };
-}
-
-// Explains the top tumour points' windows (as `celnet heatmap --top-k` does) and returns every
-// export: {summary, geojson, csv, heatmap_png}.
-async function slideFinish({ topK }) {
-  const job = openSlide();
-  for (const point of job.points().slice(0, topK)) {
-    const window = job.window(point.x, point.y);
-    const result = await session.explain_window(window);
-    window.free();
-    job.add_evidence(result, 'top');
-    result.free();
-  }
-  return job.report(session.backend, session.weights);
+  return { bounds, ...keep(result, params) };
 }
 
 function slideClose() {
@@ -200,166 +165,86 @@ function slideClose() {
   return {};
 }
 
-function release({ handle }) {
-  const result = explained.get(handle);
-  if (result) result.free();
-  explained.delete(handle);
-  return {};
-}
-
-function median(values) {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-// Per-image milliseconds of one forward pass over `count` copies of a glimpse (RGB bytes), and
-// the logits of the last pass.
-async function batchTimes(rgb, count, runs) {
-  const batch = new Uint8Array(rgb.length * count);
-  for (let i = 0; i < count; i++) batch.set(rgb, i * rgb.length);
-  let logits = await session.logits_batch(batch, 96, 96);
-  const times = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    logits = await session.logits_batch(batch, 96, 96);
-    times.push((performance.now() - t0) / count);
-  }
-  return { times, logits };
-}
-
-async function bench({ bytes, runs, batchRuns }) {
-  const image = new Uint8Array(bytes);
-  const explainOnce = async (x) => (await session.explain(x)).free();
-  // Warm up until the engine has optimised the hot functions: V8 first runs WebAssembly from a
-  // quick baseline compilation and replaces hot functions with optimised code in the
-  // background, which takes about ten glimpses here (the first ones ran 3x slower).
-  const t0 = performance.now();
-  await session.predict(image);
-  const firstPredict = performance.now() - t0;
-  for (let i = 0; i < 10; i++) await session.predict(image);
-  for (let i = 0; i < 3; i++) await explainOnce(image);
-  const memory = () => wasm.memory.buffer.byteLength;
-  const memoryBefore = memory();
-  const time = async (f) => {
-    const t = [];
-    for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
-      await f(image);
-      t.push(performance.now() - t0);
-    }
-    return t;
-  };
-  const predict = await time((x) => session.predict(x));
-  // Test-time augmentation: the eight orientations of the glimpse, scored one after another.
-  session.set_tta(true);
-  const predictTta = await time((x) => session.predict(x));
-  session.set_tta(false);
-  const explainTimes = await time(explainOnce);
-  // Where an explanation's time goes: the median of each phase.
-  const phases = [];
-  for (let i = 0; i < runs; i++) phases.push(await session.explain_phases(image));
-  const explainPhases = Object.fromEntries(
-    Object.keys(phases[0]).map((k) => [k, median(phases.map((p) => p[k]))]),
-  );
-  // Where a forward pass's time goes: the median of each kind of operation.
-  const profiles = [];
-  for (let i = 0; i < runs; i++) profiles.push(await session.forward_profile(image));
-  const forwardProfile = {
-    total: median(profiles.map((p) => p.total)),
-    parts: Object.fromEntries(profiles[0].parts.map(([kind], i) => [kind, median(profiles.map((p) => p.parts[i][1]))])),
-  };
-  // The network alone on decoded pixels, one glimpse per call and 64 per call.
-  const sample = await session.explain(image);
-  const rgba = sample.input_rgba();
-  sample.free();
-  const rgb = new Uint8Array((rgba.length / 4) * 3);
-  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) rgb.set(rgba.subarray(i, i + 3), j);
-  const batch1 = await batchTimes(rgb, 1, runs);
-  const batch64 = await batchTimes(rgb, 64, batchRuns);
-  // Every image of the batch is the same glimpse: each logit must be the single one.
-  const difference = Math.max(...batch64.logits.map((l) => Math.abs(l - batch1.logits[0])));
-  return {
-    backend: session.backend,
-    runs,
-    batch_runs: batchRuns,
-    wasm_memory_bytes: { before: memoryBefore, after: memory() },
-    predict_ms: predict,
-    explain_ms: explainTimes,
-    first_predict_ms: firstPredict,
-    predict_median_ms: median(predict),
-    predict_tta_median_ms: median(predictTta),
-    explain_median_ms: median(explainTimes),
-    explain_phases_median_ms: explainPhases,
-    forward_profile_median_ms: forwardProfile,
-    batch1_per_image_median_ms: median(batch1.times),
-    batch64_per_image_median_ms: median(batch64.times),
-    batch64_max_logit_difference: difference,
-  };
-}
-
 // The wasm instance's linear memory, for the page's start-up measurement.
 function memory() {
   return { wasm_memory_bytes: wasm ? wasm.memory.buffer.byteLength : 0 };
 }
 
-const handlers = {
-  facts,
-  start,
-  explain,
-  render,
-  release,
-  memory,
-  predict: ({ bytes }) => session.predict(new Uint8Array(bytes)),
-  weights: ({ bytes, name }) => {
-    session.load_weights(new Uint8Array(bytes), name);
-    return { weights: session.weights };
+// Every request the worker answers. `session`: needs a started engine. `now`: skips the queue,
+// because it is quick and touches no session state (re-fusing a kept result for a slider move,
+// a viewer tile of the open slide), so sliders and the viewer stay live while inference waits.
+const requests = {
+  facts: { run: facts },
+  start: { run: start },
+  memory: { run: memory },
+  render: { run: render, now: true },
+  release: { run: release, now: true },
+  explain: { session: true, run: async ({ bytes, params }) => keep(await session.explain(new Uint8Array(bytes)), params) },
+  predict: { session: true, run: ({ bytes }) => session.predict(new Uint8Array(bytes)) },
+  weights: {
+    session: true,
+    run: ({ bytes, name }) => {
+      session.load_weights(new Uint8Array(bytes), name);
+      return { weights: session.weights };
+    },
   },
-  tta: ({ on }) => {
-    session.set_tta(on);
-    return { tta: on };
+  resetWeights: {
+    session: true,
+    run: () => {
+      session.reset_weights();
+      return { weights: session.weights };
+    },
   },
-  resetWeights: () => {
-    session.reset_weights();
-    return { weights: session.weights };
+  tta: {
+    session: true,
+    run: ({ on }) => {
+      session.set_tta(on);
+      return { tta: on };
+    },
   },
-  bench,
-  slideOpen,
-  slideView,
-  slidePrepare,
-  slideCrop,
-  slideAccept,
-  slideScore,
-  slideExplain,
-  slideFinish,
-  slideClose,
-  windowLogits,
+  bench: { session: true, run: (request) => bench(session, wasm, request) },
+  slideOpen: { run: slideOpen },
+  slideView: { now: true, run: ({ x0, y0, x1, y1, width, height }) => ({ pixels: openSlide().view(x0, y0, x1, y1, width, height) }) },
+  // Pixel size, model scale, tissue, tiles: {plan, tissue}.
+  slidePrepare: {
+    session: true,
+    run: ({ mpp, stride }) => {
+      const job = openSlide();
+      return { plan: job.prepare(session, mpp ?? undefined, stride), tissue: job.tissue() };
+    },
+  },
+  // The crop tile `index` scores, for a pool worker: {rgb, width, height}.
+  slideCrop: { run: ({ index }) => openSlide().crop(index) },
+  slideAccept: { run: slideAccept },
+  slideScore: { session: true, run: slideScore },
+  slideExplain: { session: true, run: slideExplain },
+  // The top windows explained and every export: {summary, geojson, csv, heatmap_png}.
+  slideFinish: { session: true, run: ({ topK }) => openSlide().finish(session, topK) },
+  slideClose: { run: slideClose },
+  // The window logits of a crop made by another worker's slide: {logits}.
+  windowLogits: {
+    session: true,
+    run: async ({ rgb, width, height, stride, tta }) => ({
+      logits: await session.window_logits(new Uint8Array(rgb), width, height, stride, tta),
+    }),
+  },
 };
 
-// Pixel buffers go back to the page without a copy.
-function transferables(result) {
-  if (!result) return [];
-  const buffers = [];
-  if (result.input) buffers.push(result.input.buffer);
-  const rendered = result.layers ? result : result.rendered;
-  if (rendered) {
-    buffers.push(rendered.celm.buffer, ...Object.values(rendered.layers).map((l) => l.buffer));
+// Every typed array in a result: their buffers go back to the page without a copy.
+function transferables(value, found = new Set(), depth = 0) {
+  if (ArrayBuffer.isView(value)) found.add(value.buffer);
+  else if (value && typeof value === 'object' && depth < 4) {
+    for (const v of Object.values(value)) transferables(v, found, depth + 1);
   }
-  if (result.legend) buffers.push(result.legend.buffer);
-  for (const key of ['pixels', 'rgb', 'probabilities', 'logits', 'tissue', 'heatmap_png']) {
-    if (result[key] && result[key].buffer) buffers.push(result[key].buffer);
-  }
-  return buffers;
+  return [...found];
 }
 
 async function handle(data) {
   try {
-    const handler = handlers[data.type];
-    if (!handler) throw new Error(`unknown request ${data.type}`);
-    const needsSession = !['facts', 'start', 'render', 'release', 'memory', 'slideOpen', 'slideView',
-      'slidePrepare', 'slideCrop', 'slideAccept', 'slideClose'].includes(data.type);
-    if (needsSession && !session) throw new Error('the engine has not started');
-    const result = await handler(data);
+    const request = requests[data.type];
+    if (!request) throw new Error(`unknown request ${data.type}`);
+    if (request.session && !session) throw new Error('the engine has not started');
+    const result = await request.run(data);
     self.postMessage({ id: data.id, ok: true, result }, transferables(result));
   } catch (e) {
     const fatal = e instanceof WebAssembly.RuntimeError;
@@ -368,9 +253,7 @@ async function handle(data) {
 }
 
 self.onmessage = ({ data }) => {
-  // Re-fusing a kept result is quick and touches no session state: it skips the queue, so
-  // sliders stay live while images wait for inference. Everything else runs one at a time.
-  if (data.type === 'render' || data.type === 'release' || data.type === 'slideView') {
+  if (requests[data.type] && requests[data.type].now) {
     handle(data);
     return;
   }

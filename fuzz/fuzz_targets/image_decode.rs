@@ -3,7 +3,7 @@
 #![no_main]
 
 use celnet::input::decode_image;
-use celnet::scale::file_resolution;
+use celnet::slide::file::resolution::file_resolution;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

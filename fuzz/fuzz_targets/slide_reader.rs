@@ -4,11 +4,11 @@
 
 use std::io::Cursor;
 
-use celnet::slide::Slide;
+use celnet::slide::TiffSlide;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut slide) = Slide::open(Cursor::new(data)) else {
+    let Ok(mut slide) = TiffSlide::open(Cursor::new(data)) else {
         return;
     };
     let _ = slide.resolution();

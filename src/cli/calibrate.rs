@@ -8,15 +8,16 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use celnet::calibration::{
+use celnet::network::classifier::sigmoid;
+use celnet::train::calibration::{
     ECE_BINS, ReliabilityBin, expected_calibration_error, fit_temperature, nll, reliability,
 };
-use celnet::classifier::sigmoid;
-use celnet::data::load_folder_or_split;
-use celnet::evaluation::evaluate;
-use celnet::{Result, plot, weights};
+use celnet::train::data::load_folder_or_split;
+use celnet::train::evaluation::evaluate_patches;
+use celnet::train::plot;
+use celnet::{Result, weights};
 
-use super::common::{ModelArgs, Report, TtaArgs, emit};
+use super::common::{ModelArgs, PrintReport, TtaArgs, emit};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,7 +63,7 @@ struct CalibrateReport {
     diagram_png: String,
 }
 
-impl Report for CalibrateReport {
+impl PrintReport for CalibrateReport {
     fn print_text(&self) {
         println!(
             "temperature {:.4} fitted on {} patches; on the {} held out: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4} (accuracy {:.4} and AUC {:.4} unchanged)",
@@ -98,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     let set = load_folder_or_split(&args.data, "valid")?;
     let start = Instant::now();
     let classifier = loaded.classifier().with_tta(args.tta.tta());
-    let evaluation = evaluate(&classifier, &set, 128)?;
+    let evaluation = evaluate_patches(&classifier, &set, 128)?;
 
     let mut order: Vec<usize> = (0..set.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));

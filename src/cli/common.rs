@@ -8,7 +8,7 @@ use burn::prelude::*;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use celnet::classifier::Tta;
+use celnet::network::classifier::Tta;
 use celnet::{CelmParams, Celnet, CelnetError, Classifier, Explainer, Result, weights};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -143,7 +143,7 @@ impl CelmArgs {
 }
 
 /// A report a command prints: as text for people, or as one line of JSON.
-pub trait Report: Serialize {
+pub trait PrintReport: Serialize {
     fn print_text(&self);
 }
 
@@ -159,7 +159,7 @@ pub struct WithSource<'a, R: Serialize> {
 }
 
 /// Prints `report` as text, or as one line of JSON with its source and `started`'s elapsed time.
-pub fn emit<R: Report>(report: &R, json: bool, source: &Source, started: Option<Instant>) {
+pub fn emit<R: PrintReport>(report: &R, json: bool, source: &Source, started: Option<Instant>) {
     if json {
         println!("{}", json_line(report, source, started));
     } else {

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use celnet::data::PatchSet;
-use celnet::evaluation::{Evaluation, evaluate};
+use celnet::Result;
 use celnet::metrics::roc_curve;
-use celnet::{Result, plot};
+use celnet::train::data::PatchSet;
+use celnet::train::evaluation::{Evaluation, evaluate_patches};
+use celnet::train::plot;
 
-use super::common::{ModelArgs, Report, TtaArgs, emit};
+use super::common::{ModelArgs, PrintReport, TtaArgs, emit};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +34,7 @@ struct EvalReport {
     roc_png: String,
 }
 
-impl Report for EvalReport {
+impl PrintReport for EvalReport {
     fn print_text(&self) {
         let e = &self.evaluation;
         let c = &e.confusion;
@@ -54,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     let set = PatchSet::from_folder(&args.dir)?;
     let start = Instant::now();
     let classifier = loaded.classifier().with_tta(args.tta.tta());
-    let evaluation = evaluate(&classifier, &set, 128)?;
+    let evaluation = evaluate_patches(&classifier, &set, 128)?;
     let curve = roc_curve(&evaluation.probabilities, &set.labels);
     plot::roc_curve(&curve, evaluation.auc, &args.roc)?;
     let report = EvalReport {

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use celnet::Result;
-use celnet::faithfulness::{DeletionOptions, DeletionStudy, FaithfulnessReport, Fill};
 use celnet::input::read_image;
-use celnet::mosaic::list_glimpses;
+use celnet::studies::faithfulness::{DeletionOptions, DeletionStudy, FaithfulnessReport, Fill};
+use celnet::studies::glimpse_mosaic::list_glimpses;
 
-use super::common::{CelmArgs, ModelArgs, Report, emit, progress};
+use super::common::{CelmArgs, ModelArgs, PrintReport, emit, progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,7 +36,7 @@ pub struct Args {
     model: ModelArgs,
 }
 
-impl Report for FaithfulnessReport {
+impl PrintReport for FaithfulnessReport {
     fn print_text(&self) {
         println!(
             "deletion curves over {} positive glimpses of {} examined (lower is more faithful):",

@@ -5,10 +5,10 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use celnet::Result;
-use celnet::guided::ReluKind;
-use celnet::model::GLIMPSE;
+use celnet::network::guided::ReluKind;
+use celnet::network::model::GLIMPSE;
 
-use super::common::{ModelArgs, Report, emit};
+use super::common::{ModelArgs, PrintReport, emit};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +27,7 @@ struct Info {
     f3_shape: [usize; 4],
 }
 
-impl Report for Info {
+impl PrintReport for Info {
     fn print_text(&self) {
         println!(
             "CELNet: {} learnable parameters (+{} batch-norm running statistics)",

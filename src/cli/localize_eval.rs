@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use celnet::Result;
 use celnet::explain::{Explainer, PreparedEvidence};
-use celnet::localize::{Method, PreparedGlimpse, Report as LocalizationReport, evaluate};
-use celnet::mosaic::load_labelled;
+use celnet::studies::glimpse_mosaic::load_labelled;
+use celnet::studies::localize::{LocalizationReport, Method, PreparedGlimpse, score_localisation};
 
-use super::common::{CelmArgs, ModelArgs, Report, emit, progress};
+use super::common::{CelmArgs, ModelArgs, PrintReport, emit, progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +24,7 @@ pub struct Args {
     model: ModelArgs,
 }
 
-impl Report for LocalizationReport {
+impl PrintReport for LocalizationReport {
     fn print_text(&self) {
         print_table(&format!("{} glimpses", self.n), std::slice::from_ref(self));
     }
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> Result<()> {
     let params = args.celm.params();
     let start = Instant::now();
     let glimpses = prepare_glimpses(&loaded.explainer(), &args.dir, &[params.sigma])?;
-    let report = evaluate(&glimpses, args.method, &params)?;
+    let report = score_localisation(&glimpses, args.method, &params)?;
     emit(&report, args.json, &loaded.source, Some(start));
     Ok(())
 }
@@ -60,7 +60,7 @@ pub fn prepare_glimpses(
     prepared
 }
 
-/// The localisation table of the README, one row per report.
+/// The localisation table of docs/localisation.md, one row per report.
 pub fn print_table(title: &str, reports: &[LocalizationReport]) {
     println!("{title}");
     println!(

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use celnet::localize::{Grid, Method, Report as LocalizationReport, evaluate, tune};
+use celnet::studies::localize::{LocalizationReport, Method, ParamGrid, score_localisation, tune};
 use celnet::{CelmParams, Result};
 
-use super::common::{ModelArgs, Report, emit};
+use super::common::{ModelArgs, PrintReport, emit};
 use super::localize_eval::{prepare_glimpses, print_table};
 
 #[derive(clap::Args)]
@@ -29,12 +29,12 @@ pub struct Args {
 struct TuneReport {
     tuning_dir: String,
     test_dir: Option<String>,
-    grid: Grid,
+    grid: ParamGrid,
     tuned: Vec<LocalizationReport>,
     test: Vec<LocalizationReport>,
 }
 
-impl Report for TuneReport {
+impl PrintReport for TuneReport {
     fn print_text(&self) {
         let n = self.tuned.first().map_or(0, |r| r.n);
         print_table(
@@ -50,7 +50,7 @@ impl Report for TuneReport {
 pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
     let explainer = loaded.explainer();
-    let grid = Grid::default();
+    let grid = ParamGrid::default();
     let base = CelmParams::default();
     let start = Instant::now();
     let tuning = prepare_glimpses(&explainer, &args.dir, &grid.sigmas)?;
@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
             let held_out = prepare_glimpses(&explainer, test_dir, &sigmas)?;
             tuned
                 .iter()
-                .map(|r| evaluate(&held_out, r.method, &r.params))
+                .map(|r| score_localisation(&held_out, r.method, &r.params))
                 .collect::<Result<Vec<_>>>()?
         }
         None => Vec::new(),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use celnet::Result;
-use celnet::mosaic::{self, MosaicOptions};
+use celnet::studies::glimpse_mosaic::{self, MosaicOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value_t = MosaicOptions::default().max_tumour_tiles)]
     max_tumour_tiles: usize,
     /// Use part K of N of each class's files (e.g. 1/2 to tune, 2/2 to test).
-    #[arg(long, default_value = "1/1", value_parser = mosaic::parse_part)]
+    #[arg(long, default_value = "1/1", value_parser = glimpse_mosaic::parse_part)]
     part: (usize, usize),
 }
 
@@ -36,7 +36,7 @@ pub fn run(args: Args) -> Result<()> {
         max_tumour_tiles: args.max_tumour_tiles,
         part: args.part,
     };
-    let manifest = mosaic::build(&args.from, &args.out, &options)?;
+    let manifest = glimpse_mosaic::build(&args.from, &args.out, &options)?;
     let tumour = manifest
         .glimpses
         .iter()

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-use celnet::data::load_folder_or_split;
+use celnet::train::data::load_folder_or_split;
 use celnet::train::recalibrate_batch_norm;
 use celnet::{Result, weights};
 

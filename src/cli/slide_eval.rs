@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use celnet::Result;
-use celnet::heatmap::{DEFAULT_STRIDE, Mode};
-use celnet::slide_mosaic::{SlideEvaluation, evaluate};
+use celnet::slide::{DEFAULT_STRIDE, Mode, ScanConfig};
+use celnet::studies::slide_mosaic::{SlideEvaluation, evaluate_slides};
 
-use super::common::{ModelArgs, Report, emit, progress};
+use super::common::{ModelArgs, PrintReport, emit, progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,7 +25,7 @@ pub struct Args {
     model: ModelArgs,
 }
 
-impl Report for SlideEvaluation {
+impl PrintReport for SlideEvaluation {
     fn print_text(&self) {
         println!(
             "{} slides ({} with {} lesions), stride {} ({}): slide AUC {}, FROC {:.3}",
@@ -51,16 +51,15 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
     let start = Instant::now();
     let bar = progress(0, "slides");
-    let evaluation = evaluate(
-        &loaded.classifier(),
-        &args.dir,
-        args.stride,
-        if args.exact { Mode::Exact } else { Mode::Dense },
-        |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
+    let config = ScanConfig {
+        stride: args.stride,
+        mode: if args.exact { Mode::Exact } else { Mode::Dense },
+        ..ScanConfig::default()
+    };
+    let evaluation = evaluate_slides(&loaded.classifier(), &args.dir, &config, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
     emit(&evaluation, args.json, &loaded.source, Some(start));
     Ok(())

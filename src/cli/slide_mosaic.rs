@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use celnet::Result;
-use celnet::mosaic::parse_part;
-use celnet::slide_mosaic::{SlideMosaicOptions, build};
+use celnet::studies::glimpse_mosaic::parse_part;
+use celnet::studies::slide_mosaic::{SlideMosaicOptions, build};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use celnet::Result;
-use celnet::data::load_folder_or_split;
-use celnet::stain::StainJitter;
+use celnet::train::data::load_folder_or_split;
+use celnet::train::stain::StainJitter;
 
 #[derive(clap::Args)]
 pub struct Args {

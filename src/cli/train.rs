@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use celnet::data::load_split;
+use celnet::train::data::load_split;
 use celnet::train::{OptimizerKind, TrainOptions, train};
 use celnet::{Result, weights};
 

@@ -13,11 +13,11 @@ use serde::Serialize;
 use super::fusion::{Evidence, Explanation, PreparedEvidence};
 use super::maps::Map;
 use super::params::CelmParams;
-use crate::classifier::{Classifier, read};
 use crate::error::{CelnetError, Result};
-use crate::guided::ReluKind;
 use crate::input::{check_size, to_tensor_data};
-use crate::model::Celnet;
+use crate::network::classifier::{Classifier, read};
+use crate::network::guided::ReluKind;
+use crate::network::model::Celnet;
 
 /// The largest image explained in one pass (about 1 megapixel): activations of every layer are
 /// kept for the backward passes, so memory grows with the area.

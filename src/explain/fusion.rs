@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::maps::{Map, luma, scaled_to_unit};
 use super::params::CelmParams;
 use super::regions::{Mask, Region, describe_regions, region_mask};
-use crate::classifier::Prediction;
 use crate::error::Result;
+use crate::network::classifier::Prediction;
 
 /// What the network says about one image: the logit and the raw gradient-derived maps.
 #[derive(Clone, Debug, Serialize, Deserialize)]

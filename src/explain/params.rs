@@ -23,7 +23,7 @@ pub struct CelmParams {
 }
 
 /// Defaults of `alpha`, `beta`, `threshold` and `sigma`: the best region F1 of a grid search
-/// (`celnet localize-tune`) on 300 mosaics from the validation split; README, "Localisation".
+/// (`celnet localize-tune`) on 300 mosaics from the validation split (docs/localisation.md).
 impl Default for CelmParams {
     fn default() -> Self {
         Self {

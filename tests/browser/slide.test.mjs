@@ -213,6 +213,22 @@ describe('slide view on the CPU path', { timeout: 6 * TIMEOUT }, () => {
     checkAgainstCli(await scoreFile(page, FIELD), native.field, 'cpu');
   });
 
+  test('a stride the network cannot align is an error, not a crashed engine', async () => {
+    const { page } = session;
+    const message = await page.evaluate(async () => {
+      const side = 160;
+      const request = { rgb: new Uint8Array(side * side * 3), width: side, height: side, stride: 30, tta: 'off' };
+      try {
+        await window.celnet.engine.call('windowLogits', request);
+        return 'no error';
+      } catch (e) {
+        return `fatal ${e.fatal}: ${e.message}`;
+      }
+    });
+    assert.match(message, /^fatal false: .*stride divisible by 4/);
+    checkAgainstCli(await scoreFile(page, FIELD), native.field, 'cpu');
+  });
+
   test('cancel stops the work and leaves the page usable; the next slide scores', async () => {
     const { page } = session;
     const before = await page.evaluate(() => window.celnet.slide().token);

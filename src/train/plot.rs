@@ -7,14 +7,13 @@ use std::sync::Once;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::calibration::ReliabilityBin;
+use super::calibration::ReliabilityBin;
 use crate::error::{CelnetError, Result};
 use crate::input::save_image;
-use crate::train::EpochMetrics;
 
 /// DejaVu Sans (see `assets/DejaVuSans.LICENSE`): plotters draws text only with a font it has
 /// been given, and nothing may be loaded from the system at run time.
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -55,29 +54,28 @@ fn render(
     save_image(&image, path)
 }
 
-/// One named line of an epoch chart.
-struct Line {
-    name: &'static str,
-    points: Vec<(f64, f64)>,
-    color: RGBColor,
+/// One panel of an epoch chart: named lines of one value per epoch, drawn in blue, red and
+/// green in that order, with the legend in a lower or an upper corner.
+pub struct EpochPanel {
+    pub caption: &'static str,
+    pub y_range: std::ops::Range<f64>,
+    pub lines: Vec<(&'static str, Vec<(f64, f64)>)>,
+    pub legend_below: bool,
 }
 
-/// One panel of the training chart: lines with a dot at every epoch (a single epoch is a dot,
-/// not an invisible line) and a legend.
+/// Draws one panel: lines with a dot at every epoch (a single epoch is a dot, not an invisible
+/// line) and a legend.
 fn epoch_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    caption: &str,
     epochs: usize,
-    y_range: std::ops::Range<f64>,
-    lines: Vec<Line>,
-    legend: SeriesLabelPosition,
+    panel: EpochPanel,
 ) -> Drawing {
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 18))
+        .caption(panel.caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(48)
-        .build_cartesian_2d(0.5f64..epochs as f64 + 0.5, y_range)
+        .build_cartesian_2d(0.5f64..epochs as f64 + 0.5, panel.y_range)
         .map_err(plot_error)?;
     chart
         .configure_mesh()
@@ -86,11 +84,10 @@ fn epoch_panel(
         .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(plot_error)?;
-    for Line {
-        name,
-        points,
-        color,
-    } in lines
+    for ((name, points), &color) in panel
+        .lines
+        .into_iter()
+        .zip([BLUE, RED, GREEN].iter().cycle())
     {
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
@@ -105,6 +102,11 @@ fn epoch_panel(
             )
             .map_err(plot_error)?;
     }
+    let legend = if panel.legend_below {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
     chart
         .configure_series_labels()
         .position(legend)
@@ -115,50 +117,13 @@ fn epoch_panel(
     Ok(())
 }
 
-/// Loss (left) and accuracy/AUC (right) per epoch.
-pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
-    if history.is_empty() {
-        return Ok(());
-    }
-    let series = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
-        history.iter().map(|m| (m.epoch as f64, f(m))).collect()
-    };
-    let line = |name, f, color| Line {
-        name,
-        points: series(f),
-        color,
-    };
-    let max_loss = history
-        .iter()
-        .flat_map(|m| [m.train_loss, m.valid_loss])
-        .filter(|v| v.is_finite())
-        .fold(0.1f64, f64::max)
-        * 1.1;
+/// Two panels side by side over `epochs` epochs (a training run's loss, and its accuracy and
+/// AUC).
+pub fn epoch_chart(epochs: usize, left: EpochPanel, right: EpochPanel, path: &Path) -> Result<()> {
     render(path, (1000, 420), |root| {
-        let (left, right) = root.split_horizontally(500);
-        epoch_panel(
-            &left,
-            "loss (BCE)",
-            history.len(),
-            0.0..max_loss,
-            vec![
-                line("train", |m| m.train_loss, BLUE),
-                line("valid", |m| m.valid_loss, RED),
-            ],
-            SeriesLabelPosition::UpperRight,
-        )?;
-        epoch_panel(
-            &right,
-            "accuracy and AUC",
-            history.len(),
-            0.5..1.0,
-            vec![
-                line("train accuracy", |m| m.train_accuracy, BLUE),
-                line("valid accuracy", |m| m.valid_accuracy, RED),
-                line("valid AUC", |m| m.valid_auc, GREEN),
-            ],
-            SeriesLabelPosition::LowerRight,
-        )
+        let (left_area, right_area) = root.split_horizontally(500);
+        epoch_panel(&left_area, epochs, left)?;
+        epoch_panel(&right_area, epochs, right)
     })
 }
 

@@ -8,7 +8,7 @@ use rand::{Rng, RngExt, SeedableRng};
 
 use crate::error::{CelnetError, Result};
 use crate::input::{CHANNEL_MEAN, CHANNEL_STD, has_image_extension, read_image, save_image};
-use crate::stain::StainJitter;
+use crate::train::stain::StainJitter;
 
 /// File names of the official PCam HDF5 files for a split.
 pub fn pcam_h5_files(root: &Path, split: &str) -> (PathBuf, PathBuf) {

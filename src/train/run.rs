@@ -1,19 +1,11 @@
-//! Training CELNet: BCE on the logit, L2 weight decay, SGD with Nesterov momentum (or Adam),
-//! learning rate halved at 50% and 75% of the epochs, random quarter turns and flips,
-//! validation every epoch, the lowest-validation-loss weights kept.
-//!
-//! A run lives in one folder and can be stopped at any time: `checkpoint.bpk`,
-//! `optimizer.bpk` and `state.json` are rewritten every few minutes and at each epoch's end,
-//! and a resumed run continues at the next batch in the same order (shuffles and augmentation
-//! are derived from the seed, epoch and batch index).
+//! One training run: the loop, its folder (checkpoints, best and per-epoch weights,
+//! `metrics.csv`, `curves.png`) and the state that lets it resume at the next batch.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,102 +14,15 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::Classifier;
-use crate::data::{ColourAugmentation, PatchSet};
+use super::averaging::recalibrate_batch_norm;
+use super::data::PatchSet;
+use super::evaluation::evaluate_patches;
+use super::options::{TrainOptions, optimizer};
+use super::plot::{EpochPanel, epoch_chart};
 use crate::error::{CelnetError, Result};
-use crate::evaluation::evaluate;
-use crate::model::{Celnet, CelnetConfig};
-use crate::stain::StainJitter;
+use crate::network::classifier::Classifier;
+use crate::network::model::{Celnet, CelnetConfig};
 use crate::weights;
-
-/// Which optimiser to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// SGD with Nesterov momentum 0.9 (the paper).
-    Sgd,
-    /// Adam (beta 0.9 / 0.999).
-    Adam,
-}
-
-/// Hyper-parameters of a run, stored in its `state.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub optimizer: OptimizerKind,
-    pub weight_decay: f64,
-    pub seed: u64,
-    /// Side of the training crops (96 = whole patches; 64 = random crops around the centre).
-    pub crop: usize,
-    /// Seconds between mid-epoch checkpoints.
-    pub checkpoint_secs: u64,
-    /// Colour jitter of the training batches (see [`PatchSet::augmented_batch`]); 0 = none.
-    #[serde(default)]
-    pub colour_jitter: f32,
-    /// Strength of the random stain shifts in HED space ([`StainJitter::of`]); 0 = none.
-    #[serde(default)]
-    pub stain_jitter: f32,
-    /// When training on crops smaller than the patches: batches of whole patches used to
-    /// re-estimate the batch-norm statistics before each validation (0 = keep the crops').
-    /// Runs saved before this option existed resume without it.
-    #[serde(default)]
-    pub bn_batches: usize,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        Self {
-            epochs: 10,
-            batch_size: 64,
-            learning_rate: 1e-3,
-            optimizer: OptimizerKind::Adam,
-            weight_decay: 1e-5,
-            seed: 42,
-            crop: 96,
-            checkpoint_secs: 300,
-            colour_jitter: 0.0,
-            stain_jitter: 0.0,
-            bn_batches: 64,
-        }
-    }
-}
-
-impl TrainOptions {
-    /// Checks the augmentation strengths: a gain or a stain scale that could reach zero or
-    /// below would not imitate any lab.
-    pub fn check(&self) -> Result<()> {
-        for (name, value) in [
-            ("colour jitter", self.colour_jitter),
-            ("stain jitter", self.stain_jitter),
-        ] {
-            if !(0.0..1.0).contains(&value) {
-                return Err(CelnetError::InvalidParameter(format!(
-                    "{name} {value} is outside [0, 1)"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The colour augmentation these options ask for.
-    pub fn colours(&self) -> ColourAugmentation {
-        ColourAugmentation {
-            colour_jitter: self.colour_jitter,
-            stain: StainJitter::of(self.stain_jitter),
-        }
-    }
-
-    /// The learning rate of `epoch` (0-based): halved at 50% and again at 75% of the epochs.
-    pub fn learning_rate_at(&self, epoch: usize) -> f64 {
-        let halvings = [self.epochs / 2, self.epochs * 3 / 4]
-            .iter()
-            .filter(|&&at| at > 0 && epoch >= at)
-            .count();
-        self.learning_rate / f64::from(1u32 << halvings)
-    }
-}
 
 /// One row of `metrics.csv`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -185,122 +90,6 @@ impl RunDir {
 pub fn bce_with_logits(logits: Tensor<1>, targets: Tensor<1>) -> Tensor<1> {
     let softplus = logits.clone().abs().neg().exp().log1p();
     (relu(logits.clone()) - logits * targets + softplus).mean()
-}
-
-/// The element-wise mean of several networks' parameters and batch-norm statistics.
-///
-/// Averaging weights taken along one training run (checkpoints of the same fine-tune, or a
-/// model and its fine-tuned descendant) often generalises slightly better than any one of them.
-/// Networks from unrelated runs should not be averaged: their filters do not correspond.
-pub fn average_weights(models: Vec<Celnet>) -> Result<Celnet> {
-    struct Collect(Vec<Vec<f32>>);
-    impl burn::module::ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            self.0.push(
-                param
-                    .val()
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .expect("CELNet parameters are f32"),
-            );
-        }
-    }
-    struct Mean {
-        sums: std::vec::IntoIter<Vec<f32>>,
-        count: f32,
-    }
-    impl burn::module::ModuleMapper for Mean {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<D>>,
-        ) -> burn::module::Param<Tensor<D>> {
-            let sum = self.sums.next().expect("same architecture");
-            param.map(|tensor| {
-                let shape = tensor.shape();
-                let mean: Vec<f32> = sum.iter().map(|v| v / self.count).collect();
-                Tensor::from_data(TensorData::new(mean, shape), &tensor.device())
-            })
-        }
-    }
-
-    let mut models = models.into_iter();
-    let first = models
-        .next()
-        .ok_or_else(|| CelnetError::InvalidParameter("no networks to average".into()))?;
-    let mut sums = Collect(Vec::new());
-    first.visit(&mut sums);
-    let mut count = 1.0;
-    for model in models {
-        let mut values = Collect(Vec::new());
-        model.visit(&mut values);
-        for (sum, value) in sums.0.iter_mut().zip(values.0) {
-            for (s, v) in sum.iter_mut().zip(value) {
-                *s += v;
-            }
-        }
-        count += 1.0;
-    }
-    Ok(first.map(&mut Mean {
-        sums: sums.0.into_iter(),
-        count,
-    }))
-}
-
-/// Re-estimates the batch-norm running statistics of `model` on whole, randomly oriented
-/// patches of `set`, leaving every learned weight as it is.
-///
-/// Running statistics gathered on 64x64 training crops, or averaged across several networks,
-/// are not those of the 96x96 inputs the model is evaluated on (SWA's "bn update" step fixes
-/// the same mismatch). Each batch-norm layer keeps its exponential average (momentum 0.1), so
-/// after `batches` batches the old statistics weigh `0.9^batches` (0.001 after 64).
-pub fn recalibrate_batch_norm(
-    model: Celnet,
-    set: &PatchSet,
-    batches: usize,
-    batch_size: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<Celnet> {
-    if set.is_empty() || batches == 0 || batch_size == 0 {
-        return Err(CelnetError::InvalidParameter(
-            "batch-norm recalibration needs patches, batches and a batch size".into(),
-        ));
-    }
-    let autodiff = device.clone().autodiff();
-    // Training mode for the batch-norm layers, but no parameter is tracked: with nothing
-    // requiring a gradient, autodiff records no graph (an unfinished graph would be kept alive).
-    let model = model.to_device(&autodiff).train().no_grad();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut order: Vec<usize> = (0..set.len()).collect();
-    order.shuffle(&mut rng);
-    let bar = ProgressBar::new(batches as u64);
-    for b in 0..batches {
-        let indices: Vec<usize> = (0..batch_size)
-            .map(|i| order[(b * batch_size + i) % order.len()])
-            .collect();
-        let (data, _) = set.batch(&indices, set.side, Some(&mut rng));
-        // A training-mode forward pass updates the running statistics; no gradient is needed.
-        drop(model.forward(Tensor::<4>::from_data(data, &autodiff)));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok(model.valid())
-}
-
-fn optimizer(options: &TrainOptions) -> ModuleOptimizer {
-    let decay = Some(WeightDecayConfig::new(options.weight_decay as f32));
-    match options.optimizer {
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_weight_decay(decay)
-            .with_momentum(Some(
-                MomentumConfig::new()
-                    .with_momentum(0.9)
-                    .with_dampening(0.0)
-                    .with_nesterov(true),
-            ))
-            .init(),
-        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
-    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -566,7 +355,8 @@ pub fn train(
                 device,
             )?;
         }
-        let validation = evaluate(&Classifier::new(validated.clone(), device), valid_set, 256)?;
+        let validation =
+            evaluate_patches(&Classifier::new(validated.clone(), device), valid_set, 256)?;
         state.seconds += valid_start.elapsed().as_secs_f64();
         let metrics = EpochMetrics {
             epoch: epoch + 1,
@@ -608,95 +398,51 @@ pub fn train(
         state.epoch_seen = 0;
         save_checkpoint(&run, &model, &optim, &state)?;
         write_metrics_csv(&run.metrics_csv(), &state.history)?;
-        crate::plot::training_curves(&state.history, &run.curves_png())?;
+        training_curves(&state.history, &run.curves_png())?;
     }
     Ok(state)
+}
+
+/// Loss (left) and accuracy/AUC (right) per epoch.
+fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
+    if history.is_empty() {
+        return Ok(());
+    }
+    let series = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+        history.iter().map(|m| (m.epoch as f64, f(m))).collect()
+    };
+    let max_loss = history
+        .iter()
+        .flat_map(|m| [m.train_loss, m.valid_loss])
+        .filter(|v| v.is_finite())
+        .fold(0.1f64, f64::max)
+        * 1.1;
+    let loss = EpochPanel {
+        caption: "loss (BCE)",
+        y_range: 0.0..max_loss,
+        lines: vec![
+            ("train", series(|m| m.train_loss)),
+            ("valid", series(|m| m.valid_loss)),
+        ],
+        legend_below: false,
+    };
+    let accuracy = EpochPanel {
+        caption: "accuracy and AUC",
+        y_range: 0.5..1.0,
+        lines: vec![
+            ("train accuracy", series(|m| m.train_accuracy)),
+            ("valid accuracy", series(|m| m.valid_accuracy)),
+            ("valid AUC", series(|m| m.valid_auc)),
+        ],
+        legend_below: true,
+    };
+    epoch_chart(history.len(), loss, accuracy, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classifier::sigmoid;
-
-    #[test]
-    fn averaging_two_networks_gives_the_midpoint() {
-        let device = Device::flex();
-        let a = CelnetConfig::new().init(&device);
-        let b = CelnetConfig::new().init(&device);
-        let first = |m: &Celnet| {
-            let mut c = FirstParam(None);
-            m.visit(&mut c);
-            c.0.unwrap()
-        };
-        let (pa, pb) = (first(&a), first(&b));
-        assert_ne!(pa, pb);
-        let mean = first(&average_weights(vec![a.clone(), b]).unwrap());
-        for ((m, x), y) in mean.iter().zip(&pa).zip(&pb) {
-            assert!((m - (x + y) / 2.0).abs() < 1e-6);
-        }
-        assert_eq!(first(&average_weights(vec![a]).unwrap()), pa);
-    }
-
-    struct FirstParam(Option<Vec<f32>>);
-    impl burn::module::ModuleVisitor for FirstParam {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            if self.0.is_none() {
-                self.0 = Some(param.val().into_data().try_to_vec::<f32>().unwrap());
-            }
-        }
-    }
-
-    #[test]
-    fn recalibrated_statistics_reproduce_batch_normalisation_on_their_data() {
-        // A patch that every quarter turn and flip leaves unchanged, so all augmented batches
-        // are copies of it: once the running statistics have converged to its batch
-        // statistics, inference must give what a training-mode pass (batch statistics) gives.
-        let side = 32;
-        let mut pixels = Vec::with_capacity(side * side * 3);
-        for y in 0..side {
-            for x in 0..side {
-                let (dx, dy) = (2 * x as i64 - 31, 2 * y as i64 - 31);
-                let r2 = (dx * dx + dy * dy) as u64;
-                for c in 0..3u64 {
-                    pixels.push(((r2 * (7 + c) + 40 * c) % 220 + 20) as u8);
-                }
-            }
-        }
-        let set = PatchSet::from_raw(side, pixels, vec![1], vec!["synthetic".into()]);
-        let device = Device::flex();
-        let model = CelnetConfig::new().with_base_channels(4).init(&device);
-        let (data, _) = set.batch(&[0, 0], side, None);
-        let logits = |m: &Celnet| -> Vec<f32> {
-            let x = Tensor::<4>::from_data(data.clone(), &device);
-            m.forward(x).into_data().try_to_vec().unwrap()
-        };
-        let autodiff = device.clone().autodiff();
-        let batch_statistics: Vec<f32> = model
-            .clone()
-            .to_device(&autodiff)
-            .train()
-            .no_grad()
-            .forward(Tensor::<4>::from_data(data.clone(), &autodiff))
-            .into_data()
-            .try_to_vec()
-            .unwrap();
-        let before = logits(&model.valid());
-        let after = logits(&recalibrate_batch_norm(model, &set, 250, 2, 1, &device).unwrap());
-        let close = |a: &[f32]| (a[0] - batch_statistics[0]).abs() < 1e-3;
-        assert!(!close(&before), "{before:?} vs {batch_statistics:?}");
-        assert!(close(&after), "{after:?} vs {batch_statistics:?}");
-    }
-
-    #[test]
-    fn learning_rate_halves_at_half_and_three_quarters() {
-        let options = TrainOptions {
-            epochs: 8,
-            learning_rate: 1.0,
-            ..TrainOptions::default()
-        };
-        let rates: Vec<f64> = (0..8).map(|e| options.learning_rate_at(e)).collect();
-        assert_eq!(rates, vec![1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
-    }
+    use crate::network::classifier::sigmoid;
 
     #[test]
     fn bce_matches_the_textbook_formula() {

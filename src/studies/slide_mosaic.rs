@@ -8,20 +8,24 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::rc::Rc;
 
 use image::{GrayImage, Rgb, RgbImage};
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::Classifier;
 use crate::error::{CelnetError, FileContext, Result};
-use crate::heatmap::{Analysis, Mode, SlideScores};
 use crate::input::{decode_image, read_gray_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
-use crate::model::GLIMPSE;
-use crate::mosaic::class_pools;
-use crate::scale::{MODEL_MPP, PixelSize, file_resolution, to_model_scale};
+use crate::network::classifier::Classifier;
+use crate::network::model::GLIMPSE;
+use crate::slide::file::resolution::file_resolution;
+use crate::slide::heatmap::SlideScores;
+use crate::slide::scale::MODEL_MPP;
+use crate::slide::scan::{Mode, ScanConfig};
+use crate::slide::{Analysis, OpenedImage};
+use crate::studies::glimpse_mosaic::class_pools;
 
 /// The colour of bare glass.
 pub const GLASS: [u8; 3] = [242, 242, 240];
@@ -252,14 +256,13 @@ pub struct SlideEvaluation {
     pub slides: Vec<SlideResult>,
 }
 
-/// Scores every slide of a folder made by [`build`] at `stride` the way `mode` says and
-/// evaluates the slide scores and tumour points against the lesion masks. `progress(done,
-/// total)` follows slides.
-pub fn evaluate(
+/// Scores every slide of a folder made by [`build`] as `config` says (through the same
+/// [`Analysis`] as `celnet heatmap`) and evaluates the slide scores and tumour points against
+/// the lesion masks. `progress(done, total)` follows slides.
+pub fn evaluate_slides(
     classifier: &Classifier,
     dir: &Path,
-    stride: usize,
-    mode: Mode,
+    config: &ScanConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<SlideEvaluation> {
     let path = dir.join("manifest.json");
@@ -274,23 +277,16 @@ pub fn evaluate(
         let image_path = dir.join(&entry.image);
         let bytes = std::fs::read(&image_path).map_err(|e| CelnetError::io(&image_path, e))?;
         let image = decode_image(&bytes).in_file(&image_path)?;
-        let size = PixelSize::resolve(None, file_resolution(&bytes), image.width(), image.height())
-            .in_file(&image_path)?;
         let mask = read_mask(&dir.join(&entry.mask), image.dimensions())?;
-        let scaled = to_model_scale(&image, &size);
-        let analysis = pollster::block_on(Analysis::new(
-            classifier,
-            scaled.as_ref(),
-            stride,
-            mode,
-            64,
-            |_, _| {},
-        ))?;
-        let to_input = size.factor().recip();
-        let points = analysis.heatmap.tumour_points();
+        let input = OpenedImage::<std::io::Empty>::decoded(image, file_resolution(&bytes));
+        let mut analysis =
+            Analysis::new(Rc::new(input), None, None, *config).in_file(&image_path)?;
+        pollster::block_on(analysis.run(classifier, |_, _| {}))?;
+        let heatmap = analysis.heatmap();
+        let points = analysis.points();
         let mut true_points = 0;
         for p in &points {
-            let (x, y) = ((p.x * to_input) as u32, (p.y * to_input) as u32);
+            let (x, y) = (p.x as u32, p.y as u32);
             let value = mask.get_pixel_checked(x, y).map_or(0, |v| v.0[0]);
             let lesion = (value > 0).then(|| lesion_base + usize::from(value) - 1);
             true_points += usize::from(lesion.is_some());
@@ -304,8 +300,8 @@ pub fn evaluate(
         results.push(SlideResult {
             image: entry.image.clone(),
             lesions: entry.lesions.len(),
-            score: analysis.heatmap.slide_score().unwrap_or(0.0),
-            scores: analysis.heatmap.slide_scores(),
+            score: heatmap.slide_score().unwrap_or(0.0),
+            scores: heatmap.slide_scores(),
             points: points.len(),
             true_points,
         });
@@ -335,8 +331,8 @@ pub fn evaluate(
             .into_iter()
             .map(|(rate, sensitivity)| (rate.to_string(), sensitivity))
             .collect(),
-        stride,
-        mode,
+        stride: config.stride,
+        mode: config.mode,
         slides: results,
     })
 }

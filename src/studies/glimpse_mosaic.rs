@@ -13,10 +13,10 @@ use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::data::list_split;
 use crate::error::{CelnetError, FileContext, Result};
 use crate::explain::Mask;
 use crate::input::{has_image_extension, read_gray_image, read_image, save_image};
+use crate::train::data::list_split;
 
 /// Side of one tile: the labelled centre of a PCam patch.
 pub const TILE: u32 = 32;

@@ -16,11 +16,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{Classifier, Label, sigmoid};
 use crate::error::{CelnetError, Result};
 use crate::explain::{CelmParams, Explainer, Map, PreparedEvidence};
 use crate::input::normalise;
-use crate::localize::Method;
+use crate::network::classifier::{Classifier, Label, sigmoid};
+use crate::studies::localize::Method;
 
 /// What a deleted pixel becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,11 +4,11 @@
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::calibration::{expected_calibration_error, nll};
-use crate::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
-use crate::data::PatchSet;
 use crate::error::Result;
 use crate::metrics::{Confusion, auc};
+use crate::network::classifier::{Classifier, DECISION_THRESHOLD, sigmoid};
+use crate::train::calibration::{expected_calibration_error, nll};
+use crate::train::data::PatchSet;
 
 /// How a classifier does on a labelled patch set.
 #[derive(Clone, Debug, Serialize)]
@@ -35,7 +35,11 @@ pub struct Evaluation {
 
 /// Scores every patch of `set` (whole patches, with the classifier's test-time augmentation),
 /// `batch_size` at a time.
-pub fn evaluate(classifier: &Classifier, set: &PatchSet, batch_size: usize) -> Result<Evaluation> {
+pub fn evaluate_patches(
+    classifier: &Classifier,
+    set: &PatchSet,
+    batch_size: usize,
+) -> Result<Evaluation> {
     let mut logits = Vec::with_capacity(set.len());
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {

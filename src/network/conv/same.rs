@@ -127,7 +127,7 @@ pub fn conv_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::{assert_close, values};
+    use crate::network::conv::tests::{assert_close, values};
     use burn::tensor::Distribution;
 
     #[test]

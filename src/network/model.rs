@@ -9,138 +9,20 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
-use crate::conv::{conv_same, conv3x3};
-use crate::guided::ReluKind;
-use crate::max_reduce::{channel_max, spatial_max};
-use crate::profile::span;
+use crate::network::conv::{conv_same, conv3x3};
+use crate::network::guided::ReluKind;
+use crate::network::max_reduce::channel_max;
+use crate::network::pooling::{DenseWindows, Pooling};
+use crate::network::profile::span;
 
 /// The [`span`] of the ReLUs and residual additions.
 const RELU: &str = "ReLU and residual additions";
 
-/// Side of the glimpses the model is trained on (PCam patches, about 1 µm/px).
-pub const GLIMPSE: usize = 96;
+pub use crate::network::pooling::GLIMPSE;
+
 /// Smallest input the network accepts: two stride-2 stages must leave at least an 8x8 F3.
 pub const MIN_INPUT: usize = 32;
-
-/// A grid of glimpses covering an input: `rows` x `cols` windows of `size` px every `stride`
-/// px, the first at the top-left corner, the last at the bottom-right one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WindowGrid {
-    pub size: usize,
-    pub stride: usize,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-impl WindowGrid {
-    /// The grid of `size`-px windows every `stride` px that covers a `height` x `width` input
-    /// exactly, if there is one.
-    pub fn covering(height: usize, width: usize, size: usize, stride: usize) -> Option<WindowGrid> {
-        let fits = |side: usize| side >= size && (side - size).is_multiple_of(stride);
-        (stride > 0 && fits(height) && fits(width)).then(|| WindowGrid {
-            size,
-            stride,
-            rows: (height - size) / stride + 1,
-            cols: (width - size) / stride + 1,
-        })
-    }
-
-    /// Side of the blocks the input is cut into: every block lies whole in the same windows.
-    pub fn block(&self) -> usize {
-        gcd(self.size, self.stride)
-    }
-
-    /// The same windows on a map `factor` times smaller.
-    fn downscaled(self, factor: usize) -> WindowGrid {
-        WindowGrid {
-            size: self.size / factor,
-            stride: self.stride / factor,
-            ..self
-        }
-    }
-}
-
-/// Where channel attention and the companions take their per-channel statistics from.
-///
-/// CELNet pools globally, so a glimpse's score depends on the whole glimpse. Scoring a grid of
-/// glimpses in one pass over a larger image keeps that meaning by pooling over each glimpse's
-/// footprint instead of over the whole image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    /// Over the whole map: the input is one glimpse.
-    Global,
-    /// Over each window of a grid. A block shared by several windows is reweighted by the
-    /// channel attention of the window whose centre is nearest (the dense pass's approximation;
-    /// exact for a single window).
-    Windows(WindowGrid),
-}
-
-impl Pooling {
-    /// The same pooling on a map `factor` times smaller.
-    fn downscaled(self, factor: usize) -> Pooling {
-        match self {
-            Pooling::Global => Pooling::Global,
-            Pooling::Windows(grid) => Pooling::Windows(grid.downscaled(factor)),
-        }
-    }
-
-    /// Average and maximum per channel: `[B, C, 1, 1]` globally, `[B, C, rows, cols]` per window.
-    fn avg_max(self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let Pooling::Windows(grid) = self else {
-            return (x.clone().mean_dims(&[2, 3]), spatial_max(x));
-        };
-        // Block statistics first (each pixel read once), then windows of whole blocks: the same
-        // averages and maxima as pooling the pixels of each window, at a fraction of the reads.
-        let block = grid.block();
-        let (avg, max) = if block > 1 {
-            let avg = avg_pool2d(x.clone(), AvgPoolOptions::new([block, block]));
-            (avg, max_pool2d(x, MaxPoolOptions::new([block, block])))
-        } else {
-            (x.clone(), x)
-        };
-        let (kernel, step) = ([grid.size / block; 2], [grid.stride / block; 2]);
-        (
-            avg_pool2d(avg, AvgPoolOptions::new(kernel).with_stride(step)),
-            max_pool2d(max, MaxPoolOptions::new(kernel).with_stride(step)),
-        )
-    }
-
-    /// `x` `[B, C, H, W]` times channel weights: `[B, C, 1, 1]` globally; per window
-    /// `[B, C, rows, cols]`, each block taking the weights of the window whose centre is nearest.
-    fn reweight(self, x: Tensor<4>, weights: Tensor<4>) -> Tensor<4> {
-        let Pooling::Windows(grid) = self else {
-            return x * weights;
-        };
-        let block = grid.block();
-        let [batch, channels, height, width] = x.dims();
-        let device = weights.device();
-        let nearest = |blocks: usize, windows: usize| {
-            let indices: Vec<i32> = (0..blocks)
-                .map(|b| {
-                    let offset = (b as f64 + 0.5) * block as f64 - (grid.size / 2) as f64;
-                    (offset / grid.stride as f64)
-                        .round()
-                        .clamp(0.0, (windows - 1) as f64) as i32
-                })
-                .collect();
-            Tensor::<1, Int>::from_ints(indices.as_slice(), &device)
-        };
-        let (down, across) = (height / block, width / block);
-        let per_block = weights
-            .select(2, nearest(down, grid.rows))
-            .select(3, nearest(across, grid.cols))
-            .reshape([batch, channels, down, 1, across, 1]);
-        (x.reshape([batch, channels, down, block, across, block]) * per_block)
-            .reshape([batch, channels, height, width])
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
 
 /// Architecture hyper-parameters. The defaults are the paper's.
 #[derive(Config, Debug)]
@@ -485,7 +367,7 @@ impl Celnet {
     }
 
     /// The same network with its logits divided by `temperature` (temperature scaling, see
-    /// [`crate::calibration`]), folded into the classifier's weights and bias: the weights file
+    /// [`crate::train::calibration`]), folded into the classifier's weights and bias: the weights file
     /// carries its calibration, and every score, map and export uses it. Explanations are
     /// unchanged, since CELM normalises each map.
     ///
@@ -545,17 +427,12 @@ impl Celnet {
     /// blocks are reweighted by the nearest window's channel attention.
     ///
     /// # Panics
-    /// Unless `stride` is a multiple of 4 and `H - 96` and `W - 96` are multiples of `stride`,
-    /// so that the windows align with the pixels of F2 and F3.
+    /// Unless [`DenseWindows::of_glimpses`] accepts the input's size and `stride` (callers that
+    /// take sizes from users check it first, as [`crate::network::classifier::Classifier`] does).
     pub fn forward_windows(&self, images: Tensor<4>, stride: usize) -> Tensor<3> {
         let [batch, _, height, width] = images.dims();
-        let grid = WindowGrid::covering(height, width, GLIMPSE, stride)
-            .filter(|_| stride.is_multiple_of(4))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{GLIMPSE}-px windows every {stride} px do not cover a {width}x{height} input"
-                )
-            });
+        let grid =
+            DenseWindows::of_glimpses(height, width, stride).unwrap_or_else(|e| panic!("{e}"));
         let pooling = Pooling::Windows(grid);
         let relu = ReluKind::Standard;
         let f2 = self.features2_pooled(images, relu, pooling);
@@ -596,63 +473,6 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    /// Three rows and two columns of 24-px windows every 8 px: a 40 x 32 map of 8-px blocks.
-    const GRID: WindowGrid = WindowGrid {
-        size: 24,
-        stride: 8,
-        rows: 3,
-        cols: 2,
-    };
-
-    #[test]
-    fn window_pooling_pools_each_window() {
-        let device = Device::flex();
-        let x = Tensor::<4>::random([1, 2, 40, 32], Distribution::Default, &device);
-        let (avg, max) = Pooling::Windows(GRID).avg_max(x.clone());
-        assert_eq!(avg.dims(), [1, 2, 3, 2]);
-        let (avg, max) = (values(avg), values(max));
-        for channel in 0..2 {
-            for row in 0..3 {
-                for col in 0..2 {
-                    let (y, x0) = (row * 8, col * 8);
-                    let window =
-                        x.clone()
-                            .slice([0..1, channel..channel + 1, y..y + 24, x0..x0 + 24]);
-                    let i = channel * 6 + row * 2 + col;
-                    let expected_avg = values(window.clone().mean_dims(&[2, 3]))[0];
-                    let expected_max = values(window.max_dims(&[2, 3]))[0];
-                    assert!((avg[i] - expected_avg).abs() < 1e-6, "{row},{col}");
-                    assert_eq!(max[i], expected_max, "{row},{col}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn shared_blocks_take_the_weights_of_the_nearest_window() {
-        let device = Device::flex();
-        let weights: Vec<f32> = (0..6).map(|i| i as f32).collect();
-        let weights = Tensor::<4>::from_data(TensorData::new(weights, [1, 1, 3, 2]), &device);
-        let ones = Tensor::<4>::ones([1, 1, 40, 32], &device);
-        let out = values(Pooling::Windows(GRID).reweight(ones, weights));
-        // Naively: the window whose centre is closest to the centre of the pixel's block.
-        let nearest = |pixel: usize, windows: usize| {
-            let centre = (pixel / 8 * 8 + 4) as f64;
-            (0..windows)
-                .min_by(|&a, &b| {
-                    let d = |w: usize| (centre - (w * 8 + 12) as f64).abs();
-                    d(a).total_cmp(&d(b))
-                })
-                .unwrap()
-        };
-        for y in 0..40 {
-            for x in 0..32 {
-                let expected = (nearest(y, 3) * 2 + nearest(x, 2)) as f32;
-                assert_eq!(out[y * 32 + x], expected, "pixel ({x}, {y})");
-            }
-        }
-    }
-
     #[test]
     fn a_grid_of_one_window_is_the_glimpse_itself() {
         let device = Device::flex();
@@ -680,13 +500,5 @@ mod tests {
         for (f, p) in folded.iter().zip(&plain) {
             assert!((f - p).abs() < 1e-4, "folded {f} vs plain {p}");
         }
-    }
-
-    #[test]
-    fn only_grids_that_cover_the_input_exactly_are_made() {
-        assert_eq!(WindowGrid::covering(40, 32, 24, 8), Some(GRID));
-        assert_eq!(WindowGrid::covering(41, 32, 24, 8), None);
-        assert_eq!(WindowGrid::covering(16, 32, 24, 8), None);
-        assert_eq!(WindowGrid::covering(40, 32, 24, 0), None);
     }
 }

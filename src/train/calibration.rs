@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::classifier::sigmoid;
+use crate::network::classifier::sigmoid;
 
 /// The number of bins of the usual ECE.
 pub const ECE_BINS: usize = 15;

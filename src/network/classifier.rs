@@ -8,8 +8,10 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
-use crate::input::{MAX_DECODE_PIXELS, check_size, to_tensor_data};
-use crate::model::Celnet;
+use crate::input::{MAX_DECODE_PIXELS, batch_tensor_data, check_size, to_tensor_data};
+use crate::network::model::Celnet;
+use crate::network::pooling::DenseWindows;
+use crate::network::profile::{Profile, profiled};
 
 /// Probability at or above which a glimpse is called metastatic.
 pub const DECISION_THRESHOLD: f32 = 0.5;
@@ -210,7 +212,10 @@ impl Classifier {
     /// `[1, 3, H, W]`, row-major (see [`Celnet::forward_windows`]).
     /// With test-time augmentation, each window's logit is the mean over the orientations of
     /// the whole image (the grid of windows maps onto itself).
+    /// A stride or an input size the windows cannot align with is an error.
     pub async fn window_logits(&self, image: Tensor<4>, stride: usize) -> Result<Vec<f32>> {
+        let [_, _, height, width] = image.dims();
+        DenseWindows::of_glimpses(height, width, stride)?;
         read(self.tta.mean(|orientation| {
             let logits = self
                 .model
@@ -218,6 +223,30 @@ impl Classifier {
             orientation.undo(logits)
         }))
         .await
+    }
+
+    /// [`Classifier::window_logits`] of an RGB crop (a tile of a dense scan).
+    pub async fn crop_window_logits(&self, crop: &RgbImage, stride: usize) -> Result<Vec<f32>> {
+        let input = Tensor::<4>::from_data(to_tensor_data(crop), &self.device);
+        self.window_logits(input, stride).await
+    }
+
+    /// Logits of same-sized RGB images, in one forward pass.
+    pub async fn image_logits(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        let batch = Tensor::<4>::from_data(batch_tensor_data(images)?, &self.device);
+        self.logits(batch).await
+    }
+
+    /// Where one forward pass over `image` spends its time, by kind of operation (exact on the
+    /// CPU backend; see [`crate::network::profile`]); `clock` in milliseconds.
+    pub async fn profile_forward(&self, image: &RgbImage, clock: fn() -> f64) -> Result<Profile> {
+        let (logits, profile) = profiled(clock, || {
+            let x = Tensor::<4>::from_data(to_tensor_data(image), &self.device);
+            self.model.forward(x)
+        });
+        // Reading is outside the profile: on the CPU the values are ready, nothing is pending.
+        read(logits).await?;
+        Ok(profile)
     }
 
     /// Logits of a batch of normalised images `[B, 3, H, W]` (averaged over the orientations

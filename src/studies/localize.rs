@@ -226,7 +226,7 @@ impl PreparedGlimpse {
         Ok(Self { evidence, truth })
     }
 
-    /// The map `method` localises with under `params` (not validated here: see [`evaluate`]).
+    /// The map `method` localises with under `params` (not validated here: see [`score_localisation`]).
     pub fn map(&self, method: Method, params: &CelmParams) -> std::borrow::Cow<'_, Map> {
         self.evidence.map(method.map_kind(), params)
     }
@@ -246,7 +246,7 @@ impl PreparedGlimpse {
 
 /// The scores of one method over a set of glimpses.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Report {
+pub struct LocalizationReport {
     pub method: Method,
     pub n: usize,
     pub precision: f64,
@@ -260,11 +260,11 @@ pub struct Report {
 }
 
 /// Scores `method` under `params` over `glimpses`, pixel AUROC included.
-pub fn evaluate(
+pub fn score_localisation(
     glimpses: &[PreparedGlimpse],
     method: Method,
     params: &CelmParams,
-) -> Result<Report> {
+) -> Result<LocalizationReport> {
     params.validate()?;
     let mut counts = Counts::default();
     let mut values = Vec::new();
@@ -278,8 +278,13 @@ pub fn evaluate(
     Ok(report(method, params, counts, auc(&values, &truth)))
 }
 
-fn report(method: Method, params: &CelmParams, counts: Counts, pixel_auroc: Option<f64>) -> Report {
-    Report {
+fn report(
+    method: Method,
+    params: &CelmParams,
+    counts: Counts,
+    pixel_auroc: Option<f64>,
+) -> LocalizationReport {
+    LocalizationReport {
         method,
         n: counts.glimpses,
         precision: counts.precision(),
@@ -296,14 +301,14 @@ fn report(method: Method, params: &CelmParams, counts: Counts, pixel_auroc: Opti
 /// (the threshold always; `alpha` for CELM and CAM2+CAM3; `beta` for CELM; `sigma` for CELM and
 /// the CSM).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Grid {
+pub struct ParamGrid {
     pub alphas: Vec<f32>,
     pub betas: Vec<f32>,
     pub sigmas: Vec<f32>,
     pub thresholds: Vec<f32>,
 }
 
-impl Default for Grid {
+impl Default for ParamGrid {
     fn default() -> Self {
         let steps = |from: f32, to: f32, step: f32| {
             let n = ((to - from) / step).round() as usize;
@@ -318,7 +323,7 @@ impl Default for Grid {
     }
 }
 
-impl Grid {
+impl ParamGrid {
     /// Every parameter set `method` is tried with, starting from `base`.
     pub fn candidates(&self, method: Method, base: &CelmParams) -> Vec<CelmParams> {
         let fixed = |v: f32| vec![v];
@@ -353,9 +358,9 @@ impl Grid {
 pub fn tune(
     glimpses: &[PreparedGlimpse],
     method: Method,
-    grid: &Grid,
+    grid: &ParamGrid,
     base: &CelmParams,
-) -> Result<Report> {
+) -> Result<LocalizationReport> {
     let candidates = grid.candidates(method, base);
     let score = |params: &CelmParams| -> Result<Counts> {
         let mut total = Counts::default();
@@ -395,7 +400,7 @@ pub fn tune(
         })
         .map(|(i, _)| i)
         .ok_or_else(|| CelnetError::InvalidParameter("the tuning grid is empty".into()))?;
-    evaluate(glimpses, method, &candidates[best])
+    score_localisation(glimpses, method, &candidates[best])
 }
 
 #[cfg(test)]
@@ -500,7 +505,7 @@ mod tests {
 
     #[test]
     fn grid_searches_only_the_parameters_a_method_uses() {
-        let grid = Grid::default();
+        let grid = ParamGrid::default();
         let base = CelmParams::default();
         let n_thr = grid.thresholds.len();
         assert_eq!(grid.candidates(Method::Gradcam3, &base).len(), n_thr);
@@ -557,12 +562,12 @@ mod tests {
             min_region_area: 1,
             ..CelmParams::default()
         };
-        let best = tune(&glimpses, Method::Gradcam23, &Grid::default(), &base).unwrap();
+        let best = tune(&glimpses, Method::Gradcam23, &ParamGrid::default(), &base).unwrap();
         assert_eq!((best.precision, best.recall, best.iou), (1.0, 1.0, 1.0));
         assert!(best.params.alpha > 0.5, "alpha {}", best.params.alpha);
         assert_eq!(best.pixel_auroc, Some(1.0));
         let cam2_only = CelmParams { alpha: 0.0, ..base };
-        let wrong = evaluate(&glimpses, Method::Gradcam23, &cam2_only).unwrap();
+        let wrong = score_localisation(&glimpses, Method::Gradcam23, &cam2_only).unwrap();
         assert_eq!((wrong.precision, wrong.recall), (0.0, 0.0));
         assert_eq!(wrong.pixel_auroc, Some(0.0));
         assert_eq!(wrong.counts.false_positive_regions, 1);

@@ -1,17 +1,20 @@
 //! What an analysed image is written as, the same natively and in the page: the summary, the
 //! window table (CSV), the GeoJSON QuPath imports, and the pictures. Coordinates are the
-//! input's full-resolution pixels; `to_input` multiplies model-scale pixels into them.
+//! input's full-resolution pixels; a [`ModelScale`] maps model-scale pixels into them.
 
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::classifier::{DECISION_THRESHOLD, Tta};
 use crate::explain::Map;
 use crate::explain::render::{OVERLAY_OPACITY, colormap, overlay};
-use crate::heatmap::{Heatmap, Mode, Point, SlideScores, TissueMask, WindowEvidence};
-use crate::model::GLIMPSE;
-use crate::scale::MppSource;
+use crate::network::classifier::{DECISION_THRESHOLD, Tta};
+use crate::network::model::GLIMPSE;
+use crate::slide::evidence::ExplainedWindow;
+use crate::slide::heatmap::{Heatmap, Point, SlideScores};
+use crate::slide::scale::{ModelScale, MppSource};
+use crate::slide::scan::Mode;
+use crate::slide::tissue::TissueMask;
 
 /// What an analysis found; coordinates are full-resolution pixels of the input.
 #[derive(Clone, Debug, Serialize)]
@@ -39,99 +42,42 @@ pub struct HeatmapReport {
     /// CELM of the top tumour points' windows and of requested ones.
     pub evidence: Vec<ExplainedWindow>,
     pub mode: Mode,
-    /// Test-time augmentation of the window scores, where the report's maker chose it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tta: Option<Tta>,
+    /// Test-time augmentation of the window scores.
+    pub tta: Tta,
     /// Files written, where the analysis wrote any.
     pub files: Vec<String>,
 }
 
-/// One explained window, in the input's full-resolution pixels.
-#[derive(Clone, Debug, Serialize)]
-pub struct ExplainedWindow {
-    /// `top` for a top tumour point, `requested` for a window asked for by position.
-    pub reason: &'static str,
-    pub x: f64,
-    pub y: f64,
-    pub width: f64,
-    pub height: f64,
-    pub probability: f32,
-    /// The file its evidence overlay was written to, where one was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overlay_png: Option<String>,
-    pub regions: Vec<EvidenceRegion>,
-}
-
-/// A CELM region's bounding box in the input's pixels.
-#[derive(Clone, Debug, Serialize)]
-pub struct EvidenceRegion {
-    pub x0: f64,
-    pub y0: f64,
-    pub x1: f64,
-    pub y1: f64,
-    pub mean_evidence: f32,
-    pub max_evidence: f32,
-}
-
-impl ExplainedWindow {
-    pub fn new(window: &WindowEvidence, reason: &'static str, to_input: f64) -> Self {
-        let (ox, oy) = (window.origin.0 as f64, window.origin.1 as f64);
-        let side = GLIMPSE as f64 * to_input;
-        let explanation = &window.explanation;
-        ExplainedWindow {
-            reason,
-            x: ox * to_input,
-            y: oy * to_input,
-            width: side,
-            height: side,
-            probability: explanation.prediction.probability,
-            overlay_png: None,
-            regions: explanation
-                .regions
-                .iter()
-                .map(|r| EvidenceRegion {
-                    x0: (ox + r.bbox.x0 as f64) * to_input,
-                    y0: (oy + r.bbox.y0 as f64) * to_input,
-                    x1: (ox + r.bbox.x1 as f64) * to_input,
-                    y1: (oy + r.bbox.y1 as f64) * to_input,
-                    mean_evidence: r.mean_evidence,
-                    max_evidence: r.max_evidence,
-                })
-                .collect(),
-        }
-    }
-}
-
 /// `points` (model-scale px) in the input's pixels.
-pub fn points_in_input(points: &[Point], to_input: f64) -> Vec<Point> {
+pub fn points_in_input(points: &[Point], scale: &ModelScale) -> Vec<Point> {
     points
         .iter()
         .map(|p| Point {
-            x: p.x * to_input,
-            y: p.y * to_input,
+            x: scale.to_input(p.x),
+            y: scale.to_input(p.y),
             ..*p
         })
         .collect()
 }
 
 /// Top-left corners (input pixels) and probabilities of the scored windows, row by row.
-pub fn scored_windows(heatmap: &Heatmap, to_input: f64) -> Vec<(f64, f64, f32)> {
+pub fn scored_windows(heatmap: &Heatmap, scale: &ModelScale) -> Vec<(f64, f64, f32)> {
     let grid = heatmap.grid;
     (0..grid.rows)
         .flat_map(|row| (0..grid.cols).map(move |col| (col, row)))
         .filter_map(|(col, row)| {
             let p = heatmap.get(col, row)?;
             let (x, y) = grid.origin(col, row);
-            Some((x as f64 * to_input, y as f64 * to_input, p))
+            Some((scale.to_input(x as f64), scale.to_input(y as f64), p))
         })
         .collect()
 }
 
 /// The window table: `x,y,width,height,probability` per scored window, input pixels.
-pub fn tiles_csv(heatmap: &Heatmap, to_input: f64) -> String {
-    let side = GLIMPSE as f64 * to_input;
+pub fn tiles_csv(heatmap: &Heatmap, scale: &ModelScale) -> String {
+    let side = scale.to_input(GLIMPSE as f64);
     let mut csv = String::from("x,y,width,height,probability\n");
-    for (x, y, p) in scored_windows(heatmap, to_input) {
+    for (x, y, p) in scored_windows(heatmap, scale) {
         csv.push_str(&format!("{x:.1},{y:.1},{side:.1},{side:.1},{p:.6}\n"));
     }
     csv
@@ -146,9 +92,9 @@ pub fn geojson(
     heatmap: &Heatmap,
     points: &[Point],
     evidence: &[ExplainedWindow],
-    to_input: f64,
+    scale: &ModelScale,
 ) -> Value {
-    let side = GLIMPSE as f64 * to_input;
+    let side = scale.to_input(GLIMPSE as f64);
     let rectangle = |x0: f64, y0: f64, x1: f64, y1: f64| {
         json!({
             "type": "Polygon",
@@ -156,7 +102,7 @@ pub fn geojson(
         })
     };
     let mut features = Vec::new();
-    for (x, y, p) in scored_windows(heatmap, to_input) {
+    for (x, y, p) in scored_windows(heatmap, scale) {
         features.push(json!({
             "type": "Feature",
             "geometry": rectangle(x, y, x + side, y + side),

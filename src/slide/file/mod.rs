@@ -1,0 +1,211 @@
+//! Opening an input: TIFF-family slides read tile by tile ([`tiff`]), anything else decoded
+//! whole, with the pixel size the file declares ([`resolution`]). This layer knows files, not
+//! the model: nothing here depends on the analysis above it.
+
+pub mod colour;
+pub mod resolution;
+pub mod tiff;
+
+use std::cell::RefCell;
+use std::io::{Read, Seek};
+
+use image::RgbImage;
+use image::imageops::FilterType;
+
+use crate::error::{CelnetError, Result};
+use crate::slide::scale::is_glimpse;
+use resolution::{FileResolution, file_resolution};
+use tiff::{Level, MAX_CHUNK_PIXELS, TiffSlide, pixel_span};
+
+/// Largest side of a view ([`OpenedImage::view`]).
+pub const MAX_VIEW_SIDE: u32 = 4096;
+
+/// An image file opened the way its format allows: a TIFF or SVS whose chunks are small enough
+/// is read tile by tile and never whole; anything else is decoded whole (within the decoder's
+/// size limit). Reads take `&self`, so one opened file serves a viewer and an analysis at once.
+pub struct OpenedImage<R: Read + Seek> {
+    pixels: Pixels<R>,
+    resolution: FileResolution,
+    levels: Vec<Level>,
+}
+
+enum Pixels<R: Read + Seek> {
+    Tiff(Box<RefCell<TiffSlide<R>>>),
+    Decoded(RgbImage),
+}
+
+impl<R: Read + Seek> std::fmt::Debug for OpenedImage<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedImage")
+            .field("tiled", &self.is_tiled())
+            .field("levels", &self.levels)
+            .field("resolution", &self.resolution)
+            .finish()
+    }
+}
+
+impl<R: Read + Seek> OpenedImage<R> {
+    /// Opens the file `reader` reads: TIFF-family files whose level 0 comes in chunks of at
+    /// most [`MAX_CHUNK_PIXELS`] as slides, everything else read whole and decoded.
+    pub fn open(mut reader: R) -> Result<OpenedImage<R>> {
+        let io = |e: std::io::Error| CelnetError::ImageDecode(format!("cannot read the file: {e}"));
+        let mut magic = [0u8; 4];
+        let is_tiff = reader.read_exact(&mut magic).is_ok()
+            && matches!(&magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
+        reader.rewind().map_err(io)?;
+        let mut bytes = Vec::new();
+        if is_tiff {
+            let mut slide = TiffSlide::open(reader)?;
+            let base = &slide.levels()[0];
+            if u64::from(base.chunk_width) * u64::from(base.chunk_height) <= MAX_CHUNK_PIXELS {
+                // One pixel decoded now: a compression it cannot read fails here, not later.
+                slide.read_region(0, 0, 0, 1, 1)?;
+                return Ok(OpenedImage {
+                    resolution: slide.resolution(),
+                    levels: slide.levels().to_vec(),
+                    pixels: Pixels::Tiff(Box::new(RefCell::new(slide))),
+                });
+            }
+            // Chunks too large to read one at a time: decoded whole, within limits.
+            let reader = slide.reader();
+            reader.rewind().map_err(io)?;
+            reader.read_to_end(&mut bytes).map_err(io)?;
+        } else {
+            reader.read_to_end(&mut bytes).map_err(io)?;
+        }
+        Ok(Self::decoded(
+            crate::input::decode_image(&bytes)?,
+            file_resolution(&bytes),
+        ))
+    }
+
+    /// An image already decoded, with the pixel size its file declared.
+    pub fn decoded(image: RgbImage, resolution: FileResolution) -> OpenedImage<R> {
+        let (width, height) = image.dimensions();
+        OpenedImage {
+            pixels: Pixels::Decoded(image),
+            resolution,
+            levels: vec![Level {
+                width,
+                height,
+                downsample: 1.0,
+                ..Level::default()
+            }],
+        }
+    }
+
+    /// Full-resolution width and height.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.levels[0].width, self.levels[0].height)
+    }
+
+    /// The pixel size the file declares.
+    pub fn resolution(&self) -> FileResolution {
+        self.resolution
+    }
+
+    /// Resolutions, finest first (one for a decoded image).
+    pub fn levels(&self) -> &[Level] {
+        &self.levels
+    }
+
+    /// Whether the file is read tile by tile (a slide) rather than decoded whole.
+    pub fn is_tiled(&self) -> bool {
+        matches!(self.pixels, Pixels::Tiff(_))
+    }
+
+    /// The decoded image, for inputs decoded whole.
+    pub fn image(&self) -> Option<&RgbImage> {
+        match &self.pixels {
+            Pixels::Decoded(image) => Some(image),
+            Pixels::Tiff(_) => None,
+        }
+    }
+
+    /// Whether the input is one glimpse, scored whole, rather than a field of view or a slide
+    /// scored window by window: one resolution, no larger than
+    /// [`crate::slide::scale::GLIMPSE_MAX_SIDE`] a side.
+    pub fn is_glimpse(&self) -> bool {
+        let (width, height) = self.dimensions();
+        self.levels.len() == 1 && is_glimpse(width, height)
+    }
+
+    /// The `(x0, y0, x1, y1)` rectangle of `level` (its pixel coordinates, fractional edges
+    /// rounded outwards) resized to `out_width` x `out_height`.
+    pub fn read_resized(
+        &self,
+        level: usize,
+        rect: (f64, f64, f64, f64),
+        out_width: u32,
+        out_height: u32,
+    ) -> Result<RgbImage> {
+        match &self.pixels {
+            Pixels::Tiff(slide) => slide
+                .borrow_mut()
+                .read_resized(level, rect, out_width, out_height),
+            Pixels::Decoded(_) if level > 0 => Err(one_resolution()),
+            Pixels::Decoded(image) => Ok(resized_span(
+                image,
+                rect,
+                out_width,
+                out_height,
+                FilterType::Triangle,
+            )),
+        }
+    }
+
+    /// A view of the `(x0, y0, x1, y1)` rectangle of the full-resolution image at `out_width`
+    /// x `out_height` px (a viewer's tile, at most [`MAX_VIEW_SIDE`] a side), read from the
+    /// coarsest level that still has the detail.
+    pub fn view(
+        &self,
+        rect: (f64, f64, f64, f64),
+        out_width: u32,
+        out_height: u32,
+    ) -> Result<RgbImage> {
+        let (x0, y0, x1, y1) = rect;
+        let sides = 1..=MAX_VIEW_SIDE;
+        if !(sides.contains(&out_width) && sides.contains(&out_height) && x1 > x0 && y1 > y0) {
+            return Err(CelnetError::InvalidParameter(format!(
+                "a view must be 1 to {MAX_VIEW_SIDE} px a side, of a rectangle with area"
+            )));
+        }
+        match &self.pixels {
+            Pixels::Tiff(slide) => slide.borrow_mut().view(rect, out_width, out_height),
+            Pixels::Decoded(image) => {
+                // Nearest neighbour when shrinking a lot: a viewer tile need not average
+                // millions of pixels.
+                let (_, _, width, _) = pixel_span(rect, image.width(), image.height());
+                let filter = if width > 4 * out_width {
+                    FilterType::Nearest
+                } else {
+                    FilterType::Triangle
+                };
+                Ok(resized_span(image, rect, out_width, out_height, filter))
+            }
+        }
+    }
+}
+
+/// The error for a pyramid level asked of an image that has one resolution.
+pub fn one_resolution() -> CelnetError {
+    CelnetError::InvalidParameter(
+        "the image has one resolution; pyramid levels apply to pyramidal TIFF and SVS files".into(),
+    )
+}
+
+/// The whole pixels covering `rect` of `image`, resized to `width` x `height` with `filter`.
+fn resized_span(
+    image: &RgbImage,
+    rect: (f64, f64, f64, f64),
+    width: u32,
+    height: u32,
+    filter: FilterType,
+) -> RgbImage {
+    let (x, y, w, h) = pixel_span(rect, image.width(), image.height());
+    let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
+    if crop.dimensions() == (width, height) {
+        return crop;
+    }
+    image::imageops::resize(&crop, width, height, filter)
+}
