@@ -166,6 +166,19 @@ fn eval_on_fixtures_meets_the_floor() {
     assert_eq!(tta["n"], 200);
     assert_ne!(tta["loss"], report["loss"]);
     assert!(tta["accuracy"].as_f64().unwrap() >= 0.8, "{tta}");
+
+    // One half (counted with `sha256sum`, see the calibrate test): its own patches only.
+    let half = json_stdout(&celnet(&[
+        "eval",
+        FIXTURES,
+        "--half",
+        "report",
+        "--json",
+        "--roc",
+        roc.to_str().unwrap(),
+    ]));
+    assert_eq!(half["n"], 98);
+    assert_eq!(half["half"], "report");
 }
 
 #[test]
@@ -185,8 +198,10 @@ fn calibrate_folds_a_temperature_that_changes_probabilities_not_decisions() {
     ]));
     let temperature = report["temperature"].as_f64().unwrap();
     assert!(temperature > 0.1 && temperature < 10.0, "{report}");
-    assert_eq!(report["fitted_on"], 100);
-    assert_eq!(report["held_out"], 100);
+    // The fixture's halves by the SHA-256 rule, counted with `sha256sum`: 102 selection, 98
+    // report.
+    assert_eq!(report["fitted_on"], 102);
+    assert_eq!(report["held_out"], 98);
     assert_eq!(report["before"]["bins"].as_array().unwrap().len(), 15);
     assert!(image::open(&diagram).is_ok());
 
@@ -247,6 +262,25 @@ fn stain_shift_writes_a_labelled_copy_that_eval_reads() {
     };
     assert_eq!(copy("0"), original);
     assert_ne!(copy("2"), original);
+    // A copy splits into the same halves as its source (the PNG copies keep the names).
+    let output = celnet(&[
+        "stain-shift",
+        "--from",
+        dir.join("0").to_str().unwrap(),
+        "--out",
+        dir.join("selection").to_str().unwrap(),
+        "--severity",
+        "0",
+        "--half",
+        "selection",
+    ]);
+    assert_success(&output);
+    let count = |label: &str| {
+        std::fs::read_dir(dir.join("selection").join(label))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(count("0") + count("1"), 102);
 
     let output = celnet(&[
         "stain-shift",

@@ -1,18 +1,16 @@
-//! `celnet calibrate`: temperature scaling fitted on one half of a labelled split and judged on
-//! the other; the temperature is folded into the written weights.
+//! `celnet calibrate`: temperature scaling fitted on the selection half of a labelled split and
+//! judged on its report half ([`Half`]); the temperature is folded into the written weights.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use celnet::network::classifier::sigmoid;
 use celnet::train::calibration::{
     ECE_BINS, ReliabilityBin, expected_calibration_error, fit_temperature, nll, reliability,
 };
-use celnet::train::data::load_folder_or_split;
+use celnet::train::data::{Half, load_folder_or_split};
 use celnet::train::evaluation::evaluate_patches;
 use celnet::train::plot;
 use celnet::{Result, weights};
@@ -30,9 +28,6 @@ pub struct Args {
     /// Where to draw the reliability diagram of the held-out half, before and after.
     #[arg(long, default_value = "reliability.png")]
     diagram: PathBuf,
-    /// Seed of the split into a fitting half and a held-out half.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -54,7 +49,7 @@ struct CalibrateReport {
     temperature: f64,
     fitted_on: usize,
     held_out: usize,
-    /// On the held-out half.
+    /// On the report half, as are accuracy and AUC (which scaling does not change).
     before: Calibration,
     after: Calibration,
     accuracy: f64,
@@ -66,7 +61,7 @@ struct CalibrateReport {
 impl PrintReport for CalibrateReport {
     fn print_text(&self) {
         println!(
-            "temperature {:.4} fitted on {} patches; on the {} held out: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4} (accuracy {:.4} and AUC {:.4} unchanged)",
+            "temperature {:.4} fitted on the {} patches of the selection half; on the {} of the report half: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4} (accuracy {:.4} and AUC {:.4} unchanged)",
             self.temperature,
             self.fitted_on,
             self.held_out,
@@ -99,23 +94,14 @@ pub fn run(args: Args) -> Result<()> {
     let set = load_folder_or_split(&args.data, "valid")?;
     let start = Instant::now();
     let classifier = loaded.classifier().with_tta(args.tta.tta());
-    let evaluation = evaluate_patches(&classifier, &set, 128)?;
+    let (selection, report) = (set.half(Half::Selection), set.half(Half::Report));
+    let fit = evaluate_patches(&classifier, &selection, 128)?;
+    let judged = evaluate_patches(&classifier, &report, 128)?;
+    let temperature = fit_temperature(&fit.logits, &selection.labels);
+    let (logits, labels) = (&judged.logits, &report.labels);
 
-    let mut order: Vec<usize> = (0..set.len()).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
-    let (fit, held_out) = order.split_at(set.len() / 2);
-    let pick = |indices: &[usize]| -> (Vec<f32>, Vec<u8>) {
-        indices
-            .iter()
-            .map(|&i| (evaluation.logits[i], set.labels[i]))
-            .unzip()
-    };
-    let (fit_logits, fit_labels) = pick(fit);
-    let (logits, labels) = pick(held_out);
-    let temperature = fit_temperature(&fit_logits, &fit_labels);
-
-    let before = calibration(&logits, &labels, 1.0);
-    let after = calibration(&logits, &labels, temperature);
+    let before = calibration(logits, labels, 1.0);
+    let after = calibration(logits, labels, temperature);
     plot::reliability_diagram(
         &[
             ("before", &before.bins, before.ece),
@@ -133,12 +119,12 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let report = CalibrateReport {
         temperature,
-        fitted_on: fit.len(),
-        held_out: held_out.len(),
+        fitted_on: fit.n,
+        held_out: judged.n,
         before,
         after,
-        accuracy: evaluation.accuracy,
-        auc: evaluation.auc,
+        accuracy: judged.accuracy,
+        auc: judged.auc,
         weights_out: args.out.display().to_string(),
         diagram_png: args.diagram.display().to_string(),
     };

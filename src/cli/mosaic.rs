@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use celnet::Result;
 use celnet::studies::glimpse_mosaic::{self, MosaicOptions};
+use celnet::train::data::Half;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +27,10 @@ pub struct Args {
     /// Use part K of N of each class's files (e.g. 1/2 to tune, 2/2 to test).
     #[arg(long, default_value = "1/1", value_parser = glimpse_mosaic::parse_part)]
     part: (usize, usize),
+    /// Only this half of the split (a fixed rule on file names): build tuning sets from
+    /// `selection`, test sets from `report`.
+    #[arg(long, value_enum)]
+    half: Option<Half>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -35,6 +40,7 @@ pub fn run(args: Args) -> Result<()> {
         normal_share: args.normal_share,
         max_tumour_tiles: args.max_tumour_tiles,
         part: args.part,
+        half: args.half,
     };
     let manifest = glimpse_mosaic::build(&args.from, &args.out, &options)?;
     let tumour = manifest

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use celnet::Result;
 use celnet::studies::glimpse_mosaic::parse_part;
 use celnet::studies::slide_mosaic::{SlideMosaicOptions, build};
+use celnet::train::data::Half;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +28,10 @@ pub struct Args {
     /// Use part K of N of each class's files (e.g. 1/2 to tune, 2/2 to test).
     #[arg(long, default_value = "1/1", value_parser = parse_part)]
     part: (usize, usize),
+    /// Only this half of the split (a fixed rule on file names): build tuning sets from
+    /// `selection`, test sets from `report`.
+    #[arg(long, value_enum)]
+    half: Option<Half>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -36,6 +41,7 @@ pub fn run(args: Args) -> Result<()> {
         grid: args.grid,
         tumour_share: args.tumour_share,
         part: args.part,
+        half: args.half,
         ..SlideMosaicOptions::default()
     };
     let manifest = build(&args.from, &args.out, &options)?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use celnet::Result;
-use celnet::train::data::load_folder_or_split;
+use celnet::train::data::{Half, load_folder_or_split};
 use celnet::train::stain::StainJitter;
 
 #[derive(clap::Args)]
@@ -21,11 +21,18 @@ pub struct Args {
     severity: u8,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Only this half of the split (a fixed rule on file names; copies keep the names, so
+    /// a copy of the whole split splits the same way).
+    #[arg(long, value_enum)]
+    half: Option<Half>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let jitter = StainJitter::SEVERITIES[usize::from(args.severity)];
-    let set = load_folder_or_split(&args.from, "valid")?;
+    let mut set = load_folder_or_split(&args.from, "valid")?;
+    if let Some(half) = args.half {
+        set = set.half(half);
+    }
     let written = set
         .stain_shifted(jitter, args.seed)
         .write_folder(&args.out)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use celnet::train::data::load_split;
+use celnet::train::data::{Half, load_split};
 use celnet::train::{OptimizerKind, TrainOptions, train};
 use celnet::{Result, weights};
 
@@ -12,7 +12,8 @@ use super::common::BackendChoice;
 #[derive(clap::Args)]
 pub struct Args {
     /// Data root: train/ and valid/ split folders, or the official PCam HDF5 files
-    /// (camelyonpatch_level_2_split_{train,valid}_{x,y}.h5).
+    /// (camelyonpatch_level_2_split_{train,valid}_{x,y}.h5). Epochs are validated (and the
+    /// best chosen) on the valid split's selection half only; its report half stays unseen.
     #[arg(long)]
     data: PathBuf,
     /// Run folder (checkpoints, metrics.csv, curves.png, best.bpk); an existing run resumes.
@@ -80,12 +81,12 @@ pub fn run(args: Args) -> Result<()> {
     let device = args.backend.device()?;
     let start = Instant::now();
     let mut train_set = load_split(&args.data, "train")?;
-    let valid_set = load_split(&args.data, "valid")?;
+    let valid_set = load_split(&args.data, "valid")?.half(Half::Selection);
     if let Some(limit) = args.train_limit {
         train_set = train_set.random_subset(limit, args.seed);
     }
     eprintln!(
-        "loaded {} training patches {:?} and {} validation patches {:?} in {:.1} s",
+        "loaded {} training patches {:?} and {} validation patches {:?} (selection half) in {:.1} s",
         train_set.len(),
         train_set.class_counts(),
         valid_set.len(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CelnetError, FileContext, Result};
 use crate::explain::Mask;
 use crate::input::{has_image_extension, read_gray_image, read_image, save_image};
-use crate::train::data::list_split;
+use crate::train::data::{Half, list_split};
 
 /// Side of one tile: the labelled centre of a PCam patch.
 pub const TILE: u32 = 32;
@@ -38,6 +38,9 @@ pub struct MosaicOptions {
     /// Use only part `k` of `n` of each class's sorted file list (every n-th file, from the
     /// k-th), so that mosaics for tuning and for testing never share a source patch.
     pub part: (usize, usize),
+    /// Use only this half of the split ([`Half`]), before taking the part.
+    #[serde(default)]
+    pub half: Option<Half>,
 }
 
 impl Default for MosaicOptions {
@@ -48,6 +51,7 @@ impl Default for MosaicOptions {
             normal_share: 0.1,
             max_tumour_tiles: 5,
             part: (1, 1),
+            half: None,
         }
     }
 }
@@ -114,12 +118,13 @@ pub fn assemble(tiles: &[RgbImage], tumour: &[bool]) -> (RgbImage, GrayImage) {
     (glimpse, mask)
 }
 
-/// The normal (label 0) and tumour (label 1) files of part `k` of `parts` of a split folder:
-/// every `parts`-th file of each class's sorted list, from the `k`-th, so that different parts
-/// never share a patch. Both classes must be present.
+/// The normal (label 0) and tumour (label 1) files of part `k` of `parts` of a split folder (or
+/// of one half of it): every `parts`-th file of each class's sorted list, from the `k`-th, so
+/// that different parts never share a patch. Both classes must be present.
 pub fn class_pools(
     split: &Path,
     (k, parts): (usize, usize),
+    half: Option<Half>,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     if k == 0 || k > parts {
         return Err(CelnetError::InvalidParameter(format!(
@@ -130,7 +135,9 @@ pub fn class_pools(
     let class = |label: u8| -> Vec<PathBuf> {
         files
             .iter()
-            .filter(|(_, l)| *l == label)
+            .filter(|(path, l)| {
+                *l == label && half.is_none_or(|h| Half::of(&path.to_string_lossy()) == h)
+            })
             .map(|(p, _)| p.clone())
             .skip(k - 1)
             .step_by(parts)
@@ -163,7 +170,7 @@ pub fn build(split: &Path, out: &Path, options: &MosaicOptions) -> Result<Manife
             options.max_tumour_tiles
         )));
     }
-    let (normal, tumour) = class_pools(split, options.part)?;
+    let (normal, tumour) = class_pools(split, options.part, options.half)?;
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);

@@ -26,6 +26,7 @@ use crate::slide::scale::MODEL_MPP;
 use crate::slide::scan::{Mode, ScanConfig};
 use crate::slide::{Analysis, OpenedImage};
 use crate::studies::glimpse_mosaic::class_pools;
+use crate::train::data::Half;
 
 /// The colour of bare glass.
 pub const GLASS: [u8; 3] = [242, 242, 240];
@@ -47,6 +48,9 @@ pub struct SlideMosaicOptions {
     pub glass_share: f64,
     /// Part `k` of `n` of each class's sorted files, as for glimpse mosaics.
     pub part: (usize, usize),
+    /// Only this half of the split ([`Half`]), before taking the part.
+    #[serde(default)]
+    pub half: Option<Half>,
 }
 
 impl Default for SlideMosaicOptions {
@@ -60,6 +64,7 @@ impl Default for SlideMosaicOptions {
             max_lesion_patches: 4,
             glass_share: 0.15,
             part: (1, 1),
+            half: None,
         }
     }
 }
@@ -151,7 +156,7 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
             "slide mosaics need a grid of at least 2 patches and at least one lesion".into(),
         ));
     }
-    let (normal, tumour) = class_pools(split, options.part)?;
+    let (normal, tumour) = class_pools(split, options.part, options.half)?;
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let grid = options.grid;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::TensorData;
 use rand::{Rng, RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{CelnetError, Result};
 use crate::input::{CHANNEL_MEAN, CHANNEL_STD, has_image_extension, read_image, save_image};
@@ -43,6 +45,53 @@ pub fn load_folder_or_split(path: &Path, split: &str) -> Result<PatchSet> {
     } else {
         load_split(path, split)
     }
+}
+
+/// The half of a validation split a patch belongs to, by a fixed rule on its name, so that every
+/// command, every run and every copy of the split (stain-shifted copies keep the names) agrees.
+/// Everything is chosen on the selection half (epochs, fine-tunes, temperature, thresholds);
+/// figures are reported on the report half, on which nothing is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Half {
+    Selection,
+    Report,
+}
+
+impl Half {
+    /// The half of the patch from `source` (a file path or `file.h5#INDEX`): selection when the
+    /// first byte of the SHA-256 of its [`patch_name`] is even, report when it is odd
+    /// (`printf patch0029613 | sha256sum` starts `52`: selection).
+    pub fn of(source: &str) -> Half {
+        if Sha256::digest(patch_name(source).as_bytes())[0] % 2 == 0 {
+            Half::Selection
+        } else {
+            Half::Report
+        }
+    }
+}
+
+impl std::fmt::Display for Half {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Half::Selection => "selection",
+            Half::Report => "report",
+        })
+    }
+}
+
+/// A patch's name without folder or extension (`patch0029612`), or for an HDF5 patch its index
+/// as six digits (`000123`): what [`PatchSet::write_folder`] names its copy, so a copy falls
+/// into the same [`Half`].
+pub fn patch_name(source: &str) -> String {
+    if let Some((_, index)) = source.rsplit_once('#')
+        && let Ok(index) = index.parse::<usize>()
+    {
+        return format!("{index:06}");
+    }
+    Path::new(source)
+        .file_stem()
+        .map_or_else(|| source.to_owned(), |s| s.to_string_lossy().into_owned())
 }
 
 /// Square RGB patches with binary labels, stored contiguously (`N x side x side x 3`).
@@ -157,15 +206,28 @@ impl PatchSet {
         order.shuffle(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed));
         order.truncate(n);
         order.sort_unstable();
-        let mut pixels = Vec::with_capacity(order.len() * self.side * self.side * 3);
-        for &i in &order {
+        self.subset(&order)
+    }
+
+    /// The patches of one [`Half`] of the set, in their order.
+    pub fn half(&self, half: Half) -> Self {
+        let chosen: Vec<usize> = (0..self.len())
+            .filter(|&i| Half::of(&self.sources[i]) == half)
+            .collect();
+        self.subset(&chosen)
+    }
+
+    /// The patches at `indices`, in that order.
+    fn subset(&self, indices: &[usize]) -> Self {
+        let mut pixels = Vec::with_capacity(indices.len() * self.side * self.side * 3);
+        for &i in indices {
             pixels.extend_from_slice(self.patch(i));
         }
         Self {
             side: self.side,
             pixels,
-            labels: order.iter().map(|&i| self.labels[i]).collect(),
-            sources: order.iter().map(|&i| self.sources[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            sources: indices.iter().map(|&i| self.sources[i].clone()).collect(),
         }
     }
 
@@ -182,24 +244,17 @@ impl PatchSet {
         shifted
     }
 
-    /// Writes the patches as PNG files (lossless) into `dir/0` and `dir/1`, each named after
-    /// its source file (or `INDEX.png` for HDF5 patches). Returns the number written.
+    /// Writes the patches as PNG files (lossless) into `dir/0` and `dir/1`, each named
+    /// [`patch_name`]`.png`. Returns the number written.
     pub fn write_folder(&self, dir: &Path) -> Result<usize> {
         for label in ["0", "1"] {
             let class_dir = dir.join(label);
             std::fs::create_dir_all(&class_dir).map_err(|e| CelnetError::io(&class_dir, e))?;
         }
         for i in 0..self.len() {
-            let source = Path::new(&self.sources[i]);
-            let stem = match source.extension().and_then(|e| e.to_str()) {
-                Some(ext) if !ext.contains('#') => source
-                    .file_stem()
-                    .map_or_else(|| i.to_string(), |s| s.to_string_lossy().into_owned()),
-                _ => format!("{i:06}"),
-            };
             let path = dir
                 .join(self.labels[i].to_string())
-                .join(format!("{stem}.png"));
+                .join(format!("{}.png", patch_name(&self.sources[i])));
             let side = self.side as u32;
             let patch = image::RgbImage::from_raw(side, side, self.patch(i).to_vec())
                 .expect("a patch holds side x side RGB pixels");
@@ -409,6 +464,53 @@ fn orient(x: usize, y: usize, n: usize, rotation: u8, flip: bool) -> (usize, usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halves_follow_the_documented_sha256_rule() {
+        // First bytes from `printf NAME | sha256sum`: 0x3b (odd), 0x52 and 0x44 (even).
+        assert_eq!(Half::of("valid/1/patch0029612.jpg"), Half::Report);
+        assert_eq!(Half::of("valid/1/patch0029613.jpg"), Half::Selection);
+        assert_eq!(
+            Half::of("camelyonpatch_level_2_split_valid_x.h5#123"),
+            Half::Selection
+        );
+        // A copy keeps its half: another folder, another extension, an HDF5 index as written.
+        assert_eq!(Half::of("shifted/1/patch0029612.png"), Half::Report);
+        assert_eq!(Half::of("copy/0/000123.png"), Half::Selection);
+    }
+
+    #[test]
+    fn the_halves_partition_a_split_and_each_holds_both_classes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pcam-valid-200");
+        let set = PatchSet::from_folder(&dir).unwrap();
+        let selection = set.half(Half::Selection);
+        let report = set.half(Half::Report);
+        assert_eq!(selection.len() + report.len(), set.len());
+        assert!(
+            selection
+                .sources
+                .iter()
+                .all(|s| !report.sources.contains(s))
+        );
+        for half in [&selection, &report] {
+            let [negatives, positives] = half.class_counts();
+            assert!(
+                negatives >= 40 && positives >= 20,
+                "{:?}",
+                half.class_counts()
+            );
+        }
+        let owner = match Half::of(&set.sources[0]) {
+            Half::Selection => &selection,
+            Half::Report => &report,
+        };
+        assert_eq!(owner.sources[0], set.sources[0]);
+        assert_eq!(
+            owner.patch(0),
+            set.patch(0),
+            "a half keeps each patch's pixels"
+        );
+    }
 
     #[test]
     fn orientations_are_permutations() {
