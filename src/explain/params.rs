@@ -23,14 +23,15 @@ pub struct CelmParams {
 }
 
 /// Defaults of `alpha`, `beta`, `threshold` and `sigma`: the best region F1 of a grid search
-/// (`celnet localize-tune`) on 300 mosaics from the validation split (docs/localisation.md).
+/// (`celnet localize-tune`) for the shipped weights on 300 mosaics from the selection half of
+/// the validation split (docs/localisation.md).
 impl Default for CelmParams {
     fn default() -> Self {
         Self {
             alpha: 0.25,
             beta: 0.25,
-            threshold: 0.35,
-            sigma: 1.0,
+            threshold: 0.3,
+            sigma: 0.0,
             mask_sigma: 1.0,
             min_region_area: 16,
         }
