@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use celnet::train::data::PatchSet;
-use celnet::train::{OptimizerKind, TrainOptions, train};
+use celnet::train::{OptimizerKind, Schedule, TrainOptions, train};
 use celnet::weights;
 
 fn fixtures() -> PatchSet {
@@ -29,6 +29,8 @@ fn options(epochs: usize) -> TrainOptions {
         colour_jitter: 0.1,
         stain_jitter: 0.2,
         bn_batches: 2,
+        // Cosine: the rate of a resumed epoch must be recomputed exactly as well.
+        schedule: Schedule::Cosine,
     }
 }
 
@@ -66,6 +68,8 @@ fn resumed_run_matches_a_straight_run() {
     train(&set, &set, options(1), &resumed, &device, None).unwrap();
     let state = train(&set, &set, options(2), &resumed, &device, None).unwrap();
     assert_eq!(state.history.len(), 2);
+    let rates: Vec<f64> = state.history.iter().map(|m| m.learning_rate).collect();
+    assert_eq!(rates, vec![1e-3, 5e-4], "cosine over two epochs");
 
     let a = std::fs::read(straight.join("checkpoint.bpk")).unwrap();
     let b = std::fs::read(resumed.join("checkpoint.bpk")).unwrap();

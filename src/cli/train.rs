@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use celnet::train::data::{Half, load_split};
-use celnet::train::{OptimizerKind, TrainOptions, train};
+use celnet::train::{OptimizerKind, Schedule, TrainOptions, train};
 use celnet::{Result, weights};
 
 use super::common::BackendChoice;
@@ -27,6 +27,9 @@ pub struct Args {
     lr: f64,
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerKind,
+    /// How the learning rate falls over the epochs.
+    #[arg(long, value_enum, default_value = "step")]
+    schedule: Schedule,
     #[arg(long, default_value_t = TrainOptions::default().weight_decay)]
     weight_decay: f64,
     #[arg(long, default_value_t = TrainOptions::default().seed)]
@@ -73,6 +76,7 @@ impl Args {
             colour_jitter: self.colour_jitter,
             stain_jitter: self.stain_jitter,
             bn_batches: self.bn_batches,
+            schedule: self.schedule,
         }
     }
 }

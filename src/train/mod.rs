@@ -21,5 +21,5 @@ pub mod run;
 pub mod stain;
 
 pub use averaging::{average_weights, recalibrate_batch_norm};
-pub use options::{OptimizerKind, TrainOptions};
+pub use options::{OptimizerKind, Schedule, TrainOptions};
 pub use run::{EpochMetrics, RunDir, RunState, bce_with_logits, train};

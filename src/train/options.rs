@@ -19,6 +19,18 @@ pub enum OptimizerKind {
     Adam,
 }
 
+/// How the learning rate falls over a run's epochs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Halved after 50% and again after 75% of the epochs.
+    #[default]
+    Step,
+    /// Cosine decay from the full rate in the first epoch towards zero after the last, one
+    /// value per epoch.
+    Cosine,
+}
+
 /// Hyper-parameters of a run, stored in its `state.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainOptions {
@@ -43,6 +55,9 @@ pub struct TrainOptions {
     /// Runs saved before this option existed resume without it.
     #[serde(default)]
     pub bn_batches: usize,
+    /// Learning-rate schedule; runs saved before this option existed resume with steps.
+    #[serde(default)]
+    pub schedule: Schedule,
 }
 
 impl Default for TrainOptions {
@@ -59,6 +74,7 @@ impl Default for TrainOptions {
             colour_jitter: 0.0,
             stain_jitter: 0.0,
             bn_batches: 64,
+            schedule: Schedule::Step,
         }
     }
 }
@@ -88,13 +104,21 @@ impl TrainOptions {
         }
     }
 
-    /// The learning rate of `epoch` (0-based): halved at 50% and again at 75% of the epochs.
+    /// The learning rate of `epoch` (0-based) under the run's [`Schedule`].
     pub fn learning_rate_at(&self, epoch: usize) -> f64 {
-        let halvings = [self.epochs / 2, self.epochs * 3 / 4]
-            .iter()
-            .filter(|&&at| at > 0 && epoch >= at)
-            .count();
-        self.learning_rate / f64::from(1u32 << halvings)
+        match self.schedule {
+            Schedule::Step => {
+                let halvings = [self.epochs / 2, self.epochs * 3 / 4]
+                    .iter()
+                    .filter(|&&at| at > 0 && epoch >= at)
+                    .count();
+                self.learning_rate / f64::from(1u32 << halvings)
+            }
+            Schedule::Cosine => {
+                let progress = epoch as f64 / self.epochs.max(1) as f64;
+                self.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
     }
 }
 
@@ -127,5 +151,29 @@ mod tests {
         };
         let rates: Vec<f64> = (0..8).map(|e| options.learning_rate_at(e)).collect();
         assert_eq!(rates, vec![1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
+    }
+
+    #[test]
+    fn cosine_falls_from_the_full_rate_through_half_at_mid_run() {
+        let options = TrainOptions {
+            epochs: 4,
+            learning_rate: 1.0,
+            schedule: Schedule::Cosine,
+            ..TrainOptions::default()
+        };
+        let rates: Vec<f64> = (0..4).map(|e| options.learning_rate_at(e)).collect();
+        // 0.5 (1 + cos(pi e / 4)) for e = 0..3.
+        let expected = [1.0, 0.853_553_390_593_273_8, 0.5, 0.146_446_609_406_726_24];
+        for (rate, want) in rates.iter().zip(expected) {
+            assert!((rate - want).abs() < 1e-12, "{rates:?}");
+        }
+    }
+
+    #[test]
+    fn runs_saved_without_a_schedule_resume_with_steps() {
+        let mut json = serde_json::to_value(TrainOptions::default()).unwrap();
+        json.as_object_mut().unwrap().remove("schedule");
+        let options: TrainOptions = serde_json::from_value(json).unwrap();
+        assert_eq!(options.schedule, Schedule::Step);
     }
 }
