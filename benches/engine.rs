@@ -1,4 +1,5 @@
-//! Per-glimpse prediction and explanation, heatmaps of a region, and training throughput.
+//! Per-glimpse prediction and explanation, heatmaps of a region, the slide answer of a large
+//! heatmap, and training throughput.
 //!
 //! `cargo bench` reports medians on flex, and on wgpu when an adapter exists (natively on a
 //! CPU-only machine that is Mesa's lavapipe, a correctness path rather than a fast one).
@@ -14,8 +15,9 @@ use celnet::explain::{CelmParams, Explainer, PreparedEvidence};
 use celnet::input::decode_image;
 use celnet::network::classifier::Tta;
 use celnet::network::conv::conv3x3_f32;
+use celnet::slide::probability::SlideAnswer;
 use celnet::slide::scan::DENSE_TILE;
-use celnet::slide::{Scan, TissueMask, WindowGrid};
+use celnet::slide::{Heatmap, ModelScale, Scan, SlideModel, TissueMask, WindowGrid};
 use celnet::train::bce_with_logits;
 use celnet::{CelnetConfig, weights};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -129,6 +131,36 @@ fn heatmap(c: &mut Criterion) {
     group.finish();
 }
 
+/// The slide answer (lesions by hysteresis, features, slide probability) of a 300x300-window
+/// heatmap: a 9,700 x 9,700 px region at the model's scale and stride 32, whose dense pass takes
+/// minutes. Probabilities are smooth blobs over a low floor, so lesions of many sizes exist.
+fn slide_answer(c: &mut Criterion) {
+    let side = 300;
+    let grid = WindowGrid {
+        stride: 32,
+        cols: side,
+        rows: side,
+    };
+    let probabilities = (0..side * side)
+        .map(|i| {
+            let (x, y) = ((i % side) as f32, (i / side) as f32);
+            let wave = (x / 7.0).sin() * (y / 11.0).cos() + (x / 23.0 + y / 17.0).sin();
+            (i % 97 != 0).then(|| (0.5 + 0.3 * wave).clamp(0.0, 1.0))
+        })
+        .collect();
+    let heatmap = Heatmap {
+        grid,
+        probabilities,
+    };
+    let model = SlideModel::shipped();
+    let mut group = c.benchmark_group("slide_answer");
+    group.throughput(Throughput::Elements((side * side) as u64));
+    group.bench_function("300x300_windows", |b| {
+        b.iter(|| SlideAnswer::of(black_box(&heatmap), &ModelScale::NONE, 0.972, model))
+    });
+    group.finish();
+}
+
 /// CELNet's 3x3 convolutions on one glimpse: flex's `conv2d` (the native path) against this
 /// crate's CPU kernels (the wasm path: Winograd at stride 1 from 8 channels, direct otherwise),
 /// both on one thread here: `RAYON_NUM_THREADS=1 cargo bench --bench engine -- conv3x3`.
@@ -177,5 +209,12 @@ fn convolution(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inference, heatmap, training, convolution);
+criterion_group!(
+    benches,
+    inference,
+    heatmap,
+    training,
+    convolution,
+    slide_answer
+);
 criterion_main!(benches);

@@ -84,6 +84,14 @@ fn assert_qupath_geojson(geojson: &Value) {
                 let ring = rings[0].as_array().unwrap();
                 assert!(ring.len() >= 4 && ring.first() == ring.last(), "{ring:?}");
             }
+            "MultiPolygon" => {
+                for polygon in geometry["coordinates"].as_array().unwrap() {
+                    for ring in polygon.as_array().unwrap() {
+                        let ring = ring.as_array().unwrap();
+                        assert!(ring.len() >= 5 && ring.first() == ring.last(), "{ring:?}");
+                    }
+                }
+            }
             "Point" => assert_eq!(geometry["coordinates"].as_array().unwrap().len(), 2),
             other => panic!("geometry {other}"),
         }
@@ -516,4 +524,83 @@ fn slide_files_are_read_at_the_pyramid_level_nearest_the_model_scale() {
     assert_eq!(svs["level"], 0);
     assert_eq!(svs["mpp"], 0.499);
     assert!(svs["windows"].as_u64().unwrap() > 0);
+}
+
+/// Twice the signed area of a closed GeoJSON ring.
+fn ring_area(ring: &[Value]) -> f64 {
+    ring.windows(2)
+        .map(|w| {
+            let (a, b) = (&w[0], &w[1]);
+            a[0].as_f64().unwrap() * b[1].as_f64().unwrap()
+                - b[0].as_f64().unwrap() * a[1].as_f64().unwrap()
+        })
+        .sum::<f64>()
+        / 2.0
+}
+
+#[test]
+fn lesions_are_reported_with_outlines_of_their_windows() {
+    let dir = scratch("heatmap-lesions");
+    let field = "tests/fixtures/slide/lesions.png";
+    let report = json_stdout(&celnet(&[
+        "heatmap",
+        field,
+        "-o",
+        dir.to_str().unwrap(),
+        "--top-k",
+        "0",
+        "--json",
+    ]));
+    let lesions = report["lesions"].as_array().unwrap();
+    assert!(!lesions.is_empty(), "the fixture holds metastasis");
+    let probability = report["slide_probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&probability));
+    let category = report["slide_category"].as_str().unwrap();
+    assert!(["negative", "itc", "micro", "macro"].contains(&category));
+    let geojson: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("heatmap.geojson")).unwrap())
+            .unwrap();
+    assert_qupath_geojson(&geojson);
+    let outlines: Vec<&Value> = geojson["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["properties"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("lesion ")
+        })
+        .collect();
+    assert_eq!(outlines.len(), lesions.len());
+    // A window's cell is one stride wide at the model's scale.
+    let cell = report["stride"].as_f64().unwrap() / report["factor"].as_f64().unwrap();
+    let mpp = report["mpp"].as_f64().unwrap();
+    for (outline, lesion) in outlines.iter().zip(lesions) {
+        let area: f64 = outline["geometry"]["coordinates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|polygon| polygon.as_array().unwrap())
+            .map(|ring| ring_area(ring.as_array().unwrap()))
+            .sum();
+        let windows = lesion["windows"].as_f64().unwrap();
+        assert!(
+            (area - windows * cell * cell).abs() < 1e-6 * area,
+            "{area} px²"
+        );
+        let mm2 = area * mpp * mpp / 1e6;
+        assert!((lesion["area_mm2"].as_f64().unwrap() - mm2).abs() < 1e-9);
+        let diameter = lesion["diameter_mm"].as_f64().unwrap();
+        let expected = match diameter {
+            d if d <= 0.2 => "itc",
+            d if d <= 2.0 => "micro",
+            _ => "macro",
+        };
+        assert_eq!(lesion["category"], expected);
+        assert_eq!(
+            outline["properties"]["measurements"]["windows"],
+            lesion["windows"]
+        );
+    }
 }

@@ -22,6 +22,8 @@ fn synthetic_slides_carry_their_lesions_and_evaluate() {
         "5",
         "--tumour-share",
         "0.5",
+        "--lesion-sizes",
+        "small",
     ]);
     assert_success(&out);
     let manifest: Value =
@@ -58,11 +60,14 @@ fn synthetic_slides_carry_their_lesions_and_evaluate() {
         }
     }
 
+    let scored = dir.join("scored.json");
     let report = json_stdout(&celnet(&[
         "slide-eval",
         dir.to_str().unwrap(),
         "--stride",
         "96",
+        "--save",
+        scored.to_str().unwrap(),
         "--json",
     ]));
     assert_eq!(report["n"], 4);
@@ -80,5 +85,137 @@ fn synthetic_slides_carry_their_lesions_and_evaluate() {
     assert!((at.iter().sum::<f64>() / 6.0 - froc).abs() < 1e-9);
     for slide in report["slides"].as_array().unwrap() {
         assert!(slide["true_points"].as_u64() <= slide["points"].as_u64());
+        assert!(slide["false_lesions"].as_u64() <= slide["found_lesions"].as_u64());
+        let p = slide["slide_probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
     }
+    for key in ["froc_lesions", "category_accuracy", "accuracy_probability"] {
+        let v = report[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} {v}");
+    }
+    let confusion = report["category_confusion"].as_array().unwrap();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 4, "every slide in the category table once");
+
+    // The saved heatmaps evaluate to the same report without the network.
+    let again = json_stdout(&celnet(&[
+        "slide-eval",
+        dir.to_str().unwrap(),
+        "--scored",
+        scored.to_str().unwrap(),
+        "--json",
+    ]));
+    for key in ["auc", "froc", "froc_lesions", "category_accuracy", "slides"] {
+        assert_eq!(again[key], report[key], "{key}");
+    }
+
+    // A slide model fitted on them loads and is the one evaluated.
+    let model = dir.join("slide-model.json");
+    let fit = celnet(&[
+        "slide-fit",
+        "--train",
+        dir.to_str().unwrap(),
+        "--train-scored",
+        scored.to_str().unwrap(),
+        "--selection",
+        dir.to_str().unwrap(),
+        "--selection-scored",
+        scored.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--json",
+    ]);
+    let chosen = json_stdout(&fit)["chosen"].clone();
+    let fitted = json_stdout(&celnet(&[
+        "slide-eval",
+        dir.to_str().unwrap(),
+        "--scored",
+        scored.to_str().unwrap(),
+        "--slide-model",
+        model.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(fitted["category_accuracy"], chosen["category_accuracy"]);
+    for key in ["seed", "grow"] {
+        let (a, b) = (&fitted["hysteresis"][key], &chosen["hysteresis"][key]);
+        assert!(
+            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-6,
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn staged_slides_hold_lesions_of_every_stage_measured_from_their_cells() {
+    let dir = scratch("staged-slides");
+    assert_success(&celnet(&[
+        "slide-mosaic",
+        "--from",
+        FIXTURES,
+        "--out",
+        dir.to_str().unwrap(),
+        "--n",
+        "8",
+        "--seed",
+        "3",
+        "--tumour-share",
+        "0.9",
+    ]));
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let grid = manifest["options"]["grid"].as_u64().unwrap() as i64;
+    assert!(grid >= 24);
+    let patch_mm = 96.0 * 0.972 / 1000.0;
+    let mut stages = std::collections::BTreeSet::new();
+    for slide in manifest["slides"].as_array().unwrap() {
+        let diameters = slide["diameters_mm"].as_array().unwrap();
+        for (lesion, diameter) in slide["lesions"].as_array().unwrap().iter().zip(diameters) {
+            // The longest distance between the corners of the lesion's patches, by brute force.
+            let corners: Vec<(i64, i64)> = lesion
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_i64().unwrap())
+                .flat_map(|c| {
+                    let (x, y) = (c % grid, c / grid);
+                    [(x, y), (x + 1, y), (x, y + 1), (x + 1, y + 1)]
+                })
+                .collect();
+            let longest = corners
+                .iter()
+                .flat_map(|a| {
+                    corners
+                        .iter()
+                        .map(move |b| (a.0 - b.0).pow(2) + (a.1 - b.1).pow(2))
+                })
+                .max()
+                .unwrap();
+            let mm = (longest as f64).sqrt() * patch_mm;
+            assert!((diameter.as_f64().unwrap() - mm).abs() < 1e-9);
+            stages.insert(if mm <= 0.2 {
+                "itc"
+            } else if mm <= 2.0 {
+                "micro"
+            } else {
+                "macro"
+            });
+        }
+    }
+    assert_eq!(stages.len(), 3, "lesions of every stage: {stages:?}");
+    // Staged lesions need room for a macrometastasis.
+    let small = celnet(&[
+        "slide-mosaic",
+        "--from",
+        FIXTURES,
+        "--out",
+        dir.join("small").to_str().unwrap(),
+        "--grid",
+        "12",
+    ]);
+    assert!(!small.status.success());
+    assert!(String::from_utf8_lossy(&small.stderr).contains("at least 24 patches"));
 }

@@ -85,12 +85,32 @@ impl PrintReport for HeatmapReport {
             self.stride,
             100.0 * self.tissue_fraction
         );
-        match self.slide_score {
-            Some(score) => println!(
-                "slide score {score:.4}; {} tumour point(s)",
+        match (self.slide_probability, self.slide_score) {
+            (Some(probability), Some(score)) => println!(
+                "slide probability {probability:.3} ({}); slide score (maximum) {score:.4}; {} \
+                 lesion(s), {} tumour point(s)",
+                self.slide_category.describe(),
+                self.lesions.len(),
                 self.points.len()
             ),
-            None => println!("no tissue found: nothing scored"),
+            _ => println!("no tissue found: nothing scored"),
+        }
+        for l in &self.lesions {
+            println!(
+                "  lesion {} ({}): {:.2} mm across, {:.3} mm², peak {:.4} at ({:.0}, {:.0}), \
+                 {} window(s)",
+                l.id,
+                l.category.describe(),
+                l.diameter_mm,
+                l.area_mm2,
+                l.peak.probability,
+                l.peak.x,
+                l.peak.y,
+                l.windows
+            );
+        }
+        if !self.points.is_empty() {
+            println!("tumour points:");
         }
         for p in &self.points {
             println!("  ({:.0}, {:.0})  {:.4}", p.x, p.y, p.probability);

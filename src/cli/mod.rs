@@ -16,6 +16,7 @@ mod predict;
 mod recalibrate;
 mod serve;
 mod slide_eval;
+mod slide_fit;
 mod slide_mosaic;
 mod stain_shift;
 mod train;
@@ -71,6 +72,8 @@ enum Command {
     SlideMosaic(slide_mosaic::Args),
     /// Slide AUC and FROC (Camelyon16's measures) on synthetic slides.
     SlideEval(slide_eval::Args),
+    /// Fit the slide model (lesion thresholds, coefficients, calibration) on saved heatmaps.
+    SlideFit(slide_fit::Args),
     /// Serve the browser client (index.html, www/, pkg/) to a browser on this machine.
     Serve(serve::Args),
 }
@@ -102,6 +105,7 @@ impl Cli {
             Command::Faithfulness(args) => faithfulness::run(args).map(done),
             Command::SlideMosaic(args) => slide_mosaic::run(args).map(done),
             Command::SlideEval(args) => slide_eval::run(args).map(done),
+            Command::SlideFit(args) => slide_fit::run(args).map(done),
             Command::Serve(args) => serve::run(args).map(done),
         }
     }

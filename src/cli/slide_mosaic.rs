@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use celnet::Result;
 use celnet::studies::glimpse_mosaic::parse_part;
-use celnet::studies::slide_mosaic::{SlideMosaicOptions, build};
+use celnet::studies::slide_mosaic::{LesionSizes, SlideMosaicOptions, build};
 use celnet::train::data::Half;
 
 #[derive(clap::Args)]
@@ -32,6 +32,10 @@ pub struct Args {
     /// `selection`, test sets from `report`.
     #[arg(long, value_enum)]
     half: Option<Half>,
+    /// `staged`: lesions of all three stages (isolated tumour cells, micro- and
+    /// macrometastases; a grid of 24 or more); `small`: blobs of one to four patches.
+    #[arg(long, value_enum, default_value = "staged")]
+    lesion_sizes: LesionSizes,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -42,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         tumour_share: args.tumour_share,
         part: args.part,
         half: args.half,
+        lesion_sizes: args.lesion_sizes,
         ..SlideMosaicOptions::default()
     };
     let manifest = build(&args.from, &args.out, &options)?;

@@ -26,6 +26,7 @@ use crate::slide::file::OpenedImage;
 use crate::slide::grid::WindowGrid;
 use crate::slide::heatmap::{Heatmap, Point};
 use crate::slide::image::{ModelScaleImage, ScaledInput};
+use crate::slide::probability::{SlideAnswer, SlideModel};
 use crate::slide::scale::{ModelScale, MppSource, PixelSize};
 use crate::slide::scan::{Scan, ScanConfig, Survey};
 use crate::slide::tissue::{TISSUE_CELL, TissueMask};
@@ -237,10 +238,21 @@ impl<R: Read + Seek> Analysis<R> {
         &self.evidence
     }
 
+    /// Lesions, the slide probability and the slide's category, by the shipped slide model.
+    pub fn slide_answer(&self) -> SlideAnswer {
+        SlideAnswer::of(
+            &self.heatmap(),
+            &self.scale(),
+            self.size.mpp,
+            SlideModel::shipped(),
+        )
+    }
+
     /// What the analysis found, for `file`; `files` left empty for the caller that writes some.
     pub fn report(&self, file: String) -> HeatmapReport {
         let heatmap = self.heatmap();
         let grid = heatmap.grid;
+        let answer = self.slide_answer();
         HeatmapReport {
             file,
             width: self.image.input().dimensions().0,
@@ -255,6 +267,9 @@ impl<R: Read + Seek> Analysis<R> {
             tissue_fraction: self.tissue.fraction(),
             slide_score: heatmap.slide_score(),
             slide_scores: heatmap.slide_scores(),
+            slide_probability: answer.probability,
+            slide_category: answer.category,
+            lesions: answer.lesions,
             points: self.points(),
             evidence: self.evidence.clone(),
             mode: self.config.mode,
@@ -299,10 +314,12 @@ impl<R: Read + Seek> Analysis<R> {
         }
     }
 
-    /// The QuPath GeoJSON of the windows, tumour points and explained windows' regions.
+    /// The QuPath GeoJSON of the windows, lesions, tumour points and explained windows'
+    /// regions.
     pub fn geojson(&self) -> Value {
         geojson(
             &self.heatmap(),
+            &self.slide_answer().lesions,
             &self.points(),
             &self.evidence,
             &self.scale(),

@@ -12,6 +12,7 @@ use crate::network::classifier::{DECISION_THRESHOLD, Tta};
 use crate::network::model::GLIMPSE;
 use crate::slide::evidence::ExplainedWindow;
 use crate::slide::heatmap::{Heatmap, Point, SlideScores};
+use crate::slide::lesions::{Category, Lesion};
 use crate::slide::scale::{ModelScale, MppSource};
 use crate::slide::scan::Mode;
 use crate::slide::tissue::TissueMask;
@@ -38,6 +39,14 @@ pub struct HeatmapReport {
     pub slide_score: Option<f32>,
     /// Other ways to sum the heatmap up (see `celnet slide-eval`).
     pub slide_scores: SlideScores,
+    /// The calibrated probability that the input holds metastasis, from the slide model on
+    /// features of the heatmap and its lesions; absent without tissue.
+    pub slide_probability: Option<f64>,
+    /// `negative` below the slide model's threshold, otherwise the largest lesion's category.
+    pub slide_category: Category,
+    /// Lesions, largest first; sizes are only as exact as the window grid (one stride at the
+    /// model's scale).
+    pub lesions: Vec<Lesion>,
     pub points: Vec<Point>,
     /// CELM of the top tumour points' windows and of requested ones.
     pub evidence: Vec<ExplainedWindow>,
@@ -86,10 +95,12 @@ pub fn tiles_csv(heatmap: &Heatmap, scale: &ModelScale) -> String {
 /// Everything for QuPath in input pixels, in the form QuPath's GeoJSON reader takes (v0.4 and
 /// later: `objectType`, `classification` with `name` and an RGB `color`, `measurements` as an
 /// object): the scored windows as tiles classified by the decision threshold with their
-/// probability, the tumour points (already in input pixels), and the bounding boxes of the
-/// explained windows' CELM regions.
+/// probability, the lesions' outlines classified by category with their measurements, the
+/// tumour points (already in input pixels), and the bounding boxes of the explained windows'
+/// CELM regions.
 pub fn geojson(
     heatmap: &Heatmap,
+    lesions: &[Lesion],
     points: &[Point],
     evidence: &[ExplainedWindow],
     scale: &ModelScale,
@@ -115,6 +126,32 @@ pub fn geojson(
                     json!({ "name": "Normal", "color": [0, 160, 0] })
                 },
                 "measurements": { "probability": p },
+            },
+        }));
+    }
+    for lesion in lesions {
+        let (name, color) = match lesion.category {
+            Category::Macro => ("Macrometastasis", [150, 0, 150]),
+            Category::Micro => ("Micrometastasis", [230, 100, 0]),
+            _ => ("Isolated tumour cells", [230, 180, 0]),
+        };
+        features.push(json!({
+            "type": "Feature",
+            "geometry": {
+                "type": "MultiPolygon",
+                "coordinates": lesion.outline(&heatmap.grid, scale),
+            },
+            "properties": {
+                "objectType": "annotation",
+                "name": format!("lesion {}", lesion.id),
+                "classification": { "name": name, "color": color },
+                "measurements": {
+                    "diameter_mm": lesion.diameter_mm,
+                    "area_mm2": lesion.area_mm2,
+                    "peak_probability": lesion.peak.probability,
+                    "mean_probability": lesion.mean_probability,
+                    "windows": lesion.windows,
+                },
             },
         }));
     }

@@ -1,6 +1,6 @@
 //! The grid of windows a heatmap scores: 96x96 windows every `stride` model-scale pixels.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
 use crate::network::model::GLIMPSE;
@@ -14,7 +14,7 @@ pub const STRIDES: std::ops::RangeInclusive<usize> = 16..=96;
 
 /// Window positions over a model-scale image: top-left corners `(col * stride, row * stride)` of
 /// the 96x96 windows that fit in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowGrid {
     pub stride: usize,
     pub cols: usize,

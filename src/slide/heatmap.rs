@@ -1,14 +1,14 @@
 //! The probability of every window, and what the paper's slide pipeline makes of it: the slide
 //! score (the highest window) and tumour points by non-maximum suppression.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::network::classifier::DECISION_THRESHOLD;
 use crate::network::model::GLIMPSE;
 use crate::slide::grid::WindowGrid;
 
 /// The probability of every window on a grid; `None` where the window's centre is background.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heatmap {
     pub grid: WindowGrid,
     pub probabilities: Vec<Option<f32>>,

@@ -5,8 +5,11 @@
 //! a union of cells and its size is only as exact as the grid: one stride at the model's scale,
 //! about 31 µm at the default stride of 32.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::explain::regions::{Mask, label_components};
+use crate::network::model::GLIMPSE;
+use crate::slide::grid::WindowGrid;
 use crate::slide::heatmap::{Heatmap, Point};
 use crate::slide::scale::ModelScale;
 
@@ -42,6 +45,16 @@ impl Category {
         }
     }
 
+    /// The category in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Category::Negative => "negative",
+            Category::Itc => "isolated tumour cells",
+            Category::Micro => "micrometastasis",
+            Category::Macro => "macrometastasis",
+        }
+    }
+
     /// A slide's category: that of its largest lesion, or negative without one.
     pub fn of_slide(lesions: &[Lesion]) -> Category {
         lesions
@@ -56,7 +69,7 @@ impl Category {
 /// `seed` or above and grows through the 8-connected windows at `grow` or above, so one
 /// confident window brings in its less certain neighbours while lone middling windows are
 /// not lesions.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hysteresis {
     pub seed: f32,
     pub grow: f32,
@@ -76,10 +89,154 @@ pub struct Lesion {
     pub peak: Point,
     pub mean_probability: f32,
     pub windows: usize,
+    /// The windows (`(col, row)` on the heatmap's grid) that make up the lesion.
+    #[serde(skip)]
+    pub cells: Vec<(usize, usize)>,
+}
+
+impl Lesion {
+    /// The outline of the lesion's cells as GeoJSON MultiPolygon coordinates in the input's
+    /// pixels: one polygon per 4-connected piece (cells touching at a corner only are separate
+    /// pieces), its outer ring first and then its holes; outer rings run clockwise on screen.
+    pub fn outline(&self, grid: &WindowGrid, scale: &ModelScale) -> Vec<Vec<Vec<[f64; 2]>>> {
+        // Cells are centred on their windows' centres.
+        let offset = (GLIMPSE as f64 - grid.stride as f64) / 2.0;
+        let to_input = |(x, y): (i64, i64)| {
+            [
+                scale.to_input(x as f64 * grid.stride as f64 + offset),
+                scale.to_input(y as f64 * grid.stride as f64 + offset),
+            ]
+        };
+        let (outer, holes): (Vec<_>, Vec<_>) = cell_rings(&self.cells)
+            .into_iter()
+            .partition(|ring| twice_signed_area(ring) > 0);
+        let mut polygons: Vec<Vec<Vec<(i64, i64)>>> = outer.into_iter().map(|r| vec![r]).collect();
+        for hole in holes {
+            // A hole lies inside exactly one outer ring; its corners are never outside it.
+            let probe = (hole[0].0 as f64 + 0.5, hole[0].1 as f64 + 0.25);
+            if let Some(polygon) = polygons.iter_mut().find(|p| contains(&p[0], probe)) {
+                polygon.push(hole);
+            }
+        }
+        polygons
+            .into_iter()
+            .map(|rings| {
+                rings
+                    .into_iter()
+                    .map(|ring| {
+                        let mut points: Vec<[f64; 2]> = ring.iter().map(|&p| to_input(p)).collect();
+                        points.push(points[0]);
+                        points
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The closed boundary rings of a union of unit cells, as corner coordinates without the closing
+/// repeat and without collinear corners. Every boundary edge runs with its cell on the right
+/// (y grows downwards), so outer rings have a positive [`twice_signed_area`] and holes a
+/// negative one; at a corner where two cells touch diagonally the walk turns right, which keeps
+/// them apart.
+fn cell_rings(cells: &[(usize, usize)]) -> Vec<Vec<(i64, i64)>> {
+    use std::collections::{BTreeMap, HashSet};
+    let set: HashSet<(i64, i64)> = cells.iter().map(|&(c, r)| (c as i64, r as i64)).collect();
+    // Directed edges from each corner.
+    let mut edges: BTreeMap<(i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
+    for &(c, r) in &set {
+        let sides = [
+            ((0, -1), (c, r), (c + 1, r)),
+            ((1, 0), (c + 1, r), (c + 1, r + 1)),
+            ((0, 1), (c + 1, r + 1), (c, r + 1)),
+            ((-1, 0), (c, r + 1), (c, r)),
+        ];
+        for ((dc, dr), from, to) in sides {
+            if !set.contains(&(c + dc, r + dr)) {
+                edges.entry(from).or_default().push(to);
+            }
+        }
+    }
+    let mut rings = Vec::new();
+    while let Some((&start, _)) = edges.iter().find(|(_, to)| !to.is_empty()) {
+        let mut ring = vec![start];
+        let mut previous = start;
+        let mut at = edges
+            .get_mut(&start)
+            .expect("found above")
+            .pop()
+            .expect("not empty");
+        while at != start {
+            let heading = (at.0 - previous.0, at.1 - previous.1);
+            let choices = edges
+                .get_mut(&at)
+                .expect("boundary edges form closed rings");
+            // Right turn first, then straight on, then left (y grows downwards).
+            let rank = |to: &(i64, i64)| {
+                let turn = (to.0 - at.0, to.1 - at.1);
+                match heading.0 * turn.1 - heading.1 * turn.0 {
+                    1 => 0,
+                    0 => 1,
+                    _ => 2,
+                }
+            };
+            let pick = (0..choices.len())
+                .min_by_key(|&i| rank(&choices[i]))
+                .expect("a boundary corner has an edge out");
+            let next = choices.swap_remove(pick);
+            ring.push(at);
+            previous = at;
+            at = next;
+        }
+        edges.retain(|_, to| !to.is_empty());
+        rings.push(without_collinear(ring));
+    }
+    rings
+}
+
+/// `ring` without the corners where it goes straight on.
+fn without_collinear(ring: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    let n = ring.len();
+    (0..n)
+        .filter(|&i| {
+            let (a, b, c) = (ring[(i + n - 1) % n], ring[i], ring[(i + 1) % n]);
+            (b.0 - a.0) * (c.1 - b.1) - (b.1 - a.1) * (c.0 - b.0) != 0
+        })
+        .map(|i| ring[i])
+        .collect()
+}
+
+/// Twice the shoelace area of a ring: positive when it runs clockwise on screen (y down).
+fn twice_signed_area(ring: &[(i64, i64)]) -> i64 {
+    let n = ring.len();
+    (0..n)
+        .map(|i| {
+            let (a, b) = (ring[i], ring[(i + 1) % n]);
+            a.0 * b.1 - b.0 * a.1
+        })
+        .sum()
+}
+
+/// Whether `point` lies inside `ring` (even-odd rule).
+fn contains(ring: &[(i64, i64)], point: (f64, f64)) -> bool {
+    let n = ring.len();
+    let mut inside = false;
+    for i in 0..n {
+        let (a, b) = (ring[i], ring[(i + 1) % n]);
+        let (ax, ay, bx, by) = (a.0 as f64, a.1 as f64, b.0 as f64, b.1 as f64);
+        if (ay > point.1) != (by > point.1) && point.0 < ax + (point.1 - ay) / (by - ay) * (bx - ax)
+        {
+            inside = !inside;
+        }
+    }
+    inside
 }
 
 /// The lesions of `heatmap`, largest first. `scale` maps its model-scale pixels onto the input,
 /// whose full-resolution pixels are `mpp` µm wide.
+///
+/// Hysteresis as connected components: the 8-connected regions of windows at `grow` or above
+/// that hold a window at `seed` or above.
 pub fn find_lesions(
     heatmap: &Heatmap,
     hysteresis: Hysteresis,
@@ -87,35 +244,31 @@ pub fn find_lesions(
     mpp: f64,
 ) -> Vec<Lesion> {
     let grid = heatmap.grid;
-    let mm_per_model_px = scale.to_input(1.0) * mpp / 1000.0;
-    let cell_mm = grid.stride as f64 * mm_per_model_px;
-    let at_least =
-        |col: usize, row: usize, level: f32| heatmap.get(col, row).is_some_and(|p| p >= level);
-
-    let mut taken = vec![false; grid.cols * grid.rows];
-    let mut lesions = Vec::new();
-    for row in 0..grid.rows {
-        for col in 0..grid.cols {
-            if taken[grid.index(col, row)] || !at_least(col, row, hysteresis.seed) {
-                continue;
-            }
-            // Flood fill through windows at `grow` or above.
-            taken[grid.index(col, row)] = true;
-            let mut stack = vec![(col, row)];
-            let mut cells = Vec::new();
-            while let Some((c, r)) = stack.pop() {
-                cells.push((c, r));
-                for (nc, nr) in neighbours(c, r, grid.cols, grid.rows) {
-                    let i = grid.index(nc, nr);
-                    if !taken[i] && at_least(nc, nr, hysteresis.grow) {
-                        taken[i] = true;
-                        stack.push((nc, nr));
-                    }
-                }
-            }
-            lesions.push(measure(heatmap, &cells, cell_mm, scale));
+    let cell_mm = grid.stride as f64 * scale.to_input(1.0) * mpp / 1000.0;
+    let grown = Mask {
+        width: grid.cols,
+        height: grid.rows,
+        data: heatmap
+            .probabilities
+            .iter()
+            .map(|p| p.is_some_and(|p| p >= hysteresis.grow))
+            .collect(),
+    };
+    let labels = label_components(&grown);
+    let mut cells = vec![Vec::new(); labels.count as usize];
+    let mut seeded = vec![false; labels.count as usize];
+    for (i, &label) in labels.data.iter().enumerate() {
+        if let Some(k) = (label as usize).checked_sub(1) {
+            cells[k].push((i % grid.cols, i / grid.cols));
+            seeded[k] |= heatmap.probabilities[i].is_some_and(|p| p >= hysteresis.seed);
         }
     }
+    let mut lesions: Vec<Lesion> = cells
+        .iter()
+        .zip(seeded)
+        .filter(|(_, seeded)| *seeded)
+        .map(|(cells, _)| measure(heatmap, cells, cell_mm, scale))
+        .collect();
     lesions.sort_by(|a, b| {
         b.diameter_mm
             .total_cmp(&a.diameter_mm)
@@ -125,22 +278,6 @@ pub fn find_lesions(
         lesion.id = i + 1;
     }
     lesions
-}
-
-/// The up to eight cells around `(col, row)` on a `cols` x `rows` grid.
-fn neighbours(
-    col: usize,
-    row: usize,
-    cols: usize,
-    rows: usize,
-) -> impl Iterator<Item = (usize, usize)> {
-    let (col, row) = (col as isize, row as isize);
-    (-1..=1)
-        .flat_map(move |dr| (-1..=1).map(move |dc| (col + dc, row + dr)))
-        .filter(move |&(c, r)| {
-            (c, r) != (col, row) && c >= 0 && r >= 0 && c < cols as isize && r < rows as isize
-        })
-        .map(|(c, r)| (c as usize, r as usize))
 }
 
 /// A lesion's measurements from its cells (`(col, row)` of windows on `heatmap`'s grid).
@@ -162,17 +299,7 @@ fn measure(
     let (x, y) = heatmap
         .grid
         .centre(cells[peak_index].0, cells[peak_index].1);
-    // Corners of every cell in strides; cells are centred on their windows' centres, and the
-    // common offset does not change distances.
-    let corners: Vec<(i64, i64)> = cells
-        .iter()
-        .flat_map(|&(c, r)| {
-            let (c, r) = (c as i64, r as i64);
-            [(c, r), (c + 1, r), (c, r + 1), (c + 1, r + 1)]
-        })
-        .collect();
-    let diameter_cells = (farthest_pair_squared(&corners) as f64).sqrt();
-    let diameter_mm = diameter_cells * cell_mm;
+    let diameter_mm = cells_diameter(cells) * cell_mm;
     Lesion {
         id: 0,
         category: Category::of_diameter(diameter_mm),
@@ -185,7 +312,21 @@ fn measure(
         },
         mean_probability: probabilities.iter().sum::<f32>() / probabilities.len() as f32,
         windows: cells.len(),
+        cells: cells.to_vec(),
     }
+}
+
+/// The longest distance across a union of unit cells (`(col, row)`), in cells: between two of
+/// their corners.
+pub fn cells_diameter(cells: &[(usize, usize)]) -> f64 {
+    let corners: Vec<(i64, i64)> = cells
+        .iter()
+        .flat_map(|&(c, r)| {
+            let (c, r) = (c as i64, r as i64);
+            [(c, r), (c + 1, r), (c, r + 1), (c + 1, r + 1)]
+        })
+        .collect();
+    (farthest_pair_squared(&corners) as f64).sqrt()
 }
 
 /// The largest squared distance between two of `points`: over the vertices of their convex
@@ -222,7 +363,6 @@ fn farthest_pair_squared(points: &[(i64, i64)]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slide::grid::WindowGrid;
     use crate::slide::scale::MODEL_MPP;
 
     const HYSTERESIS: Hysteresis = Hysteresis {
@@ -344,5 +484,51 @@ mod tests {
         assert_eq!(farthest_pair_squared(&points), brute);
         assert_eq!(farthest_pair_squared(&[(3, 4)]), 0);
         assert_eq!(farthest_pair_squared(&[(0, 0), (1, 0), (2, 0)]), 4);
+    }
+
+    #[test]
+    fn outlines_follow_the_cells_with_holes_and_diagonal_pieces() {
+        // A ring of eight cells around an empty one, and a cell touching it at a corner only.
+        let mut cells: Vec<(usize, usize)> = (0..3)
+            .flat_map(|r| (0..3).map(move |c| (c, r)))
+            .filter(|&c| c != (1, 1))
+            .collect();
+        cells.push((3, 3));
+        let rings = cell_rings(&cells);
+        let mut areas: Vec<i64> = rings.iter().map(|r| twice_signed_area(r)).collect();
+        areas.sort_unstable();
+        // The hole runs the other way; the square's outer ring has four corners.
+        assert_eq!(areas, vec![-2, 2, 18]);
+        let lesion = Lesion {
+            id: 1,
+            category: Category::Itc,
+            diameter_mm: 0.0,
+            area_mm2: 0.0,
+            peak: Point {
+                x: 0.0,
+                y: 0.0,
+                probability: 1.0,
+            },
+            mean_probability: 1.0,
+            windows: cells.len(),
+            cells,
+        };
+        let grid = WindowGrid {
+            stride: 32,
+            cols: 4,
+            rows: 4,
+        };
+        let polygons = lesion.outline(&grid, &ModelScale::NONE);
+        assert_eq!(polygons.len(), 2, "{polygons:?}");
+        let ring = polygons
+            .iter()
+            .find(|p| p.len() == 2)
+            .expect("one polygon has a hole");
+        // Cells are centred on window centres: the first cell spans 32..64 model px.
+        assert_eq!(ring[0].len(), 5, "four corners and the closing repeat");
+        assert!(ring[0].contains(&[32.0, 32.0]) && ring[0].contains(&[128.0, 128.0]));
+        assert!(ring[1].contains(&[64.0, 64.0]) && ring[1].contains(&[96.0, 96.0]));
+        let single = polygons.iter().find(|p| p.len() == 1).unwrap();
+        assert!(single[0].contains(&[128.0, 128.0]) && single[0].contains(&[160.0, 160.0]));
     }
 }

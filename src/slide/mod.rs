@@ -9,6 +9,8 @@
 //! - [`tissue`], [`grid`], [`scan`]: where the tissue is, the windows, and scoring them (dense
 //!   tiles in any order, or exact);
 //! - [`heatmap`], [`evidence`]: slide scores and tumour points; CELM of chosen windows;
+//! - [`lesions`], [`probability`]: lesions measured in millimetres, and the slide probability
+//!   and category;
 //! - [`analysis`], [`export`]: the one pipeline the command line and the page run, and what it
 //!   is written as.
 
@@ -20,6 +22,7 @@ pub mod grid;
 pub mod heatmap;
 pub mod image;
 pub mod lesions;
+pub mod probability;
 pub mod scale;
 pub mod scan;
 pub mod tissue;
@@ -34,6 +37,7 @@ pub use grid::{DEFAULT_STRIDE, STRIDES, WindowGrid};
 pub use heatmap::{Heatmap, Point, SlideScores};
 pub use image::{ModelScaleImage, ScaledInput};
 pub use lesions::{Category, Hysteresis, Lesion, find_lesions};
+pub use probability::{SlideFeatures, SlideModel};
 pub use scale::{ModelScale, MppSource, PixelSize};
 pub use scan::{DenseTile, Mode, Scan, ScanConfig, Survey};
 pub use tissue::TissueMask;

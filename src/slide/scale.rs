@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use image::RgbImage;
 use image::imageops::FilterType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
 pub use crate::slide::file::resolution::{FileResolution, PLAUSIBLE_MPP};
@@ -140,7 +140,7 @@ fn model_per_pixel(mpp: f64) -> f64 {
 /// resampled. Multiply model-scale coordinates by [`ModelScale::input_per_model`] to get the
 /// input's full-resolution pixels; the scale is decided at the level read, so a level within
 /// [`SCALE_TOLERANCE`] of the model's scale is read as it is.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelScale {
     /// The pyramid level read (0 for images of one resolution).
     pub level: usize,

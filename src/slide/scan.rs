@@ -35,7 +35,7 @@ pub const MAX_ANALYSED_PIXELS: u64 = 1 << 32;
 pub const THUMBNAIL_SIDE: usize = 2048;
 
 /// How window probabilities are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Tiles of windows in one fully convolutional pass each ([`Scan::dense`]).

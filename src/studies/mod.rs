@@ -4,4 +4,5 @@
 pub mod faithfulness;
 pub mod glimpse_mosaic;
 pub mod localize;
+pub mod slide_fit;
 pub mod slide_mosaic;

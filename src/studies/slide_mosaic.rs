@@ -6,7 +6,7 @@
 //! label-1 patches for lesions on tumour slides, and a blob of bare glass so that tissue
 //! detection matters. The lesion mask is exact at patch level.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -20,12 +20,17 @@ use crate::input::{decode_image, read_gray_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
 use crate::network::classifier::Classifier;
 use crate::network::model::GLIMPSE;
+use crate::slide::export::points_in_input;
 use crate::slide::file::resolution::file_resolution;
-use crate::slide::heatmap::SlideScores;
+use crate::slide::heatmap::{Heatmap, SlideScores};
+use crate::slide::lesions::{Category, Hysteresis, cells_diameter};
+use crate::slide::probability::{SlideAnswer, SlideModel};
 use crate::slide::scale::MODEL_MPP;
+use crate::slide::scale::ModelScale;
 use crate::slide::scan::{Mode, ScanConfig};
 use crate::slide::{Analysis, OpenedImage};
 use crate::studies::glimpse_mosaic::class_pools;
+use crate::train::calibration::expected_calibration_error;
 use crate::train::data::Half;
 
 /// The colour of bare glass.
@@ -51,6 +56,23 @@ pub struct SlideMosaicOptions {
     /// Only this half of the split ([`Half`]), before taking the part.
     #[serde(default)]
     pub half: Option<Half>,
+    /// How lesions are sized.
+    #[serde(default)]
+    pub lesion_sizes: LesionSizes,
+}
+
+/// How a set's lesions are sized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LesionSizes {
+    /// One to `max_lesions` blobs of one to `max_lesion_patches` patches each.
+    #[default]
+    Small,
+    /// Each tumour slide's largest lesion is drawn from the three stages in equal shares:
+    /// isolated tumour cells (one patch), a micrometastasis (a blob of 2 to 24 patches, at most
+    /// 2 mm across) or a macrometastasis (a band more than 2 mm long, which needs a grid of 24
+    /// patches or more); up to two smaller lesions join it.
+    Staged,
 }
 
 impl Default for SlideMosaicOptions {
@@ -58,13 +80,14 @@ impl Default for SlideMosaicOptions {
         Self {
             n: 20,
             seed: 1,
-            grid: 12,
+            grid: 24,
             tumour_share: 0.5,
             max_lesions: 3,
             max_lesion_patches: 4,
             glass_share: 0.15,
             part: (1, 1),
             half: None,
+            lesion_sizes: LesionSizes::Staged,
         }
     }
 }
@@ -78,6 +101,64 @@ pub struct SlideEntry {
     /// The patch cells (row-major indices) of each lesion.
     pub lesions: Vec<Vec<usize>>,
     pub glass_cells: Vec<usize>,
+    /// Each lesion's longest diameter, mm (patch cells at the model's pixel size).
+    #[serde(default)]
+    pub diameters_mm: Vec<f64>,
+}
+
+impl SlideEntry {
+    /// The slide's true category: that of its largest lesion.
+    pub fn category(&self) -> Category {
+        self.diameters_mm
+            .iter()
+            .map(|&d| Category::of_diameter(d))
+            .max()
+            .unwrap_or(Category::Negative)
+    }
+}
+
+/// The longest diameter of a lesion made of `cells` (row-major patch indices on a `grid` x
+/// `grid` slide), mm.
+fn lesion_diameter_mm(cells: &[usize], grid: usize) -> f64 {
+    let cells: Vec<(usize, usize)> = cells.iter().map(|&c| (c % grid, c / grid)).collect();
+    cells_diameter(&cells) * GLIMPSE as f64 * MODEL_MPP / 1000.0
+}
+
+/// A macrometastasis-sized band: `length` patches along a row or a column, two or three wide,
+/// wandering by a patch at a time; only free cells are taken.
+fn grow_band(free: &HashSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let length = rng.random_range(22.min(grid)..=grid.saturating_sub(1).max(22.min(grid)));
+    let along_rows = rng.random_bool(0.5);
+    let start = rng.random_range(0..=grid - length.min(grid));
+    let mut across = rng.random_range(0..grid.saturating_sub(3).max(1));
+    let mut band = Vec::new();
+    for step in 0..length {
+        let width = rng.random_range(2..=3);
+        for w in 0..width {
+            let (a, b) = (start + step, (across + w).min(grid - 1));
+            let cell = if along_rows {
+                b * grid + a
+            } else {
+                a * grid + b
+            };
+            if free.contains(&cell) && !band.contains(&cell) {
+                band.push(cell);
+            }
+        }
+        across = (across as i64 + rng.random_range(-1..=1)).clamp(0, grid as i64 - 3) as usize;
+    }
+    band
+}
+
+/// A blob of 2 to 24 patches whose diameter makes it a micrometastasis (redrawn until it is).
+fn grow_micro(free: &HashSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usize> {
+    for _ in 0..50 {
+        let blob = grow_blob(free, grid, rng.random_range(2..=24), rng);
+        if Category::of_diameter(lesion_diameter_mm(&blob, grid)) == Category::Micro {
+            return blob;
+        }
+    }
+    Vec::new()
 }
 
 /// `manifest.json` of a slide folder.
@@ -156,6 +237,13 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
             "slide mosaics need a grid of at least 2 patches and at least one lesion".into(),
         ));
     }
+    if options.lesion_sizes == LesionSizes::Staged && options.grid < 24 {
+        return Err(CelnetError::InvalidParameter(format!(
+            "staged lesions need a grid of at least 24 patches (a macrometastasis is more than \
+             2 mm, 22 patches at {MODEL_MPP} µm/px), got {}",
+            options.grid
+        )));
+    }
     let (normal, tumour) = class_pools(split, options.part, options.half)?;
     std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
@@ -166,27 +254,61 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
     for index in 0..options.n {
         let mut free: HashSet<usize> = (0..cells).collect();
         let glass_count = (options.glass_share * cells as f64).round() as usize;
-        let glass_cells = grow_blob(&free, grid, glass_count, &mut rng);
-        for c in &glass_cells {
-            free.remove(c);
-        }
-        let mut lesions = Vec::new();
-        if rng.random_bool(options.tumour_share.clamp(0.0, 1.0)) {
-            for _ in 0..rng.random_range(1..=options.max_lesions) {
-                let size = rng.random_range(1..=options.max_lesion_patches.max(1));
-                let lesion = grow_blob(&free, grid, size, &mut rng);
-                for c in &lesion {
-                    free.remove(c);
-                    // Keep lesions apart: their neighbours stay normal.
-                    for n in [c.wrapping_sub(1), c + 1, c.wrapping_sub(grid), c + grid] {
-                        free.remove(&n);
-                    }
-                }
-                if !lesion.is_empty() {
-                    lesions.push(lesion);
+        let mut lesions: Vec<Vec<usize>> = Vec::new();
+        let mut take = |lesion: Vec<usize>, free: &mut HashSet<usize>| {
+            for c in &lesion {
+                free.remove(c);
+                // Keep lesions apart: their neighbours stay normal.
+                for n in [c.wrapping_sub(1), c + 1, c.wrapping_sub(grid), c + grid] {
+                    free.remove(&n);
                 }
             }
-        }
+            if !lesion.is_empty() {
+                lesions.push(lesion);
+            }
+        };
+        let tumour_slide = rng.random_bool(options.tumour_share.clamp(0.0, 1.0));
+        let glass_cells = match options.lesion_sizes {
+            LesionSizes::Small => {
+                let glass_cells = grow_blob(&free, grid, glass_count, &mut rng);
+                for c in &glass_cells {
+                    free.remove(c);
+                }
+                if tumour_slide {
+                    for _ in 0..rng.random_range(1..=options.max_lesions) {
+                        let size = rng.random_range(1..=options.max_lesion_patches.max(1));
+                        let lesion = grow_blob(&free, grid, size, &mut rng);
+                        take(lesion, &mut free);
+                    }
+                }
+                glass_cells
+            }
+            LesionSizes::Staged => {
+                // Lesions first, so that glass never cuts a band short.
+                if tumour_slide {
+                    let stage = rng.random_range(0..3);
+                    let largest = match stage {
+                        0 => grow_blob(&free, grid, 1, &mut rng),
+                        1 => grow_micro(&free, grid, &mut rng),
+                        _ => grow_band(&free, grid, &mut rng),
+                    };
+                    take(largest, &mut free);
+                    for _ in 0..rng.random_range(0..=2) {
+                        let smaller = if stage == 2 && rng.random_bool(0.5) {
+                            grow_micro(&free, grid, &mut rng)
+                        } else {
+                            grow_blob(&free, grid, 1, &mut rng)
+                        };
+                        take(smaller, &mut free);
+                    }
+                }
+                let glass_cells = grow_blob(&free, grid, glass_count, &mut rng);
+                for c in &glass_cells {
+                    free.remove(c);
+                }
+                glass_cells
+            }
+        };
         let mut slide = RgbImage::from_pixel(side, side, Rgb(GLASS));
         let mut mask = GrayImage::new(side, side);
         let lesion_of = |c: usize| lesions.iter().position(|l| l.contains(&c));
@@ -212,6 +334,10 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
         let entry = SlideEntry {
             image: format!("slide-{index:03}.png"),
             mask: format!("slide-{index:03}_mask.png"),
+            diameters_mm: lesions
+                .iter()
+                .map(|l| lesion_diameter_mm(l, grid))
+                .collect(),
             lesions,
             glass_cells,
         };
@@ -230,96 +356,234 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
     Ok(manifest)
 }
 
+/// One slide's heatmap as scored, kept so that lesions and slide models can be evaluated again
+/// without the network.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScoredSlide {
+    pub image: String,
+    /// The input's full-resolution pixel size, µm.
+    pub mpp: f64,
+    pub scale: ModelScale,
+    pub heatmap: Heatmap,
+    /// Seconds the analysis took.
+    pub seconds: f64,
+}
+
+/// Every slide of a folder as scored (`celnet slide-eval --save`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScoredSet {
+    /// The network weights that scored them, as the caller names them.
+    #[serde(default)]
+    pub weights: String,
+    pub stride: usize,
+    pub mode: Mode,
+    pub slides: Vec<ScoredSlide>,
+}
+
+/// Reads the manifest of a folder made by [`build`].
+pub fn read_manifest(dir: &Path) -> Result<SlideManifest> {
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| CelnetError::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CelnetError::Dataset(format!("{}: not a slide manifest: {e}", path.display())))
+}
+
+/// Scores every slide of a folder made by [`build`] as `config` says, through the same
+/// [`Analysis`] as `celnet heatmap`. `progress(done, total)` follows slides.
+pub fn score_slides(
+    classifier: &Classifier,
+    dir: &Path,
+    config: &ScanConfig,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ScoredSet> {
+    let manifest = read_manifest(dir)?;
+    let mut slides = Vec::new();
+    for (s, entry) in manifest.slides.iter().enumerate() {
+        let start = std::time::Instant::now();
+        let image_path = dir.join(&entry.image);
+        let bytes = std::fs::read(&image_path).map_err(|e| CelnetError::io(&image_path, e))?;
+        let image = decode_image(&bytes).in_file(&image_path)?;
+        let input = OpenedImage::<std::io::Empty>::decoded(image, file_resolution(&bytes));
+        let mut analysis =
+            Analysis::new(Rc::new(input), None, None, *config).in_file(&image_path)?;
+        pollster::block_on(analysis.run(classifier, |_, _| {}))?;
+        slides.push(ScoredSlide {
+            image: entry.image.clone(),
+            mpp: analysis.pixel_size().mpp,
+            scale: analysis.scale(),
+            heatmap: analysis.heatmap(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        progress(s + 1, manifest.slides.len());
+    }
+    Ok(ScoredSet {
+        weights: String::new(),
+        stride: config.stride,
+        mode: config.mode,
+        slides,
+    })
+}
+
 /// One slide's result.
 #[derive(Clone, Debug, Serialize)]
 pub struct SlideResult {
     pub image: String,
     pub lesions: usize,
+    pub category: Category,
     /// The highest window probability (0 without tissue).
     pub score: f32,
     /// Other slide scores of the same heatmap.
     pub scores: SlideScores,
+    pub slide_probability: f64,
+    pub slide_category: Category,
+    /// Lesions found, and those whose peak lies in no true lesion.
+    pub found_lesions: usize,
+    pub false_lesions: usize,
+    /// The largest found lesion's diameter, mm (0 without one).
+    pub largest_diameter_mm: f64,
+    /// The largest true lesion's diameter, mm (0 on normal slides).
+    pub true_diameter_mm: f64,
     pub points: usize,
     pub true_points: usize,
+    pub seconds: f64,
 }
 
-/// Slide AUC and FROC over a folder of synthetic slides.
+/// Slide AUC, FROC, lesions and categories over a folder of synthetic slides.
 #[derive(Clone, Debug, Serialize)]
 pub struct SlideEvaluation {
     pub n: usize,
     pub tumour_slides: usize,
     pub lesions: usize,
-    /// AUC of the slide score against "has a lesion"; `None` with one class only.
+    /// AUC of the slide score (the maximum) against "has a lesion"; `None` with one class only.
     pub auc: Option<f64>,
     /// AUC of each slide score of [`SlideScores`].
-    pub auc_by_score: std::collections::BTreeMap<String, Option<f64>>,
+    pub auc_by_score: BTreeMap<String, Option<f64>>,
+    /// AUC of the slide model's probability.
+    pub auc_probability: Option<f64>,
+    /// Expected calibration error of the slide probability (ten bins).
+    pub ece_probability: f64,
+    /// Accuracy of the call at the slide model's threshold.
+    pub accuracy_probability: f64,
+    /// FROC with the tumour points (non-maximum suppression) as detections.
     pub froc: f64,
-    /// Sensitivity by average false positives per slide (`"0.25"` to `"8"`).
-    pub sensitivity_at_fp: std::collections::BTreeMap<String, f64>,
+    /// Sensitivity by average false positives per slide (`"0.25"` to `"8"`), tumour points.
+    pub sensitivity_at_fp: BTreeMap<String, f64>,
+    /// FROC with the lesions' peaks as detections.
+    pub froc_lesions: f64,
+    pub sensitivity_at_fp_lesions: BTreeMap<String, f64>,
+    /// Lesions found on normal slides, per normal slide.
+    pub false_lesions_per_normal_slide: f64,
+    /// Lesions whose peak lies in no true lesion, per slide.
+    pub false_lesions_per_slide: f64,
+    /// Share of slides whose category (negative, itc, micro, macro) is right.
+    pub category_accuracy: f64,
+    /// `confusion[true][called]`, categories in the order negative, itc, micro, macro.
+    pub category_confusion: [[usize; 4]; 4],
+    pub hysteresis: Hysteresis,
     pub stride: usize,
     pub mode: Mode,
+    /// Median seconds per slide of the analysis that scored them.
+    pub median_seconds: f64,
     pub slides: Vec<SlideResult>,
 }
 
-/// Scores every slide of a folder made by [`build`] as `config` says (through the same
-/// [`Analysis`] as `celnet heatmap`) and evaluates the slide scores and tumour points against
-/// the lesion masks. `progress(done, total)` follows slides.
-pub fn evaluate_slides(
-    classifier: &Classifier,
+fn rates(froc: Froc) -> (f64, BTreeMap<String, f64>) {
+    let map = froc
+        .sensitivity_at_fp
+        .into_iter()
+        .map(|(rate, sensitivity)| (rate.to_string(), sensitivity))
+        .collect();
+    (froc.score, map)
+}
+
+/// Evaluates `scored` (the slides of the folder `dir`, made by [`build`]) with `model`: slide
+/// scores, the slide probability, tumour points and lesions against the lesion masks.
+pub fn evaluate_scored(
     dir: &Path,
-    config: &ScanConfig,
-    mut progress: impl FnMut(usize, usize),
+    scored: &ScoredSet,
+    model: &SlideModel,
 ) -> Result<SlideEvaluation> {
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| CelnetError::io(&path, e))?;
-    let manifest: SlideManifest = serde_json::from_str(&text).map_err(|e| {
-        CelnetError::Dataset(format!("{}: not a slide manifest: {e}", path.display()))
-    })?;
-    let mut detections = Vec::new();
+    let manifest = read_manifest(dir)?;
+    if manifest.slides.len() != scored.slides.len() {
+        return Err(CelnetError::Dataset(format!(
+            "{} holds {} slides, the scores {}",
+            dir.display(),
+            manifest.slides.len(),
+            scored.slides.len()
+        )));
+    }
+    let mut point_detections = Vec::new();
+    let mut lesion_detections = Vec::new();
     let mut results = Vec::new();
+    let mut confusion = [[0usize; 4]; 4];
     let mut lesion_base = 0;
-    for (s, entry) in manifest.slides.iter().enumerate() {
-        let image_path = dir.join(&entry.image);
-        let bytes = std::fs::read(&image_path).map_err(|e| CelnetError::io(&image_path, e))?;
-        let image = decode_image(&bytes).in_file(&image_path)?;
-        let mask = read_mask(&dir.join(&entry.mask), image.dimensions())?;
-        let input = OpenedImage::<std::io::Empty>::decoded(image, file_resolution(&bytes));
-        let mut analysis =
-            Analysis::new(Rc::new(input), None, None, *config).in_file(&image_path)?;
-        pollster::block_on(analysis.run(classifier, |_, _| {}))?;
-        let heatmap = analysis.heatmap();
-        let points = analysis.points();
+    for (s, (entry, slide)) in manifest.slides.iter().zip(&scored.slides).enumerate() {
+        let size = {
+            let side = (manifest.options.grid * GLIMPSE) as u32;
+            (side, side)
+        };
+        let mask = read_mask(&dir.join(&entry.mask), size)?;
+        let lesion_at = |x: f64, y: f64| {
+            let value = mask
+                .get_pixel_checked(x as u32, y as u32)
+                .map_or(0, |v| v.0[0]);
+            (value > 0).then(|| lesion_base + usize::from(value) - 1)
+        };
+        let points = points_in_input(&slide.heatmap.tumour_points(), &slide.scale);
         let mut true_points = 0;
         for p in &points {
-            let (x, y) = (p.x as u32, p.y as u32);
-            let value = mask.get_pixel_checked(x, y).map_or(0, |v| v.0[0]);
-            let lesion = (value > 0).then(|| lesion_base + usize::from(value) - 1);
+            let lesion = lesion_at(p.x, p.y);
             true_points += usize::from(lesion.is_some());
-            detections.push(Detection {
+            point_detections.push(Detection {
                 slide: s,
                 score: p.probability,
                 lesion,
             });
         }
+        let answer = SlideAnswer::of(&slide.heatmap, &slide.scale, slide.mpp, model);
+        let mut false_lesions = 0;
+        for l in &answer.lesions {
+            let lesion = lesion_at(l.peak.x, l.peak.y);
+            false_lesions += usize::from(lesion.is_none());
+            lesion_detections.push(Detection {
+                slide: s,
+                score: l.peak.probability,
+                lesion,
+            });
+        }
         lesion_base += entry.lesions.len();
+        let category = entry.category();
+        confusion[category as usize][answer.category as usize] += 1;
+        let heatmap = &slide.heatmap;
         results.push(SlideResult {
             image: entry.image.clone(),
             lesions: entry.lesions.len(),
+            category,
             score: heatmap.slide_score().unwrap_or(0.0),
             scores: heatmap.slide_scores(),
+            slide_probability: answer.probability.unwrap_or(0.0),
+            slide_category: answer.category,
+            found_lesions: answer.lesions.len(),
+            false_lesions,
+            largest_diameter_mm: answer.lesions.first().map_or(0.0, |l| l.diameter_mm),
+            true_diameter_mm: entry.diameters_mm.iter().copied().fold(0.0, f64::max),
             points: points.len(),
             true_points,
+            seconds: slide.seconds,
         });
-        progress(s + 1, manifest.slides.len());
     }
-    let scores: Vec<f32> = results.iter().map(|r| r.score).collect();
+    let n = results.len();
     let labels: Vec<u8> = results.iter().map(|r| u8::from(r.lesions > 0)).collect();
-    let Froc {
-        sensitivity_at_fp,
-        score,
-    } = froc(&detections, lesion_base, results.len());
+    let scores: Vec<f32> = results.iter().map(|r| r.score).collect();
+    let probabilities: Vec<f32> = results.iter().map(|r| r.slide_probability as f32).collect();
+    let normal = results.iter().filter(|r| r.lesions == 0);
+    let normal_count = normal.clone().count();
+    let (froc_points, at_fp_points) = rates(froc(&point_detections, lesion_base, n));
+    let (froc_lesions, at_fp_lesions) = rates(froc(&lesion_detections, lesion_base, n));
+    let mut seconds: Vec<f64> = results.iter().map(|r| r.seconds).collect();
+    seconds.sort_by(f64::total_cmp);
     Ok(SlideEvaluation {
-        n: results.len(),
+        n,
         tumour_slides: labels.iter().filter(|&&l| l == 1).count(),
         lesions: lesion_base,
         auc: auc(&scores, &labels),
@@ -331,13 +595,27 @@ pub fn evaluate_slides(
                 (name.to_string(), auc(&values, &labels))
             })
             .collect(),
-        froc: score,
-        sensitivity_at_fp: sensitivity_at_fp
-            .into_iter()
-            .map(|(rate, sensitivity)| (rate.to_string(), sensitivity))
-            .collect(),
-        stride: config.stride,
-        mode: config.mode,
+        auc_probability: auc(&probabilities, &labels),
+        ece_probability: expected_calibration_error(&probabilities, &labels),
+        accuracy_probability: results
+            .iter()
+            .filter(|r| (r.slide_probability >= model.threshold) == (r.lesions > 0))
+            .count() as f64
+            / n.max(1) as f64,
+        froc: froc_points,
+        sensitivity_at_fp: at_fp_points,
+        froc_lesions,
+        sensitivity_at_fp_lesions: at_fp_lesions,
+        false_lesions_per_normal_slide: normal.map(|r| r.found_lesions).sum::<usize>() as f64
+            / normal_count.max(1) as f64,
+        false_lesions_per_slide: results.iter().map(|r| r.false_lesions).sum::<usize>() as f64
+            / n.max(1) as f64,
+        category_accuracy: (0..4).map(|k| confusion[k][k]).sum::<usize>() as f64 / n.max(1) as f64,
+        category_confusion: confusion,
+        hysteresis: model.hysteresis,
+        stride: scored.stride,
+        mode: scored.mode,
+        median_seconds: seconds.get(n / 2).copied().unwrap_or(0.0),
         slides: results,
     })
 }
