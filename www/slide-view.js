@@ -291,14 +291,23 @@ export class SlideView {
     this.report = report;
     for (const id of ['export-geojson', 'export-csv', 'export-heatmap', 'export-summary']) $(id).disabled = !report;
     $('slide-points').replaceChildren();
+    $('slide-lesions').tBodies[0].replaceChildren();
+    $('slide-lesions').hidden = true;
     const root = this.root;
     if (!report) {
-      for (const key of ['slideScore', 'windows', 'backend', 'points', 'seconds', 'workers']) delete root.dataset[key];
+      for (const key of ['slideScore', 'slideProbability', 'slideCategory', 'lesions', 'windows', 'backend', 'points', 'seconds', 'workers']) delete root.dataset[key];
       $('slide-result').textContent = '';
+      $('slide-verdict').textContent = '';
       return;
     }
     const s = report.summary;
     root.dataset.slideScore = String(s.slide_score ?? 0);
+    root.dataset.slideProbability = String(s.slide_probability ?? 0);
+    root.dataset.slideCategory = s.slide_category;
+    root.dataset.lesions = JSON.stringify(s.lesions.map(({ category, diameter_mm, area_mm2, windows, peak }) => ({ category, diameter_mm, area_mm2, windows, peak })));
+    $('slide-verdict').textContent = describeVerdict(s);
+    $('slide-verdict').dataset.label = s.slide_category === 'negative' ? 'normal' : 'metastasis';
+    this.showLesions(s.lesions, JSON.parse(report.geojson));
     root.dataset.windows = String(s.windows);
     root.dataset.backend = s.backend;
     root.dataset.seconds = String(s.seconds);
@@ -306,6 +315,49 @@ export class SlideView {
     root.dataset.points = JSON.stringify(s.points.map(({ x, y, probability }) => ({ x, y, probability })));
     $('slide-result').textContent = describeReport(s, this.facts);
     s.points.forEach((point, i) => this.addPoint(point, i));
+  }
+
+  // The lesion table (a row goes to the lesion's peak and explains it) and the lesions'
+  // outlines from the GeoJSON, drawn over the heatmap in the image's pixels.
+  showLesions(lesions, geojson) {
+    const body = $('slide-lesions').tBodies[0];
+    for (const lesion of lesions) {
+      const row = body.insertRow();
+      row.tabIndex = 0;
+      row.dataset.category = lesion.category;
+      const cells = [
+        String(lesion.id),
+        CATEGORY_NAMES[lesion.category],
+        `${lesion.diameter_mm.toFixed(2)} mm`,
+        `${lesion.area_mm2.toFixed(3)} mm²`,
+        `${lesion.peak.probability.toFixed(3)} at (${Math.round(lesion.peak.x)}, ${Math.round(lesion.peak.y)})`,
+        String(lesion.windows),
+      ];
+      for (const text of cells) row.insertCell().textContent = text;
+      const go = () => this.goTo(lesion.peak);
+      row.addEventListener('click', go);
+      row.addEventListener('keydown', (e) => {
+        if (e.key === 'Enter' || e.key === ' ') go();
+      });
+    }
+    $('slide-lesions').hidden = lesions.length === 0;
+    const outlines = geojson.features.filter((f) => f.properties.name.startsWith('lesion '));
+    if (!outlines.length || !this.overlay) return;
+    const { width, height } = this.info;
+    const svg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('class', 'slide-outlines');
+    svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+    svg.setAttribute('preserveAspectRatio', 'none');
+    for (const feature of outlines) {
+      const path = document.createElementNS(SVG, 'path');
+      const rings = feature.geometry.coordinates.flat();
+      path.setAttribute('d', rings.map((ring) => `M${ring.map(([x, y]) => `${x},${y}`).join('L')}Z`).join(''));
+      const [r, g, b] = feature.properties.classification.color;
+      Object.assign(path.style, { fill: 'none', stroke: `rgb(${r},${g},${b})`, strokeWidth: '2px', vectorEffect: 'non-scaling-stroke' });
+      path.setAttribute('fill-rule', 'evenodd');
+      svg.append(path);
+    }
+    this.overlay.place(svg, 0, 0, width, height);
   }
 
   // A numbered marker over the image and an entry in the list, both opening the evidence.
@@ -373,6 +425,26 @@ function describeReport(s, facts) {
   const points = `${s.points.length} tumour point${s.points.length === 1 ? '' : 's'}`;
   const engine = s.backend === 'webgpu' ? 'WebGPU' : `CPU, ${s.workers} worker${s.workers > 1 ? 's' : ''}`;
   return `Slide score ${s.slide_score.toFixed(3)} (highest window) · ${(100 * s.slide_scores.tumour_share).toFixed(1)}% of ${s.windows} windows at ${facts.decision_threshold} or more · ${points} · ${engine}, ${s.seconds.toFixed(1)} s`;
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+const CATEGORY_NAMES = {
+  negative: 'negative',
+  itc: 'isolated tumour cells',
+  micro: 'micrometastasis',
+  macro: 'macrometastasis',
+};
+
+// The slide-level answer: the calibrated probability and the category.
+function describeVerdict(s) {
+  if (s.slide_probability === null || s.slide_probability === undefined) return '';
+  const n = s.lesions.length;
+  const lesions = n ? `; ${n} lesion${n === 1 ? '' : 's'}, largest ${s.lesions[0].diameter_mm.toFixed(2)} mm` : '';
+  const called = s.slide_category === 'negative'
+    ? (n ? 'Negative (lesions below are candidates)' : 'Negative')
+    : `Metastasis: ${CATEGORY_NAMES[s.slide_category]}`;
+  return `${called} · slide probability ${s.slide_probability.toFixed(2)}${lesions}`;
 }
 
 function formatSeconds(s) {

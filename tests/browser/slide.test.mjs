@@ -18,6 +18,7 @@ const FIXTURES = join(ROOT, 'tests/fixtures');
 const FIELD = join(FIXTURES, 'slide/field-of-view.png'); // 448x448 px, 0.499 µm/px in pHYs
 const PYRAMID = join(FIXTURES, 'slide/pyramid-jpeg.tif'); // 1024x1024 px, 3 levels, JPEG tiles
 const NO_MPP = join(FIXTURES, 'tiff/region.png'); // 288x192 px, no pixel size
+const LESIONS = join(FIXTURES, 'slide/lesions.png'); // 480x480 px of PCam patches, two lesions
 const SVS = join(FIXTURES, 'tiff/svs-crop.svs');
 const EXAMPLE = join(ROOT, 'www/samples/field-of-view.tif'); // the page's bundled example
 const TIMEOUT = 300_000;
@@ -105,6 +106,9 @@ async function finished(page) {
     windows: Number(await root.getAttribute('data-windows')),
     backend: await root.getAttribute('data-backend'),
     points: JSON.parse(await root.getAttribute('data-points')),
+    slideProbability: Number(await root.getAttribute('data-slide-probability')),
+    slideCategory: await root.getAttribute('data-slide-category'),
+    lesions: JSON.parse(await root.getAttribute('data-lesions')),
     geojson: JSON.parse(await page.evaluate(() => window.celnet.slide().report.geojson)),
   };
 }
@@ -121,6 +125,17 @@ function checkAgainstCli(page, reference, backend) {
   assert.equal(page.backend, backend);
   close(page.slideScore, report.slide_score, 1e-3, 'slide score');
   assert.equal(page.windows, report.windows);
+  // Lesions: the same count and categories, diameters within one window step (a window near a
+  // threshold may fall on the other side on another backend).
+  close(page.slideProbability, report.slide_probability, 1e-2, 'slide probability');
+  assert.equal(page.slideCategory, report.slide_category);
+  assert.equal(page.lesions.length, report.lesions.length, 'lesions');
+  const step = (report.stride / report.factor) * report.mpp / 1000; // one stride, mm
+  page.lesions.forEach((l, i) => {
+    const m = report.lesions[i];
+    close(l.diameter_mm, m.diameter_mm, step + 1e-9, `lesion ${i} diameter (mm)`);
+    close(l.peak.probability, m.peak.probability, 1e-3, `lesion ${i} peak`);
+  });
   assert.equal(page.points.length, report.points.length, 'tumour points');
   page.points.forEach((p, i) => {
     const q = report.points[i];
@@ -136,6 +151,8 @@ function checkAgainstCli(page, reference, backend) {
     assert.equal(f.properties.objectType, g.properties.objectType);
     assert.equal(f.geometry.type, g.geometry.type);
     const region = f.properties.name === 'CELM region';
+    // Lesion outlines and measurements are compared above, within a window step.
+    if (f.properties.name.startsWith('lesion ')) return;
     const a = f.geometry.coordinates.flat(2);
     const b = g.geometry.coordinates.flat(2);
     a.forEach((v, k) => close(v, b[k], region ? 4 : 1e-6 * Math.abs(b[k]) + 1e-6, `feature ${i} coordinate ${k}`));
@@ -156,6 +173,8 @@ before(async () => {
   native.pyramid = heatmapReference(PYRAMID);
   native.noMpp = heatmapReference(NO_MPP, ['--mpp', '0.5']);
   native.example = heatmapReference(EXAMPLE);
+  native.lesions = heatmapReference(LESIONS);
+  assert.ok(native.lesions.report.lesions.length >= 2, 'the lesion fixture holds lesions');
   ({ child: server, origin } = await startServer());
 });
 
@@ -213,6 +232,20 @@ describe('slide view on the CPU path', { timeout: 6 * TIMEOUT }, () => {
     checkAgainstCli(await scoreFile(page, FIELD), native.field, 'cpu');
   });
 
+  test('lesions: the verdict, the table and the outlines equal the CLI; a row explains its peak', async () => {
+    const { page } = session;
+    const result = await scoreFile(page, LESIONS);
+    checkAgainstCli(result, native.lesions, 'cpu');
+    const rows = page.locator('#slide-lesions tbody tr');
+    assert.equal(await rows.count(), native.lesions.report.lesions.length);
+    assert.match(await page.textContent('#slide-verdict'), /slide probability/);
+    assert.equal(await page.locator('.slide-outlines path').count(), native.lesions.report.lesions.length);
+    const cards = await page.locator('[data-testid="result"]').count();
+    await rows.first().click();
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="result"]').length > n, cards, { timeout: TIMEOUT });
+    await view(page).screenshot({ path: join(SHOTS, 'slide-lesions-cpu.png') });
+  });
+
   test('a stride the network cannot align is an error, not a crashed engine', async () => {
     const { page } = session;
     const message = await page.evaluate(async () => {
@@ -266,6 +299,11 @@ describe('slide view on WebGPU (SwiftShader)', { timeout: 6 * TIMEOUT }, () => {
     checkAgainstCli(await scoreFile(page, FIELD), native.field, 'webgpu');
     checkAgainstCli(await scoreFile(page, PYRAMID), native.pyramid, 'webgpu');
     await view(page).screenshot({ path: join(SHOTS, 'slide-view-webgpu.png') });
+  });
+
+  test('lesions of a slide fixture equal the CLI', async () => {
+    const { page } = session;
+    checkAgainstCli(await scoreFile(page, LESIONS), native.lesions, 'webgpu');
   });
 
   test('no request left the page origin', () => {
