@@ -603,4 +603,31 @@ fn lesions_are_reported_with_outlines_of_their_windows() {
             lesion["windows"]
         );
     }
+
+    // A slide model of one's own: lower seeds keep every lesion and may find more; a file
+    // that is not a slide model is a clear error.
+    let mut model: Value =
+        serde_json::from_str(&std::fs::read_to_string("weights/celnet-pcam.slide.json").unwrap())
+            .unwrap();
+    model["hysteresis"]["seed"] = serde_json::json!(0.6);
+    let path = dir.join("low-seed.json");
+    std::fs::write(&path, model.to_string()).unwrap();
+    let run = |model: &std::path::Path| {
+        celnet(&[
+            "heatmap",
+            field,
+            "-o",
+            dir.join("own").to_str().unwrap(),
+            "--top-k",
+            "0",
+            "--slide-model",
+            model.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let own = json_stdout(&run(&path));
+    assert!(own["lesions"].as_array().unwrap().len() >= lesions.len());
+    let wrong = run(std::path::Path::new("tests/fixtures/slide/README.md"));
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a slide model"));
 }

@@ -17,6 +17,7 @@ use celnet::slide::{
 use celnet::{CelnetError, Result};
 
 use super::common::{ModelArgs, PrintReport, TtaArgs, emit, json_line, progress};
+use super::slide_eval::read_slide_model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,6 +52,10 @@ pub struct Args {
     explain_at: Vec<(f64, f64)>,
     #[command(flatten)]
     tta: TtaArgs,
+    /// Slide model (lesion thresholds and coefficients, from `celnet slide-fit`) for weights
+    /// other than the shipped ones; the shipped model otherwise.
+    #[arg(long)]
+    slide_model: Option<PathBuf>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -141,6 +146,11 @@ const OUTPUTS: [&str; 6] = [
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let loaded = args.model.load()?;
+    let slide_model = args
+        .slide_model
+        .as_deref()
+        .map(|path| read_slide_model(Some(path)))
+        .transpose()?;
     let file = File::open(&args.input).map_err(|e| CelnetError::io(&args.input, e))?;
     let input = OpenedImage::open(BufReader::new(file)).in_file(&args.input)?;
     let config = ScanConfig {
@@ -152,6 +162,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut analysis =
         Analysis::new(Rc::new(input), args.mpp, args.level, config).in_file(&args.input)?;
+    if let Some(model) = slide_model {
+        analysis.set_slide_model(model);
+    }
 
     let bar = progress(0, "windows");
     pollster::block_on(analysis.run(&loaded.classifier(), |done, total| {

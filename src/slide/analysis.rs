@@ -45,6 +45,8 @@ pub struct Analysis<R: Read + Seek> {
     tissue: TissueMask,
     scan: Scan,
     evidence: Vec<ExplainedWindow>,
+    /// The slide model, when not the shipped one.
+    slide_model: Option<SlideModel>,
 }
 
 impl<R: Read + Seek> Analysis<R> {
@@ -71,6 +73,7 @@ impl<R: Read + Seek> Analysis<R> {
             tissue: survey.tissue,
             scan,
             evidence: Vec::new(),
+            slide_model: None,
         })
     }
 
@@ -238,14 +241,19 @@ impl<R: Read + Seek> Analysis<R> {
         &self.evidence
     }
 
-    /// Lesions, the slide probability and the slide's category, by the shipped slide model.
+    /// Uses `model` for lesions and the slide probability instead of the shipped slide model
+    /// (which belongs to the shipped weights).
+    pub fn set_slide_model(&mut self, model: SlideModel) {
+        self.slide_model = Some(model);
+    }
+
+    /// Lesions, the slide probability and the slide's category, by the slide model.
     pub fn slide_answer(&self) -> SlideAnswer {
-        SlideAnswer::of(
-            &self.heatmap(),
-            &self.scale(),
-            self.size.mpp,
-            SlideModel::shipped(),
-        )
+        let model = self
+            .slide_model
+            .as_ref()
+            .unwrap_or_else(|| SlideModel::shipped());
+        SlideAnswer::of(&self.heatmap(), &self.scale(), self.size.mpp, model)
     }
 
     /// What the analysis found, for `file`; `files` left empty for the caller that writes some.
