@@ -206,6 +206,28 @@ fn staged_slides_hold_lesions_of_every_stage_measured_from_their_cells() {
         }
     }
     assert_eq!(stages.len(), 3, "lesions of every stage: {stages:?}");
+    // The same seed builds the same slides.
+    let again = dir.join("again");
+    assert_success(&celnet(&[
+        "slide-mosaic",
+        "--from",
+        FIXTURES,
+        "--out",
+        again.to_str().unwrap(),
+        "--n",
+        "8",
+        "--seed",
+        "3",
+        "--tumour-share",
+        "0.9",
+    ]));
+    let read = |d: &std::path::Path| {
+        let mut m: Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap())
+                .unwrap();
+        m["slides"].take()
+    };
+    assert_eq!(read(&dir), read(&again));
     // Staged lesions need room for a macrometastasis.
     let small = celnet(&[
         "slide-mosaic",

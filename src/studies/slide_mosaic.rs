@@ -6,7 +6,7 @@
 //! label-1 patches for lesions on tumour slides, and a blob of bare glass so that tissue
 //! detection matters. The lesion mask is exact at patch level.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -124,13 +124,14 @@ fn lesion_diameter_mm(cells: &[usize], grid: usize) -> f64 {
     cells_diameter(&cells) * GLIMPSE as f64 * MODEL_MPP / 1000.0
 }
 
-/// A macrometastasis-sized band: `length` patches along a row or a column, two or three wide,
-/// wandering by a patch at a time; only free cells are taken.
-fn grow_band(free: &HashSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usize> {
-    let length = rng.random_range(22.min(grid)..=grid.saturating_sub(1).max(22.min(grid)));
+/// A macrometastasis-sized band on a grid of at least 24 patches: 22 patches or more along a
+/// row or a column, two or three wide, wandering by a patch at a time; only free cells are
+/// taken.
+fn grow_band(free: &BTreeSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let length = rng.random_range(22..grid);
     let along_rows = rng.random_bool(0.5);
-    let start = rng.random_range(0..=grid - length.min(grid));
-    let mut across = rng.random_range(0..grid.saturating_sub(3).max(1));
+    let start = rng.random_range(0..=grid - length);
+    let mut across = rng.random_range(0..grid - 3);
     let mut band = Vec::new();
     for step in 0..length {
         let width = rng.random_range(2..=3);
@@ -151,7 +152,7 @@ fn grow_band(free: &HashSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usiz
 }
 
 /// A blob of 2 to 24 patches whose diameter makes it a micrometastasis (redrawn until it is).
-fn grow_micro(free: &HashSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usize> {
+fn grow_micro(free: &BTreeSet<usize>, grid: usize, rng: &mut impl Rng) -> Vec<usize> {
     for _ in 0..50 {
         let blob = grow_blob(free, grid, rng.random_range(2..=24), rng);
         if Category::of_diameter(lesion_diameter_mm(&blob, grid)) == Category::Micro {
@@ -171,8 +172,9 @@ pub struct SlideManifest {
 
 /// `count` cells grown from a random free cell through free 4-neighbours (fewer when the free
 /// region is smaller).
-fn grow_blob(free: &HashSet<usize>, grid: usize, count: usize, rng: &mut impl Rng) -> Vec<usize> {
-    let seeds: Vec<usize> = free.iter().copied().collect::<Vec<_>>();
+fn grow_blob(free: &BTreeSet<usize>, grid: usize, count: usize, rng: &mut impl Rng) -> Vec<usize> {
+    // In order (a set that iterates in a random order would make the slides depend on it).
+    let seeds: Vec<usize> = free.iter().copied().collect();
     let Some(&start) = seeds.choose(rng) else {
         return Vec::new();
     };
@@ -252,10 +254,10 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
     let side = (grid * GLIMPSE) as u32;
     let mut slides = Vec::with_capacity(options.n);
     for index in 0..options.n {
-        let mut free: HashSet<usize> = (0..cells).collect();
+        let mut free: BTreeSet<usize> = (0..cells).collect();
         let glass_count = (options.glass_share * cells as f64).round() as usize;
         let mut lesions: Vec<Vec<usize>> = Vec::new();
-        let mut take = |lesion: Vec<usize>, free: &mut HashSet<usize>| {
+        let mut take = |lesion: Vec<usize>, free: &mut BTreeSet<usize>| {
             for c in &lesion {
                 free.remove(c);
                 // Keep lesions apart: their neighbours stay normal.
