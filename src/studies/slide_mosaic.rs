@@ -16,7 +16,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, FileContext, Result};
-use crate::input::{decode_image, read_gray_image, read_image, save_image};
+use crate::input::{decode_image, read_image, save_image};
 use crate::metrics::{Detection, Froc, auc, froc};
 use crate::network::classifier::Classifier;
 use crate::network::model::GLIMPSE;
@@ -499,7 +499,7 @@ fn rates(froc: Froc) -> (f64, BTreeMap<String, f64>) {
 }
 
 /// Evaluates `scored` (the slides of the folder `dir`, made by [`build`]) with `model`: slide
-/// scores, the slide probability, tumour points and lesions against the lesion masks.
+/// scores, the slide probability, tumour points and lesions against the lesions' patch cells (what the masks paint).
 pub fn evaluate_scored(
     dir: &Path,
     scored: &ScoredSet,
@@ -520,16 +520,17 @@ pub fn evaluate_scored(
     let mut confusion = [[0usize; 4]; 4];
     let mut lesion_base = 0;
     for (s, (entry, slide)) in manifest.slides.iter().zip(&scored.slides).enumerate() {
-        let size = {
-            let side = (manifest.options.grid * GLIMPSE) as u32;
-            (side, side)
-        };
-        let mask = read_mask(&dir.join(&entry.mask), size)?;
+        // The lesion under a point, from the lesions' patch cells (what the mask paints), so
+        // that evaluating again (as `slide-fit` does for every candidate) reads no image.
+        let grid = manifest.options.grid;
         let lesion_at = |x: f64, y: f64| {
-            let value = mask
-                .get_pixel_checked(x as u32, y as u32)
-                .map_or(0, |v| v.0[0]);
-            (value > 0).then(|| lesion_base + usize::from(value) - 1)
+            let (col, row) = ((x / GLIMPSE as f64) as usize, (y / GLIMPSE as f64) as usize);
+            if x < 0.0 || y < 0.0 || col >= grid || row >= grid {
+                return None;
+            }
+            let cell = row * grid + col;
+            let lesion = entry.lesions.iter().position(|l| l.contains(&cell))?;
+            Some(lesion_base + lesion)
         };
         let points = points_in_input(&slide.heatmap.tumour_points(), &slide.scale);
         let mut true_points = 0;
@@ -620,16 +621,4 @@ pub fn evaluate_scored(
         median_seconds: seconds.get(n / 2).copied().unwrap_or(0.0),
         slides: results,
     })
-}
-
-fn read_mask(path: &Path, size: (u32, u32)) -> Result<GrayImage> {
-    let mask = read_gray_image(path)?;
-    if mask.dimensions() != size {
-        return Err(CelnetError::MaskSize {
-            name: path.display().to_string(),
-            mask: (mask.width() as usize, mask.height() as usize),
-            image: (size.0 as usize, size.1 as usize),
-        });
-    }
-    Ok(mask)
 }
