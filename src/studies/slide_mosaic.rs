@@ -499,7 +499,8 @@ fn rates(froc: Froc) -> (f64, BTreeMap<String, f64>) {
 }
 
 /// Evaluates `scored` (the slides of the folder `dir`, made by [`build`]) with `model`: slide
-/// scores, the slide probability, tumour points and lesions against the lesions' patch cells (what the masks paint).
+/// scores, the slide probability, tumour points and lesions against the lesions' patch cells
+/// (what the masks paint).
 pub fn evaluate_scored(
     dir: &Path,
     scored: &ScoredSet,
