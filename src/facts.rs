@@ -2,6 +2,8 @@
 //! copy (and let drift). The page's worker asks for them once ([`PageFacts::get`], exported to
 //! JavaScript as `page_facts`); a test keeps the page's JavaScript free of copies.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::explain::render::OVERLAY_OPACITY;
@@ -10,6 +12,7 @@ use crate::network::classifier::DECISION_THRESHOLD;
 use crate::network::model::GLIMPSE;
 use crate::slide::analysis::DEFAULT_TOP_K;
 use crate::slide::grid::{DEFAULT_STRIDE, STRIDES};
+use crate::slide::lesions::Category;
 use crate::slide::scale::{GLIMPSE_MAX_SIDE, MAGNIFICATION_HINT, MODEL_MPP, PLAUSIBLE_MPP};
 
 /// A map kind's name (in results) and its caption.
@@ -43,6 +46,9 @@ pub struct PageFacts {
     pub strides: [usize; 2],
     /// Windows of the most probable tumour points explained for a slide's exports.
     pub default_top_k: usize,
+    /// A slide or lesion category's name in results and its words (`itc`: isolated tumour
+    /// cells).
+    pub categories: BTreeMap<&'static str, &'static str>,
 }
 
 impl PageFacts {
@@ -66,6 +72,10 @@ impl PageFacts {
             default_stride: DEFAULT_STRIDE,
             strides: [*STRIDES.start(), *STRIDES.end()],
             default_top_k: DEFAULT_TOP_K,
+            categories: Category::ALL
+                .iter()
+                .map(|c| (c.name(), c.describe()))
+                .collect(),
         }
     }
 }

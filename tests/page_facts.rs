@@ -134,6 +134,11 @@ fn the_pages_javascript_holds_no_copy_of_a_crate_fact() {
         if code.contains(marker) {
             copies.push(format!("{}: the magnification hint", path.display()));
         }
+        for (name, words) in facts["categories"].as_object().unwrap() {
+            if name != "negative" && code.contains(words.as_str().unwrap()) {
+                copies.push(format!("{}: the words for category {name}", path.display()));
+            }
+        }
     }
     assert!(
         copies.is_empty(),

@@ -305,7 +305,7 @@ export class SlideView {
     root.dataset.slideProbability = String(s.slide_probability ?? 0);
     root.dataset.slideCategory = s.slide_category;
     root.dataset.lesions = JSON.stringify(s.lesions.map(({ category, diameter_mm, area_mm2, windows, peak }) => ({ category, diameter_mm, area_mm2, windows, peak })));
-    $('slide-verdict').textContent = describeVerdict(s);
+    $('slide-verdict').textContent = describeVerdict(s, this.facts);
     $('slide-verdict').dataset.label = s.slide_category === 'negative' ? 'normal' : 'metastasis';
     this.showLesions(s.lesions, JSON.parse(report.geojson));
     root.dataset.windows = String(s.windows);
@@ -327,7 +327,7 @@ export class SlideView {
       row.dataset.category = lesion.category;
       const cells = [
         String(lesion.id),
-        CATEGORY_NAMES[lesion.category],
+        this.facts.categories[lesion.category],
         `${lesion.diameter_mm.toFixed(2)} mm`,
         `${lesion.area_mm2.toFixed(3)} mm²`,
         `${lesion.peak.probability.toFixed(3)} at (${Math.round(lesion.peak.x)}, ${Math.round(lesion.peak.y)})`,
@@ -429,21 +429,14 @@ function describeReport(s, facts) {
 
 const SVG = 'http://www.w3.org/2000/svg';
 
-const CATEGORY_NAMES = {
-  negative: 'negative',
-  itc: 'isolated tumour cells',
-  micro: 'micrometastasis',
-  macro: 'macrometastasis',
-};
-
 // The slide-level answer: the calibrated probability and the category.
-function describeVerdict(s) {
+function describeVerdict(s, facts) {
   if (s.slide_probability === null || s.slide_probability === undefined) return '';
   const n = s.lesions.length;
   const lesions = n ? `; ${n} lesion${n === 1 ? '' : 's'}, largest ${s.lesions[0].diameter_mm.toFixed(2)} mm` : '';
   const called = s.slide_category === 'negative'
     ? (n ? 'Negative (lesions below are candidates)' : 'Negative')
-    : `Metastasis: ${CATEGORY_NAMES[s.slide_category]}`;
+    : `Metastasis: ${facts.categories[s.slide_category]}`;
   return `${called} · slide probability ${s.slide_probability.toFixed(2)}${lesions}`;
 }
 

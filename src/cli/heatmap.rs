@@ -207,7 +207,7 @@ pub fn run(args: Args) -> Result<()> {
         entry.overlay_png = Some(name.clone());
     }
     write_outputs(&args.out, &analysis)?;
-    let geojson = analysis.geojson().to_string();
+    let geojson = analysis.geojson(&report.lesions).to_string();
     write(&args.out.join("heatmap.geojson"), geojson.as_bytes())?;
     let summary = json_line(&report, &loaded.source, Some(start));
     write(&args.out.join("summary.json"), summary.as_bytes())?;

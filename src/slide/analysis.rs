@@ -26,6 +26,7 @@ use crate::slide::file::OpenedImage;
 use crate::slide::grid::WindowGrid;
 use crate::slide::heatmap::{Heatmap, Point};
 use crate::slide::image::{ModelScaleImage, ScaledInput};
+use crate::slide::lesions::Lesion;
 use crate::slide::probability::{SlideAnswer, SlideModel};
 use crate::slide::scale::{ModelScale, MppSource, PixelSize};
 use crate::slide::scan::{Scan, ScanConfig, Survey};
@@ -322,12 +323,12 @@ impl<R: Read + Seek> Analysis<R> {
         }
     }
 
-    /// The QuPath GeoJSON of the windows, lesions, tumour points and explained windows'
-    /// regions.
-    pub fn geojson(&self) -> Value {
+    /// The QuPath GeoJSON of the windows, `lesions` (the report's, so that they are found once),
+    /// tumour points and explained windows' regions.
+    pub fn geojson(&self, lesions: &[Lesion]) -> Value {
         geojson(
             &self.heatmap(),
-            &self.slide_answer().lesions,
+            lesions,
             &self.points(),
             &self.evidence,
             &self.scale(),

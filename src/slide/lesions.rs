@@ -34,6 +34,23 @@ pub enum Category {
 }
 
 impl Category {
+    pub const ALL: [Category; 4] = [
+        Category::Negative,
+        Category::Itc,
+        Category::Micro,
+        Category::Macro,
+    ];
+
+    /// The name in results (`itc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Negative => "negative",
+            Category::Itc => "itc",
+            Category::Micro => "micro",
+            Category::Macro => "macro",
+        }
+    }
+
     /// The category of a deposit whose longest diameter is `mm`.
     pub fn of_diameter(mm: f64) -> Category {
         if mm <= ITC_MAX_MM {
@@ -369,6 +386,13 @@ mod tests {
         seed: 0.9,
         grow: 0.5,
     };
+
+    #[test]
+    fn category_names_are_the_serialised_names() {
+        for category in Category::ALL {
+            assert_eq!(serde_json::to_value(category).unwrap(), category.name());
+        }
+    }
 
     /// A heatmap from rows of probabilities (negative = background).
     fn map(stride: usize, rows: &[&[f32]]) -> Heatmap {

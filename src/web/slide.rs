@@ -294,18 +294,16 @@ fn report(analysis: &Analysis<Reader>, name: &str, session: &Session) -> Result<
         backend: &'static str,
         weights: String,
     }
+    let report = analysis.report(name.to_string());
+    let geojson = analysis.geojson(&report.lesions).to_string();
     let summary = to_js(&Summary {
-        report: analysis.report(name.to_string()),
+        report,
         backend: session.backend_name(),
         weights: session.weights(),
     })?;
     let out = js_sys::Object::new();
     set(&out, "summary", &summary)?;
-    set(
-        &out,
-        "geojson",
-        &JsValue::from_str(&analysis.geojson().to_string()),
-    )?;
+    set(&out, "geojson", &JsValue::from_str(&geojson))?;
     set(&out, "csv", &JsValue::from_str(&analysis.tiles_csv()))?;
     let mut png = Vec::new();
     analysis
