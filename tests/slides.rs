@@ -58,6 +58,27 @@ fn synthetic_slides_carry_their_lesions_and_evaluate() {
                 [242, 242, 240]
             );
         }
+        // Each cell names its patch, from the pool of its class; glass names none.
+        let patches = slide["patches"].as_array().unwrap();
+        assert_eq!(patches.len(), 16);
+        for (c, name) in patches.iter().enumerate() {
+            let name = name.as_str().unwrap();
+            let glass = slide["glass_cells"].as_array().unwrap().contains(&c.into());
+            let tumour = cells
+                .iter()
+                .any(|l| l.as_array().unwrap().contains(&c.into()));
+            if glass {
+                assert_eq!(name, "");
+            } else {
+                let class = if tumour { "1" } else { "0" };
+                let file = std::path::Path::new(FIXTURES).join(class).join(name);
+                assert!(
+                    file.with_extension("jpg").exists() || file.with_extension("png").exists(),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
     }
 
     let scored = dir.join("scored.json");
@@ -112,6 +133,38 @@ fn synthetic_slides_carry_their_lesions_and_evaluate() {
     for key in ["auc", "froc", "froc_lesions", "category_accuracy", "slides"] {
         assert_eq!(again[key], report[key], "{key}");
     }
+
+    // With hysteresis low enough to raise false lesions, each is traced to the patch (or
+    // glass) under its peak.
+    let mut low: Value =
+        serde_json::from_str(&std::fs::read_to_string("weights/celnet-pcam.slide.json").unwrap())
+            .unwrap();
+    low["hysteresis"] = serde_json::json!({"seed": 0.3, "grow": 0.2});
+    let low_model = dir.join("low-hysteresis.json");
+    std::fs::write(&low_model, low.to_string()).unwrap();
+    let traced_report = json_stdout(&celnet(&[
+        "slide-eval",
+        dir.to_str().unwrap(),
+        "--scored",
+        scored.to_str().unwrap(),
+        "--slide-model",
+        low_model.to_str().unwrap(),
+        "--json",
+    ]));
+    let traced: u64 = traced_report["false_lesion_patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry[1].as_u64().unwrap())
+        .sum();
+    let false_lesions: u64 = traced_report["slides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|slide| slide["false_lesions"].as_u64().unwrap())
+        .sum();
+    assert!(false_lesions > 0, "the low hysteresis raises false lesions");
+    assert_eq!(traced, false_lesions);
 
     // A slide model fitted on them loads and is the one evaluated.
     let model = dir.join("slide-model.json");

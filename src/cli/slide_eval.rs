@@ -69,6 +69,19 @@ impl PrintReport for SlideEvaluation {
             self.false_lesions_per_slide,
             self.category_accuracy
         );
+        if !self.false_lesion_patches.is_empty() {
+            let most: Vec<String> = self
+                .false_lesion_patches
+                .iter()
+                .take(5)
+                .map(|(patch, count)| format!("{patch} {count}"))
+                .collect();
+            println!(
+                "  false lesions lie on {} distinct patches; most: {}",
+                self.false_lesion_patches.len(),
+                most.join(", ")
+            );
+        }
     }
 }
 

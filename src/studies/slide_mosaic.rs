@@ -31,7 +31,7 @@ use crate::slide::scan::{Mode, ScanConfig};
 use crate::slide::{Analysis, OpenedImage};
 use crate::studies::glimpse_mosaic::class_pools;
 use crate::train::calibration::expected_calibration_error;
-use crate::train::data::Half;
+use crate::train::data::{Half, patch_name};
 
 /// The colour of bare glass.
 pub const GLASS: [u8; 3] = [242, 242, 240];
@@ -104,6 +104,11 @@ pub struct SlideEntry {
     /// Each lesion's longest diameter, mm (patch cells at the model's pixel size).
     #[serde(default)]
     pub diameters_mm: Vec<f64>,
+    /// The patch (its [`patch_name`]) in each cell, row-major, empty for glass: which patches
+    /// a false alarm comes from, since every slide of a set draws on the same pools. Empty in
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<String>,
 }
 
 impl SlideEntry {
@@ -314,13 +319,15 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
         let mut slide = RgbImage::from_pixel(side, side, Rgb(GLASS));
         let mut mask = GrayImage::new(side, side);
         let lesion_of = |c: usize| lesions.iter().position(|l| l.contains(&c));
-        for c in 0..cells {
+        let mut patches = vec![String::new(); cells];
+        for (c, patch_in_cell) in patches.iter_mut().enumerate() {
             if glass_cells.contains(&c) {
                 continue;
             }
             let lesion = lesion_of(c);
             let pool = if lesion.is_some() { &tumour } else { &normal };
             let path = pool.choose(&mut rng).expect("pools are not empty");
+            *patch_in_cell = patch_name(&path.to_string_lossy());
             let patch = read_image(path)?;
             let (x, y) = ((c % grid * GLIMPSE) as i64, (c / grid * GLIMPSE) as i64);
             image::imageops::replace(&mut slide, &patch, x, y);
@@ -342,6 +349,7 @@ pub fn build(split: &Path, out: &Path, options: &SlideMosaicOptions) -> Result<S
                 .collect(),
             lesions,
             glass_cells,
+            patches,
         };
         save_at_model_scale(&slide, &out.join(&entry.image))?;
         save_image(&mask, &out.join(&entry.mask))?;
@@ -477,6 +485,10 @@ pub struct SlideEvaluation {
     pub false_lesions_per_normal_slide: f64,
     /// Lesions whose peak lies in no true lesion, per slide.
     pub false_lesions_per_slide: f64,
+    /// The patches under false lesions' peaks (`glass` for a peak on glass), with how many
+    /// false lesions each holds, most first; empty when the manifest does not record its
+    /// slides' patches.
+    pub false_lesion_patches: Vec<(String, usize)>,
     /// Share of slides whose category (negative, itc, micro, macro) is right.
     pub category_accuracy: f64,
     /// `confusion[true][called]`, categories in the order negative, itc, micro, macro.
@@ -520,16 +532,17 @@ pub fn evaluate_scored(
     let mut results = Vec::new();
     let mut confusion = [[0usize; 4]; 4];
     let mut lesion_base = 0;
+    let mut false_patches: BTreeMap<String, usize> = BTreeMap::new();
     for (s, (entry, slide)) in manifest.slides.iter().zip(&scored.slides).enumerate() {
         // The lesion under a point, from the lesions' patch cells (what the mask paints), so
         // that evaluating again (as `slide-fit` does for every candidate) reads no image.
         let grid = manifest.options.grid;
-        let lesion_at = |x: f64, y: f64| {
+        let cell_at = |x: f64, y: f64| {
             let (col, row) = ((x / GLIMPSE as f64) as usize, (y / GLIMPSE as f64) as usize);
-            if x < 0.0 || y < 0.0 || col >= grid || row >= grid {
-                return None;
-            }
-            let cell = row * grid + col;
+            (x >= 0.0 && y >= 0.0 && col < grid && row < grid).then_some(row * grid + col)
+        };
+        let lesion_at = |x: f64, y: f64| {
+            let cell = cell_at(x, y)?;
             let lesion = entry.lesions.iter().position(|l| l.contains(&cell))?;
             Some(lesion_base + lesion)
         };
@@ -549,6 +562,12 @@ pub fn evaluate_scored(
         for l in &answer.lesions {
             let lesion = lesion_at(l.peak.x, l.peak.y);
             false_lesions += usize::from(lesion.is_none());
+            if lesion.is_none()
+                && let Some(patch) = cell_at(l.peak.x, l.peak.y).and_then(|c| entry.patches.get(c))
+            {
+                let name = if patch.is_empty() { "glass" } else { patch };
+                *false_patches.entry(name.to_owned()).or_insert(0) += 1;
+            }
             lesion_detections.push(Detection {
                 slide: s,
                 score: l.peak.probability,
@@ -614,6 +633,11 @@ pub fn evaluate_scored(
             / normal_count.max(1) as f64,
         false_lesions_per_slide: results.iter().map(|r| r.false_lesions).sum::<usize>() as f64
             / n.max(1) as f64,
+        false_lesion_patches: {
+            let mut patches: Vec<(String, usize)> = false_patches.into_iter().collect();
+            patches.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            patches
+        },
         category_accuracy: (0..4).map(|k| confusion[k][k]).sum::<usize>() as f64 / n.max(1) as f64,
         category_confusion: confusion,
         hysteresis: model.hysteresis,
