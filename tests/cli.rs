@@ -233,6 +233,58 @@ fn calibrate_folds_a_temperature_that_changes_probabilities_not_decisions() {
 }
 
 #[test]
+fn calibrate_with_a_shift_folds_platt_scaling_into_the_weights() {
+    let dir = scratch("calibrate-shift");
+    let out = dir.join("platt.bpk");
+    let report = json_stdout(&celnet(&[
+        "calibrate",
+        "--data",
+        FIXTURES,
+        "--shift",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+        "--diagram",
+        dir.join("reliability.png").to_str().unwrap(),
+    ]));
+    let (temperature, shift) = (
+        report["temperature"].as_f64().unwrap(),
+        report["shift"].as_f64().unwrap(),
+    );
+    assert!(shift != 0.0, "{report}");
+    // The written weights' logits are the map of the shipped ones.
+    let file = first_fixture(1);
+    let logit = |weights: Option<&Path>| -> f64 {
+        let mut args = vec!["predict", "--json", file.to_str().unwrap()];
+        if let Some(weights) = weights {
+            args.extend(["--weights", weights.to_str().unwrap()]);
+        }
+        json_stdout(&celnet(&args))["logit"].as_f64().unwrap()
+    };
+    let (z, mapped) = (logit(None), logit(Some(&out)));
+    assert!(
+        (z / temperature + shift - mapped).abs() < 1e-3,
+        "{z} / {temperature} + {shift} vs {mapped}"
+    );
+    // The report half's accuracy the report gives is what `eval` measures with those weights.
+    let eval = json_stdout(&celnet(&[
+        "eval",
+        FIXTURES,
+        "--half",
+        "report",
+        "--weights",
+        out.to_str().unwrap(),
+        "--roc",
+        dir.join("roc.png").to_str().unwrap(),
+        "--json",
+    ]));
+    assert!(
+        (eval["accuracy"].as_f64().unwrap() - report["accuracy"].as_f64().unwrap()).abs() < 1e-9,
+        "{eval} vs {report}"
+    );
+}
+
+#[test]
 fn stain_shift_writes_a_labelled_copy_that_eval_reads() {
     let dir = scratch("stain-shift");
     for severity in ["0", "2"] {

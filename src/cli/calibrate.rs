@@ -1,5 +1,6 @@
-//! `celnet calibrate`: temperature scaling fitted on the selection half of a labelled split and
-//! judged on its report half ([`Half`]); the temperature is folded into the written weights.
+//! `celnet calibrate`: temperature scaling (or, with `--shift`, Platt scaling) fitted on the
+//! selection half of a labelled split and judged on its report half ([`Half`]); the fitted map
+//! of the logit is folded into the written weights.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,7 +9,8 @@ use serde::Serialize;
 
 use celnet::network::classifier::sigmoid;
 use celnet::train::calibration::{
-    ECE_BINS, ReliabilityBin, expected_calibration_error, fit_temperature, nll, reliability,
+    ECE_BINS, ReliabilityBin, expected_calibration_error, fit_platt, fit_temperature, nll,
+    reliability,
 };
 use celnet::train::data::{Half, load_folder_or_split};
 use celnet::train::evaluation::evaluate_patches;
@@ -25,6 +27,10 @@ pub struct Args {
     /// Output weights file: the input weights with the temperature folded into the classifier.
     #[arg(short, long)]
     out: PathBuf,
+    /// Fit a shift of the logit as well as its scale (Platt scaling), which moves decisions:
+    /// for weights fine-tuned on unbalanced classes, such as hard examples repeated.
+    #[arg(long)]
+    shift: bool,
     /// Where to draw the reliability diagram of the held-out half, before and after.
     #[arg(long, default_value = "reliability.png")]
     diagram: PathBuf,
@@ -46,12 +52,17 @@ struct Calibration {
 
 #[derive(Serialize)]
 struct CalibrateReport {
+    /// `1 / scale` of the fitted map `scale · logit + shift`.
     temperature: f64,
+    /// 0 unless `--shift`.
+    shift: f64,
     fitted_on: usize,
     held_out: usize,
-    /// On the report half, as are accuracy and AUC (which scaling does not change).
+    /// On the report half, as are accuracy and AUC (which scaling does not change; a shift
+    /// changes accuracy).
     before: Calibration,
     after: Calibration,
+    accuracy_before: f64,
     accuracy: f64,
     auc: f64,
     weights_out: String,
@@ -60,15 +71,20 @@ struct CalibrateReport {
 
 impl PrintReport for CalibrateReport {
     fn print_text(&self) {
+        let map = if self.shift == 0.0 {
+            format!("temperature {:.4}", self.temperature)
+        } else {
+            format!("logit / {:.4} {:+.4} (Platt)", self.temperature, self.shift)
+        };
         println!(
-            "temperature {:.4} fitted on the {} patches of the selection half; on the {} of the report half: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4} (accuracy {:.4} and AUC {:.4} unchanged)",
-            self.temperature,
+            "{map} fitted on the {} patches of the selection half; on the {} of the report half: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4}, accuracy {:.4} -> {:.4} (AUC {:.4} unchanged)",
             self.fitted_on,
             self.held_out,
             self.before.ece,
             self.after.ece,
             self.before.nll,
             self.after.nll,
+            self.accuracy_before,
             self.accuracy,
             self.auc
         );
@@ -77,16 +93,28 @@ impl PrintReport for CalibrateReport {
     }
 }
 
-fn calibration(logits: &[f32], labels: &[u8], temperature: f64) -> Calibration {
-    let probabilities: Vec<f32> = logits
+/// Calibration of `sigmoid(scale · logit + shift)`.
+fn calibration(logits: &[f32], labels: &[u8], (scale, shift): (f64, f64)) -> Calibration {
+    let mapped: Vec<f32> = logits
         .iter()
-        .map(|&z| sigmoid((f64::from(z) / temperature) as f32))
+        .map(|&z| (scale * f64::from(z) + shift) as f32)
         .collect();
+    let probabilities: Vec<f32> = mapped.iter().map(|&z| sigmoid(z)).collect();
     Calibration {
         ece: expected_calibration_error(&probabilities, labels),
-        nll: nll(logits, labels, temperature),
+        nll: nll(&mapped, labels, 1.0),
         bins: reliability(&probabilities, labels, ECE_BINS),
     }
+}
+
+/// Share of `logits` mapped by `(scale, shift)` on the right side of 0.
+fn accuracy(logits: &[f32], labels: &[u8], (scale, shift): (f64, f64)) -> f64 {
+    let right = logits
+        .iter()
+        .zip(labels)
+        .filter(|&(&z, &y)| (scale * f64::from(z) + shift >= 0.0) == (y == 1))
+        .count();
+    right as f64 / logits.len().max(1) as f64
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -97,33 +125,44 @@ pub fn run(args: Args) -> Result<()> {
     let (selection, report) = (set.half(Half::Selection), set.half(Half::Report));
     let fit = evaluate_patches(&classifier, &selection, 128)?;
     let judged = evaluate_patches(&classifier, &report, 128)?;
-    let temperature = fit_temperature(&fit.logits, &selection.labels);
+    let map = if args.shift {
+        fit_platt(&fit.logits, &selection.labels)
+    } else {
+        (1.0 / fit_temperature(&fit.logits, &selection.labels), 0.0)
+    };
     let (logits, labels) = (&judged.logits, &report.labels);
 
-    let before = calibration(logits, labels, 1.0);
-    let after = calibration(logits, labels, temperature);
+    let before = calibration(logits, labels, (1.0, 0.0));
+    let after = calibration(logits, labels, map);
+    let temperature = 1.0 / map.0;
+    let label = if args.shift {
+        format!("after, z / {temperature:.2} {:+.2}", map.1)
+    } else {
+        format!("after, T = {temperature:.2}")
+    };
     plot::reliability_diagram(
         &[
             ("before", &before.bins, before.ece),
-            (
-                &format!("after, T = {temperature:.2}"),
-                &after.bins,
-                after.ece,
-            ),
+            (&label, &after.bins, after.ece),
         ],
         &args.diagram,
     )?;
     weights::save_file(
-        loaded.model.clone().with_temperature(temperature as f32),
+        loaded
+            .model
+            .clone()
+            .with_logit_map(map.0 as f32, map.1 as f32),
         &args.out,
     )?;
     let report = CalibrateReport {
         temperature,
+        shift: map.1,
         fitted_on: fit.n,
         held_out: judged.n,
         before,
         after,
-        accuracy: judged.accuracy,
+        accuracy_before: accuracy(logits, labels, (1.0, 0.0)),
+        accuracy: accuracy(logits, labels, map),
         auc: judged.auc,
         weights_out: args.out.display().to_string(),
         diagram_png: args.diagram.display().to_string(),

@@ -378,13 +378,29 @@ impl Celnet {
             temperature.is_finite() && temperature > 0.0,
             "temperature {temperature} is not positive"
         );
-        let scale = 1.0 / temperature;
+        self.with_logit_map(1.0 / temperature, 0.0)
+    }
+
+    /// The same network with its logit `z` replaced by `scale · z + shift` (Platt scaling),
+    /// folded into the classifier as [`Celnet::with_temperature`] is. A shift moves the
+    /// decision threshold, which a fine-tune on unbalanced classes needs.
+    ///
+    /// # Panics
+    /// Unless `scale` is positive and finite and `shift` finite.
+    pub fn with_logit_map(self, scale: f32, shift: f32) -> Self {
+        assert!(
+            scale.is_finite() && scale > 0.0 && shift.is_finite(),
+            "logit map {scale} z + {shift} is not an increasing one"
+        );
+        let weight = self.classifier.weight.val();
+        let device = weight.device();
+        let bias = match &self.classifier.bias {
+            Some(bias) => bias.val() * scale + shift,
+            None => Tensor::<1>::full([1], shift, &device),
+        };
         let classifier = Linear {
-            weight: Param::from_tensor(self.classifier.weight.val() * scale),
-            bias: self
-                .classifier
-                .bias
-                .map(|bias| Param::from_tensor(bias.val() * scale)),
+            weight: Param::from_tensor(weight * scale),
+            bias: Some(Param::from_tensor(bias)),
         };
         Self { classifier, ..self }
     }

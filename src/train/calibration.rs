@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::network::classifier::sigmoid;
+use crate::slide::probability::fit_logistic;
 
 /// The number of bins of the usual ECE.
 pub const ECE_BINS: usize = 15;
@@ -109,6 +110,16 @@ pub fn fit_temperature(logits: &[f32], labels: &[u8]) -> f64 {
     1.0 / a
 }
 
+/// The Platt scaling `(scale, shift)` with `scale > 0` that minimises the NLL of
+/// `sigmoid(scale · logit + shift)` on `logits` and `labels`: a one-feature logistic
+/// regression. Unlike a temperature, the shift moves decisions.
+pub fn fit_platt(logits: &[f32], labels: &[u8]) -> (f64, f64) {
+    assert_eq!(logits.len(), labels.len());
+    let rows: Vec<Vec<f64>> = logits.iter().map(|&z| vec![f64::from(z)]).collect();
+    let (coefficients, shift) = fit_logistic(&rows, labels, 0.0);
+    (coefficients[0], shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +163,21 @@ mod tests {
             logits.push((3.0 * true_logit) as f32);
         }
         (logits, labels)
+    }
+
+    #[test]
+    fn platt_scaling_finds_scale_and_shift() {
+        // Reported logits three times too confident and shifted by 1.5: the fit undoes both.
+        let (logits, labels) = overconfident_set();
+        let shifted: Vec<f32> = logits.iter().map(|&z| z + 4.5).collect();
+        let (scale, shift) = fit_platt(&shifted, &labels);
+        assert!((scale - 1.0 / 3.0).abs() < 0.05, "scale {scale}");
+        assert!((shift + 1.5).abs() < 0.2, "shift {shift}");
+        // On unshifted logits it needs (almost) no shift and finds the temperature.
+        let (scale, shift) = fit_platt(&logits, &labels);
+        let temperature = fit_temperature(&logits, &labels);
+        assert!((1.0 / scale - temperature).abs() < 0.05 * temperature);
+        assert!(shift.abs() < 0.1, "shift {shift}");
     }
 
     #[test]
