@@ -385,6 +385,17 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_logit_map_scales_and_shifts_the_logit() {
+        let device = Device::flex();
+        let model = crate::weights::load_default(&device).unwrap();
+        let image = symmetric_image();
+        let plain = pollster::block_on(Classifier::new(model.clone(), &device).predict(&image));
+        let mapped = Classifier::new(model.with_logit_map(0.5, 1.25), &device);
+        let mapped = pollster::block_on(mapped.predict(&image)).unwrap();
+        assert!((plain.unwrap().logit * 0.5 + 1.25 - mapped.logit).abs() < 1e-4);
+    }
+
+    #[test]
     fn the_threshold_itself_is_called_metastasis() {
         assert_eq!(Label::of(DECISION_THRESHOLD), Label::Metastasis);
         assert_eq!(Label::of(0.4999), Label::Normal);
