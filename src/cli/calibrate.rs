@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use celnet::network::classifier::sigmoid;
+use celnet::metrics::Confusion;
+use celnet::network::classifier::{DECISION_THRESHOLD, sigmoid};
 use celnet::train::calibration::{
     ECE_BINS, ReliabilityBin, expected_calibration_error, fit_platt, fit_temperature, nll,
     reliability,
@@ -93,28 +94,26 @@ impl PrintReport for CalibrateReport {
     }
 }
 
+/// `sigmoid(scale · logit + shift)` of each logit.
+fn mapped_probabilities(logits: &[f32], (scale, shift): (f64, f64)) -> Vec<f32> {
+    logits
+        .iter()
+        .map(|&z| sigmoid((scale * f64::from(z) + shift) as f32))
+        .collect()
+}
+
 /// Calibration of `sigmoid(scale · logit + shift)`.
 fn calibration(logits: &[f32], labels: &[u8], (scale, shift): (f64, f64)) -> Calibration {
     let mapped: Vec<f32> = logits
         .iter()
         .map(|&z| (scale * f64::from(z) + shift) as f32)
         .collect();
-    let probabilities: Vec<f32> = mapped.iter().map(|&z| sigmoid(z)).collect();
+    let probabilities = mapped_probabilities(logits, (scale, shift));
     Calibration {
         ece: expected_calibration_error(&probabilities, labels),
         nll: nll(&mapped, labels, 1.0),
         bins: reliability(&probabilities, labels, ECE_BINS),
     }
-}
-
-/// Share of `logits` mapped by `(scale, shift)` on the right side of 0.
-fn accuracy(logits: &[f32], labels: &[u8], (scale, shift): (f64, f64)) -> f64 {
-    let right = logits
-        .iter()
-        .zip(labels)
-        .filter(|&(&z, &y)| (scale * f64::from(z) + shift >= 0.0) == (y == 1))
-        .count();
-    right as f64 / logits.len().max(1) as f64
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -161,8 +160,13 @@ pub fn run(args: Args) -> Result<()> {
         held_out: judged.n,
         before,
         after,
-        accuracy_before: accuracy(logits, labels, (1.0, 0.0)),
-        accuracy: accuracy(logits, labels, map),
+        accuracy_before: judged.accuracy,
+        accuracy: Confusion::at(
+            &mapped_probabilities(logits, map),
+            labels,
+            DECISION_THRESHOLD,
+        )
+        .accuracy(),
         auc: judged.auc,
         weights_out: args.out.display().to_string(),
         diagram_png: args.diagram.display().to_string(),
