@@ -7,7 +7,9 @@
 //! four parities of the gradient's pixels is a small stride-1 correlation of the output
 //! gradient with the kernel taps that reach it.
 
-use super::{CHANNELS, LANES, Shape4, output_side, per_image};
+#[cfg(target_arch = "x86_64")]
+use super::avx2_fma;
+use super::{CHANNELS, LANES, Shape4, madd, output_side, per_band, per_image};
 
 /// Where one kernel tap reads: plane (column phase), row and column offsets in padded planes.
 #[derive(Clone, Copy, Debug)]
@@ -49,9 +51,10 @@ pub fn direct3x3(
     let mut out = vec![0.0; batch * image_out];
     per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
         let padded = planes.fill(x);
-        for (group, out) in out.chunks_mut(CHANNELS * h_out * w_out).enumerate() {
+        let groups: Vec<&mut [f32]> = out.chunks_mut(CHANNELS * h_out * w_out).collect();
+        per_band(groups, |group, out| {
             pass.channel_group(&planes, &padded, &packed[group], bias, group, out);
-        }
+        });
     });
     out
 }
@@ -288,8 +291,42 @@ struct Pass<const ROWS: usize, const COLS: usize> {
 
 impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
     /// Output channels `group * CHANNELS ..` of one image into `out` (`[CHANNELS, h_out, w_out]`,
-    /// shorter for the last group when the channels are not a multiple of [`CHANNELS`]).
+    /// shorter for the last group when the channels are not a multiple of [`CHANNELS`]), with
+    /// AVX2 and fused multiply-add where the CPU has them.
     fn channel_group(
+        &self,
+        layout: &Planes,
+        planes: &[f32],
+        weights: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        group: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_fma() {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { self.channel_group_avx2_fma(layout, planes, weights, bias, group, out) };
+            return;
+        }
+        self.channel_group_with::<false>(layout, planes, weights, bias, group, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn channel_group_avx2_fma(
+        &self,
+        layout: &Planes,
+        planes: &[f32],
+        weights: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        group: usize,
+        out: &mut [f32],
+    ) {
+        self.channel_group_with::<true>(layout, planes, weights, bias, group, out);
+    }
+
+    #[inline(always)]
+    fn channel_group_with<const FMA: bool>(
         &self,
         layout: &Planes,
         planes: &[f32],
@@ -327,7 +364,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                             let w = &weights[(ci * ROWS + r) * COLS + k];
                             for c in 0..CHANNELS {
                                 for l in 0..LANES {
-                                    acc[c][l] += w[c] * inputs[l];
+                                    acc[c][l] = madd::<FMA>(acc[c][l], w[c], inputs[l]);
                                 }
                             }
                         }

@@ -1,16 +1,17 @@
-//! 3x3 convolutions for the wasm CPU backend, as a Burn operation.
+//! 3x3 convolutions for the CPU backend, as a Burn operation.
 //!
-//! CELNet is made of 3x3 convolutions with 3 to 64 channels on maps of 24 to 96 px. At these
-//! sizes flex's general path (a transposed copy of the input, an im2col matrix, a GEMM and a
-//! scatter of its result) spends most of its time moving data, and without fused multiply-add
-//! in baseline WebAssembly SIMD every multiplication costs a separate instruction. Two kernels
-//! written as plain loops that LLVM turns into SIMD (simd128 in wasm, SSE natively):
-//! Winograd's F(2x2, 3x3) ([`winograd`], 2.25x fewer multiplications) for stride 1 from 8 input
-//! channels, and a direct kernel ([`direct`]) for the rest.
+//! CELNet is made of 3x3 convolutions with 3 to 64 channels on maps of 24 to 1,152 px. At these
+//! channel counts flex's general path (a transposed copy of the input, an im2col matrix, a GEMM
+//! with 16 to 64 rows and a scatter of its result) spends most of its time moving data. Two
+//! kernels written as plain loops that LLVM turns into SIMD (simd128 in wasm; natively AVX2 with
+//! fused multiply-add where the CPU has them, SSE otherwise): Winograd's F(2x2, 3x3)
+//! ([`winograd`], 2.25x fewer multiplications) for stride 1 from 8 input channels, and a direct
+//! kernel ([`direct`]) for the rest. Natively they run images, bands of rows and groups of
+//! output channels in parallel, so one large image (a tile of the dense pass) uses every core.
 //!
 //! [`conv3x3`] is the operation the model calls: a backend extension that runs these kernels on
-//! flex in wasm (the forward pass, and the input gradient for explanations), and Burn's own
-//! `conv2d` everywhere else.
+//! flex (the forward pass, and the input gradient for explanations), and Burn's own `conv2d`
+//! everywhere else.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -31,8 +32,10 @@ pub use same::conv_same;
 
 /// Output channels computed together (four accumulator rows of [`LANES`] values).
 const CHANNELS: usize = 4;
-/// Outputs (pixels or tiles) computed together along a row.
-const LANES: usize = 8;
+/// Outputs (pixels or tiles) computed together along a row: two vectors in wasm (simd128), two
+/// AVX2 vectors natively, so that the eight accumulators hide the latency of a multiply-add
+/// (with one vector each, four dependent chains left half of the FMA units idle).
+const LANES: usize = if cfg!(target_arch = "wasm32") { 8 } else { 16 };
 
 /// Shape of a convolution's input, `[batch, channels, height, width]`.
 pub type Shape4 = [usize; 4];
@@ -119,6 +122,38 @@ fn per_image(
     out.chunks_mut(image_out).enumerate().for_each(run);
 }
 
+/// Runs `f` on each band (a part of one image's work) with its index, in parallel natively.
+fn per_band<T: Send>(bands: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        bands
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(index, band)| f(index, band));
+    }
+    #[cfg(target_arch = "wasm32")]
+    bands
+        .into_iter()
+        .enumerate()
+        .for_each(|(index, band)| f(index, band));
+}
+
+/// Whether the CPU has AVX2 and fused multiply-add: the kernels' loops are compiled a second
+/// time for them (eight lanes per instruction and one instruction per multiply-add, where the
+/// x86-64 baseline has four lanes and separate multiplications and additions).
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// `acc + w * x`, fused when `FMA` (only in code compiled for a CPU with fused multiply-add:
+/// elsewhere `mul_add` is a slow library call).
+#[inline(always)]
+fn madd<const FMA: bool>(acc: f32, w: f32, x: f32) -> f32 {
+    if FMA { w.mul_add(x, acc) } else { acc + w * x }
+}
+
 /// Burn's options for a 3x3 convolution with padding 1.
 fn options(stride: usize) -> ConvOptions<2> {
     ConvOptions::new([stride, stride], [1, 1], [1, 1], 1)
@@ -152,10 +187,15 @@ pub trait Conv3x3Backend: Backend {
 
 impl Conv3x3Backend for Cube {}
 
-/// Whether flex runs [`conv3x3_f32`]: in wasm. Natively flex keeps its own path, whose GEMM uses
-/// AVX2 and FMA and all cores even for one image (these kernels run images in parallel, so one
-/// glimpse gets one core); `cargo bench --bench engine -- conv3x3` compares them.
-const FLEX_DIRECT: bool = cfg!(target_arch = "wasm32");
+/// Whether flex runs [`conv3x3_f32`]: in wasm, and natively where the CPU has AVX2 and FMA, for
+/// which the kernels are compiled a second time. Elsewhere flex keeps its own path (a GEMM over
+/// im2col tiles); `cargo bench --bench engine -- conv3x3` compares them.
+fn flex_direct() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx2_fma();
+    #[cfg(not(target_arch = "x86_64"))]
+    cfg!(target_arch = "wasm32")
+}
 
 impl Conv3x3Backend for Flex {
     fn conv3x3(
@@ -164,7 +204,7 @@ impl Conv3x3Backend for Flex {
         bias: FloatTensor<Self>,
         stride: usize,
     ) -> FloatTensor<Self> {
-        if FLEX_DIRECT {
+        if flex_direct() {
             flex::conv3x3(x, weight, Some(bias), stride)
         } else {
             Flex::conv2d(x, weight, Some(bias), options(stride))
@@ -177,7 +217,7 @@ impl Conv3x3Backend for Flex {
         output_grad: FloatTensor<Self>,
         stride: usize,
     ) -> FloatTensor<Self> {
-        if FLEX_DIRECT {
+        if flex_direct() {
             flex::conv3x3_x_backward(x, weight, output_grad, stride)
         } else {
             Flex::conv2d_x_backward(x, weight, output_grad, options(stride))

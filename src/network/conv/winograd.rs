@@ -9,7 +9,14 @@
 //! eight tiles at once: the padded input is split into even and odd columns, so a tile row's
 //! four inputs for eight consecutive tiles are four contiguous loads.
 
-use super::{CHANNELS, LANES, Shape4, per_image};
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+use super::avx2_fma;
+use super::{CHANNELS, LANES, Shape4, madd, per_band, per_image};
+
+/// Tile rows per band of output rows computed by one thread.
+const BAND: usize = 8;
 
 /// Positions in a transformed 4x4 tile.
 const POSITIONS: usize = 16;
@@ -113,6 +120,7 @@ impl Tiles {
 
     /// `V = B^T d B` of one row of tiles for every input channel, into `v` (`[16][c_in]
     /// [cols_padded]`).
+    #[inline(always)]
     fn transform_row(&self, [even, odd]: &[Vec<f32>; 2], row: usize, v: &mut [f32]) {
         let plane_cols = self.cols_padded + 1;
         let plane = (2 * self.rows + 2) * plane_cols;
@@ -142,9 +150,8 @@ impl Tiles {
         }
     }
 
-    /// The convolution of one image into `out` (`[c_out, height, width]`), a row of tiles at a
-    /// time: transform the row's inputs, sum `U * V` over input channels for each position,
-    /// four output channels by eight tiles at a time, and write `A^T M A + bias`.
+    /// The convolution of one image into `out` (`[c_out, height, width]`): the input split
+    /// once, then bands of [`BAND`] tile rows, in parallel natively.
     fn convolve(
         &self,
         image: &[f32],
@@ -152,12 +159,72 @@ impl Tiles {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let c_out = out.len() / (self.height * self.width);
         let halves = self.split_columns(image);
+        let plane = self.height * self.width;
+        // Band b's rows of every output channel.
+        let mut bands: Vec<Vec<&mut [f32]>> =
+            (0..self.rows.div_ceil(BAND)).map(|_| Vec::new()).collect();
+        for channel in out.chunks_mut(plane) {
+            for (band, rows) in channel.chunks_mut(2 * BAND * self.width).enumerate() {
+                bands[band].push(rows);
+            }
+        }
+        per_band(bands, |band, mut out| {
+            let rows = band * BAND..((band + 1) * BAND).min(self.rows);
+            self.convolve_rows(&halves, u, bias, rows, &mut out);
+        });
+    }
+
+    /// Tile rows `rows` into `out` (each output channel's rows from `2 * rows.start`), with
+    /// AVX2 and fused multiply-add where the CPU has them.
+    fn convolve_rows(
+        &self,
+        halves: &[Vec<f32>; 2],
+        u: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        rows: Range<usize>,
+        out: &mut [&mut [f32]],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_fma() {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { self.convolve_rows_avx2_fma(halves, u, bias, rows, out) };
+            return;
+        }
+        self.convolve_rows_with::<false>(halves, u, bias, rows, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn convolve_rows_avx2_fma(
+        &self,
+        halves: &[Vec<f32>; 2],
+        u: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        rows: Range<usize>,
+        out: &mut [&mut [f32]],
+    ) {
+        self.convolve_rows_with::<true>(halves, u, bias, rows, out);
+    }
+
+    /// [`Tiles::convolve_rows`] a row of tiles at a time: transform the row's inputs, sum
+    /// `U * V` over input channels for each position, four output channels by eight tiles at a
+    /// time, and write `A^T M A + bias`.
+    #[inline(always)]
+    fn convolve_rows_with<const FMA: bool>(
+        &self,
+        halves: &[Vec<f32>; 2],
+        u: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        rows: Range<usize>,
+        out: &mut [&mut [f32]],
+    ) {
+        let c_out = out.len();
+        let first_row = 2 * rows.start;
         let row_tiles = self.c_in * self.cols_padded;
         let mut v = vec![0.0; POSITIONS * row_tiles];
-        for row in 0..self.rows {
-            self.transform_row(&halves, row, &mut v);
+        for row in rows {
+            self.transform_row(halves, row, &mut v);
             for col in (0..self.cols_padded).step_by(LANES) {
                 for group in 0..c_out.div_ceil(CHANNELS) {
                     let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
@@ -171,7 +238,7 @@ impl Tiles {
                                 tiles[i * self.cols_padded..][..LANES].try_into().unwrap();
                             for c in 0..CHANNELS {
                                 for l in 0..LANES {
-                                    acc[c][l] += w[c] * values[l];
+                                    acc[c][l] = madd::<FMA>(acc[c][l], w[c], values[l]);
                                 }
                             }
                         }
@@ -182,7 +249,7 @@ impl Tiles {
                         let o = group * CHANNELS + c;
                         let b = bias.map_or(0.0, |b| b[o]);
                         let y = output_transform(&m, c);
-                        self.write_tiles(&mut out[o * self.height * self.width..], row, col, y, b);
+                        self.write_tiles(&mut out[o][..], row, first_row, col, y, b);
                     }
                 }
             }
@@ -190,8 +257,17 @@ impl Tiles {
     }
 
     /// Writes the 2x2 outputs of eight tiles (`y[i][j]`: output row i, column j of each tile)
-    /// where they fall inside the image.
-    fn write_tiles(&self, out: &mut [f32], row: usize, col: usize, y: [[Lanes; 2]; 2], bias: f32) {
+    /// where they fall inside the image, into rows that start at output row `first_row`.
+    #[inline(always)]
+    fn write_tiles(
+        &self,
+        out: &mut [f32],
+        row: usize,
+        first_row: usize,
+        col: usize,
+        y: [[Lanes; 2]; 2],
+        bias: f32,
+    ) {
         for (i, pair) in y.iter().enumerate() {
             let out_row = 2 * row + i;
             if out_row >= self.height {
@@ -204,7 +280,7 @@ impl Tiles {
                 interleaved[2 * l] = pair[0][l] + bias;
                 interleaved[2 * l + 1] = pair[1][l] + bias;
             }
-            let at = out_row * self.width + first;
+            let at = (out_row - first_row) * self.width + first;
             out[at..at + count].copy_from_slice(&interleaved[..count]);
         }
     }
