@@ -412,6 +412,36 @@ fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
 }
 
 #[test]
+fn dense_tiles_shrink_to_their_tissue_and_score_it_as_the_whole_image_does() {
+    // The patchwork's left half turned to glass: the one tile covers only the right half and
+    // its context, and its windows score as they do in one pass over the whole image.
+    let (classifier, mut region, _, grid) = patchwork_case();
+    for (x, _, pixel) in region.enumerate_pixels_mut() {
+        if x < 192 {
+            *pixel = Rgb([242, 242, 242]);
+        }
+    }
+    let tissue = TissueMask::of(&region);
+    let scan = Scan::dense(grid, &tissue, DENSE_TILE).unwrap();
+    let tile = scan.tiles()[0];
+    assert_eq!(scan.tiles().len(), 1);
+    assert!(
+        tile.col >= 3 && tile.x > 0 && tile.width < 384,
+        "the tile was not shrunk: {tile:?}"
+    );
+    assert_eq!(tile.windows, scan.total());
+    let shrunk = pollster::block_on(scan.score(&classifier, &region, |_, _| {})).unwrap();
+    let whole = pollster::block_on(classifier.crop_window_logits(&region, grid.stride)).unwrap();
+    let mut worst = 0.0f32;
+    for (probability, logit) in shrunk.probabilities.iter().zip(&whole) {
+        if let Some(p) = probability {
+            worst = worst.max((p - celnet::network::classifier::sigmoid(*logit)).abs());
+        }
+    }
+    assert!(worst < 0.01, "largest difference {worst}");
+}
+
+#[test]
 fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     // The page's worker pool finishes tiles in any order, each crop scored by another wasm
     // instance: gathering them must give what the sequential pass gives.

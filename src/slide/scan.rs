@@ -161,6 +161,17 @@ impl Scan {
     /// one window): smaller tiles report progress more often and need less memory, larger ones
     /// repeat less overlap.
     pub fn dense(grid: WindowGrid, tissue: &TissueMask, tile: usize) -> Result<Scan> {
+        Scan::dense_with_context(grid, tissue, tile, DENSE_CONTEXT)
+    }
+
+    /// [`Scan::dense`] with `context` px (rounded up to whole strides) around each tile instead
+    /// of [`DENSE_CONTEXT`]: how much context the tiles need is measured with it.
+    pub fn dense_with_context(
+        grid: WindowGrid,
+        tissue: &TissueMask,
+        tile: usize,
+        context: usize,
+    ) -> Result<Scan> {
         if !grid.stride.is_multiple_of(4) {
             return Err(CelnetError::InvalidParameter(format!(
                 "dense scoring needs a stride divisible by 4 (the network halves the image \
@@ -171,19 +182,26 @@ impl Scan {
         let mut scan = Scan::exact(grid, tissue, 0);
         let in_tissue = &scan.in_tissue;
         let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
-        let context = DENSE_CONTEXT.div_ceil(grid.stride);
+        let context = context.div_ceil(grid.stride);
         let span = |windows: usize| (windows - 1) * grid.stride + GLIMPSE;
         let mut tiles = Vec::new();
         for row in (0..grid.rows).step_by(per_tile) {
             for col in (0..grid.cols).step_by(per_tile) {
                 let (cols, rows) = (per_tile.min(grid.cols - col), per_tile.min(grid.rows - row));
-                let windows = (row..row + rows)
+                let tissue: Vec<(usize, usize)> = (row..row + rows)
                     .flat_map(|r| (col..col + cols).map(move |c| (c, r)))
                     .filter(|&(c, r)| in_tissue[grid.index(c, r)])
-                    .count();
-                if windows == 0 {
+                    .collect();
+                // The tile shrinks to the bounding box of its tissue windows (found in reading
+                // order): at the edge of the tissue most of a tile is glass, which costs as much
+                // as tissue to compute.
+                let Some((&(_, top), &(_, bottom))) = tissue.first().zip(tissue.last()) else {
                     continue;
-                }
+                };
+                let left = tissue.iter().map(|w| w.0).min().unwrap_or(col);
+                let right = tissue.iter().map(|w| w.0).max().unwrap_or(col);
+                let windows = tissue.len();
+                let (col, row, cols, rows) = (left, top, right + 1 - left, bottom + 1 - top);
                 // Up to `context` more windows of the grid around the tile's: context for its
                 // border windows, which see and attend to their neighbours as they would in any
                 // other tile.
@@ -236,6 +254,15 @@ impl Scan {
     /// The dense pass's tiles, in reading order (none when scoring exactly).
     pub fn tiles(&self) -> &[DenseTile] {
         &self.tiles
+    }
+
+    /// Model-scale pixels the network computes: every dense tile's crop, or a glimpse per
+    /// window when scoring exactly.
+    pub fn pixels(&self) -> u64 {
+        if self.tiles.is_empty() {
+            return (self.total() * GLIMPSE * GLIMPSE) as u64;
+        }
+        self.tiles.iter().map(|t| (t.width * t.height) as u64).sum()
     }
 
     /// Tissue windows to score.
@@ -318,8 +345,47 @@ impl Scan {
             }
             return Ok(());
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if matches!(
+            classifier.device().as_dispatch(),
+            burn::backend::DispatchDevice::Flex(_)
+        ) {
+            return self.run_tiles_in_parallel(classifier, image, progress);
+        }
         for index in 0..self.tiles.len() {
             done += self.score_tile(classifier, image, index).await?;
+            progress(done, total);
+        }
+        Ok(())
+    }
+
+    /// The dense pass on the CPU natively: as many tiles at once as there are cores, cropped
+    /// one after the other (images are read from one thread) and scored side by side. The
+    /// convolutions use every core within one tile too; the rest of the network (attention,
+    /// activations) runs on one core per tile.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn run_tiles_in_parallel(
+        &mut self,
+        classifier: &Classifier,
+        image: &(impl ModelScaleImage + ?Sized),
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        let (total, stride) = (self.total(), self.grid.stride);
+        let mut done = 0;
+        let indices: Vec<usize> = (0..self.tiles.len()).collect();
+        for batch in indices.chunks(rayon::current_num_threads().max(1)) {
+            let crops = batch
+                .iter()
+                .map(|&index| self.crop(image, index))
+                .collect::<Result<Vec<_>>>()?;
+            let logits: Vec<Result<Vec<f32>>> = crops
+                .par_iter()
+                .map(|crop| pollster::block_on(classifier.crop_window_logits(crop, stride)))
+                .collect();
+            for (&index, logits) in batch.iter().zip(logits) {
+                done += self.accept(index, &logits?)?;
+            }
             progress(done, total);
         }
         Ok(())
