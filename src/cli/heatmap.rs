@@ -90,6 +90,17 @@ impl PrintReport for HeatmapReport {
             self.stride,
             100.0 * self.tissue_fraction
         );
+        if let (Some(seconds), Some(rate)) = (self.scoring.seconds, self.scoring.windows_per_second)
+        {
+            let memory = self
+                .scoring
+                .peak_memory_mb
+                .map_or(String::new(), |mb| format!(", peak memory {mb:.0} MB"));
+            println!(
+                "scored in {seconds:.1} s ({rate:.0} windows/s, {} tile(s)){memory}",
+                self.scoring.tiles
+            );
+        }
         match (self.slide_probability, self.slide_score) {
             (Some(probability), Some(score)) => println!(
                 "slide probability {probability:.3} ({}); slide score (maximum) {score:.4}; {} \
@@ -167,10 +178,12 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let bar = progress(0, "windows");
+    let scoring = Instant::now();
     pollster::block_on(analysis.run(&loaded.classifier(), |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     }))?;
+    let scoring = scoring.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
     let mut wanted = analysis.top_windows(args.top_k);
@@ -199,6 +212,9 @@ pub fn run(args: Args) -> Result<()> {
         files,
         ..analysis.report(args.input.display().to_string())
     };
+    report.scoring.seconds = Some(scoring);
+    report.scoring.windows_per_second = Some(report.windows as f64 / scoring.max(1e-9));
+    report.scoring.peak_memory_mb = peak_memory_mb();
     for (entry, name) in report
         .evidence
         .iter_mut()
@@ -213,6 +229,14 @@ pub fn run(args: Args) -> Result<()> {
     write(&args.out.join("summary.json"), summary.as_bytes())?;
     emit(&report, args.json, &loaded.source, Some(start));
     Ok(())
+}
+
+/// The process's peak resident memory in MB (`VmHWM`), where the system reports it (Linux).
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Writes the pictures and the window table.

@@ -19,7 +19,7 @@ use crate::network::classifier::{Classifier, Tta};
 use crate::network::model::GLIMPSE;
 use crate::slide::evidence::{EvidenceReason, ExplainedWindow, WindowEvidence};
 use crate::slide::export::{
-    HeatmapReport, geojson, heatmap_picture, overlay_picture, points_in_input, tiles_csv,
+    HeatmapReport, Scoring, geojson, heatmap_picture, overlay_picture, points_in_input, tiles_csv,
     tissue_picture,
 };
 use crate::slide::file::OpenedImage;
@@ -283,6 +283,11 @@ impl<R: Read + Seek> Analysis<R> {
             evidence: self.evidence.clone(),
             mode: self.config.mode,
             tta: self.config.tta,
+            scoring: Scoring {
+                tiles: self.scan.tiles().len(),
+                pixels: self.scan.pixels(),
+                ..Scoring::default()
+            },
             files: Vec::new(),
         }
     }

@@ -53,8 +53,30 @@ pub struct HeatmapReport {
     pub mode: Mode,
     /// Test-time augmentation of the window scores.
     pub tta: Tta,
+    /// The work of scoring the windows, and its time and memory where measured.
+    pub scoring: Scoring,
     /// Files written, where the analysis wrote any.
     pub files: Vec<String>,
+}
+
+/// The work of scoring an image's windows: what was computed, and how long it took and how much
+/// memory it held where the caller measured them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Scoring {
+    /// Tiles of the dense pass computed (none when scoring exactly).
+    pub tiles: usize,
+    /// Model-scale pixels the network computed: the dense tiles with their context, or
+    /// 96 x 96 px per window scored exactly.
+    pub pixels: u64,
+    /// Seconds spent scoring the windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Windows scored per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows_per_second: Option<f64>,
+    /// Peak resident memory of the process so far, MB, where the platform reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_mb: Option<f64>,
 }
 
 /// `points` (model-scale px) in the input's pixels.

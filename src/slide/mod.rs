@@ -29,7 +29,7 @@ pub mod tissue;
 
 pub use analysis::{Analysis, CellLayout, DEFAULT_TOP_K, Plan, TissuePlan, WindowBounds};
 pub use evidence::{EvidenceReason, ExplainedWindow, WindowEvidence};
-pub use export::HeatmapReport;
+pub use export::{HeatmapReport, Scoring};
 pub use file::OpenedImage;
 pub use file::resolution::FileResolution;
 pub use file::tiff::{Level, TiffSlide};
