@@ -16,7 +16,7 @@ use celnet::input::decode_image;
 use celnet::network::classifier::Tta;
 use celnet::network::conv::conv3x3_f32;
 use celnet::slide::probability::SlideAnswer;
-use celnet::slide::scan::DENSE_TILE;
+use celnet::slide::scan::{DENSE_CONTEXT, DENSE_TILE};
 use celnet::slide::{Heatmap, ModelScale, Scan, SlideModel, TissueMask, WindowGrid};
 use celnet::train::bce_with_logits;
 use celnet::{CelnetConfig, weights};
@@ -131,6 +131,113 @@ fn heatmap(c: &mut Criterion) {
     group.finish();
 }
 
+/// One tile of the dense pass as `celnet heatmap` cuts it at stride 32: [`DENSE_TILE`] px of
+/// windows plus [`DENSE_CONTEXT`] px of context on each side (a 1152 px square of the sample
+/// patch, 900 windows scored), flex. Prints where one pass spends its time, by kind.
+fn dense_tile(c: &mut Criterion) {
+    let device = Device::flex();
+    let classifier = Explainer::new(weights::load_default(&device).unwrap(), &device).classifier();
+    let side = DENSE_TILE + 2 * DENSE_CONTEXT;
+    let crop = tiled_sample(side);
+    let profile = pollster::block_on(classifier.profile_window_logits(&crop, 32, now_ms)).unwrap();
+    eprintln!(
+        "dense tile {side}x{side} px, stride 32: {:.0} ms",
+        profile.total
+    );
+    for (kind, ms) in &profile.parts {
+        eprintln!("  {kind}: {ms:.0} ms ({:.0}%)", 100.0 * ms / profile.total);
+    }
+    let mut group = c.benchmark_group("dense_tile_flex");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
+    group.throughput(Throughput::Elements(900));
+    group.bench_function(format!("{side}px/stride32"), |b| {
+        b.iter(|| pollster::block_on(classifier.crop_window_logits(black_box(&crop), 32)).unwrap())
+    });
+    group.finish();
+}
+
+/// How much context the dense pass's tiles need: a 1,536 px mosaic of the fixture patches
+/// scored in tiles of 512 px with 0 to 96 px of context, against the same mosaic in one tile
+/// (no seams). Prints the differences of the window probabilities; times nothing.
+fn halo(_: &mut Criterion) {
+    let device = Device::flex();
+    let classifier = Explainer::new(weights::load_default(&device).unwrap(), &device).classifier();
+    let side = 1536;
+    let mosaic = fixture_mosaic(side);
+    let tissue = TissueMask::of(&mosaic);
+    let grid = WindowGrid::new(side, side, 32).unwrap();
+    let score = |tile: usize, context: usize| {
+        let scan = Scan::dense_with_context(grid, &tissue, tile, context).unwrap();
+        let tiles = scan.tiles().len();
+        let heatmap = pollster::block_on(scan.score(&classifier, &mosaic, |_, _| {})).unwrap();
+        (heatmap, tiles)
+    };
+    let (whole, _) = score(side, 0);
+    for context in [0, 32, 64, 96] {
+        let (tiled, tiles) = score(512, context);
+        let differences: Vec<f32> = whole
+            .probabilities
+            .iter()
+            .zip(&tiled.probabilities)
+            .filter_map(|(a, b)| Some((a.as_ref()? - b.as_ref()?).abs()))
+            .collect();
+        let mean = differences.iter().sum::<f32>() / differences.len() as f32;
+        let max = differences.iter().copied().fold(0.0, f32::max);
+        let over = differences.iter().filter(|&&d| d > 0.002).count();
+        eprintln!(
+            "halo: context {context} px, {tiles} tiles of 512 px: {} windows, mean |dp| {mean:.5}, \
+             max {max:.4}, {over} over 0.002",
+            differences.len()
+        );
+    }
+}
+
+/// A `side` x `side` mosaic of the fixture patches of both classes, in file-name order.
+fn fixture_mosaic(side: usize) -> image::RgbImage {
+    let mut files: Vec<_> = ["0", "1"]
+        .iter()
+        .flat_map(|class| {
+            std::fs::read_dir(format!("tests/fixtures/pcam-valid-200/{class}"))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+        })
+        .collect();
+    files.sort_by_key(|path| path.file_name().map(|name| name.to_owned()));
+    let mut image = image::RgbImage::new(side as u32, side as u32);
+    let positions = (0..side)
+        .step_by(96)
+        .flat_map(|y| (0..side).step_by(96).map(move |x| (x, y)));
+    for ((x, y), file) in positions.zip(files.iter().cycle()) {
+        let patch = decode_image(&std::fs::read(file).unwrap()).unwrap();
+        image::imageops::replace(&mut image, &patch, x as i64, y as i64);
+    }
+    image
+}
+
+/// Milliseconds since the first call.
+fn now_ms() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1e3
+}
+
+/// A `side` x `side` image of the sample patch repeated.
+fn tiled_sample(side: usize) -> image::RgbImage {
+    let patch = decode_image(&std::fs::read(SAMPLE).unwrap()).unwrap();
+    let mut image = image::RgbImage::new(side as u32, side as u32);
+    for y in (0..side).step_by(96) {
+        for x in (0..side).step_by(96) {
+            image::imageops::replace(&mut image, &patch, x as i64, y as i64);
+        }
+    }
+    image
+}
+
 /// The slide answer (lesions by hysteresis, features, slide probability) of a 300x300-window
 /// heatmap: a 9,700 x 9,700 px region at the model's scale and stride 32, whose dense pass takes
 /// minutes. Probabilities are smooth blobs over a low floor, so lesions of many sizes exist.
@@ -213,6 +320,8 @@ criterion_group!(
     benches,
     inference,
     heatmap,
+    dense_tile,
+    halo,
     training,
     convolution,
     slide_answer

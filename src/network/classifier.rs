@@ -249,6 +249,24 @@ impl Classifier {
         Ok(profile)
     }
 
+    /// [`Classifier::profile_forward`] for the dense pass over one tile's crop (the windows
+    /// every `stride` px that cover it), without test-time augmentation.
+    pub async fn profile_window_logits(
+        &self,
+        crop: &RgbImage,
+        stride: usize,
+        clock: fn() -> f64,
+    ) -> Result<Profile> {
+        let (height, width) = (crop.height() as usize, crop.width() as usize);
+        DenseWindows::of_glimpses(height, width, stride)?;
+        let (logits, profile) = profiled(clock, || {
+            let x = Tensor::<4>::from_data(to_tensor_data(crop), &self.device);
+            self.model.forward_windows(x, stride)
+        });
+        read(logits).await?;
+        Ok(profile)
+    }
+
     /// Logits of a batch of normalised images `[B, 3, H, W]` (averaged over the orientations
     /// with test-time augmentation).
     pub async fn logits(&self, images: Tensor<4>) -> Result<Vec<f32>> {

@@ -455,20 +455,22 @@ impl Celnet {
         let f3 = self
             .module3
             .forward(f2.clone(), relu, pooling.downscaled(4));
-        let companions = |features: Tensor<4>, pooling: Pooling| {
-            let (avg, max) = pooling.avg_max(features);
-            Tensor::cat(vec![avg, max], 1)
-        };
-        let features = Tensor::cat(
-            vec![
-                companions(f2, pooling.downscaled(2)),
-                companions(f3, pooling.downscaled(4)),
-            ],
-            1,
-        );
-        self.classifier
-            .forward(features.permute([0, 2, 3, 1]))
-            .reshape([batch, grid.rows, grid.cols])
+        span("companions and classifier", || {
+            let companions = |features: Tensor<4>, pooling: Pooling| {
+                let (avg, max) = pooling.avg_max(features);
+                Tensor::cat(vec![avg, max], 1)
+            };
+            let features = Tensor::cat(
+                vec![
+                    companions(f2, pooling.downscaled(2)),
+                    companions(f3, pooling.downscaled(4)),
+                ],
+                1,
+            );
+            self.classifier
+                .forward(features.permute([0, 2, 3, 1]))
+                .reshape([batch, grid.rows, grid.cols])
+        })
     }
 
     /// The deeply supervised head: both companions feed one linear classifier.
