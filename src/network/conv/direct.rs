@@ -256,22 +256,29 @@ impl Planes {
     fn fill(&self, image: &[f32]) -> Vec<f32> {
         let plane = self.plane();
         let mut planes = vec![0.0; self.stride * self.channels * plane];
-        for phase in 0..self.stride {
-            for c in 0..self.channels {
-                let dst = &mut planes[(phase * self.channels + c) * plane..][..plane];
-                let src = &image[c * self.height * self.width..][..self.height * self.width];
-                for (y, src_row) in src.chunks_exact(self.width).enumerate() {
-                    let dst_row = &mut dst[(y + 1) * self.row..][..self.row];
-                    // Padded column p + stride j is input column p + stride j - 1.
-                    for (j, value) in dst_row.iter_mut().enumerate() {
-                        let column = phase + self.stride * j;
-                        if (1..=self.width).contains(&column) {
-                            *value = src_row[column - 1];
-                        }
-                    }
+        // One plane (phase and channel) per task.
+        let tasks: Vec<&mut [f32]> = planes.chunks_mut(plane).collect();
+        per_band(tasks, |index, dst| {
+            let (phase, c) = (index / self.channels, index % self.channels);
+            let src = &image[c * self.height * self.width..][..self.height * self.width];
+            for (y, src_row) in src.chunks_exact(self.width).enumerate() {
+                let dst_row = &mut dst[(y + 1) * self.row..][..self.row];
+                if self.stride == 1 {
+                    dst_row[1..=self.width].copy_from_slice(src_row);
+                    continue;
+                }
+                // Padded column p + stride j is input column p + stride j - 1: from the first j
+                // where that is a column, every stride-th input column until the row ends.
+                let first = (1usize.saturating_sub(phase)).div_ceil(self.stride);
+                let columns = src_row[phase + self.stride * first - 1..].iter();
+                for (value, &x) in dst_row[first..]
+                    .iter_mut()
+                    .zip(columns.step_by(self.stride))
+                {
+                    *value = x;
                 }
             }
-        }
+        });
         planes
     }
 }
