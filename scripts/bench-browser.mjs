@@ -9,7 +9,8 @@
 //   node scripts/bench-browser.mjs slide FILE...   the slide view: each FILE dropped on the page
 //                                                 on the wasm CPU path with one worker and with
 //                                                 the pool, and on WebGPU (SLIDE_CONFIGS=cpu-1,
-//                                                 cpu-pool,webgpu picks): time to the first full
+//                                                 cpu-pool,webgpu picks; cpu-4 is a pool of 4
+//                                                 whatever the cores): time to the first full
 //                                                 view, seconds to the finished heatmap, the
 //                                                 renderer processes' peak memory (PSS, sampled
 //                                                 every 200 ms); target/browser/slide.json.
@@ -142,6 +143,7 @@ async function startup(browser, origin, root, loads) {
 const SLIDE_CONFIGS = {
   'cpu-1': '?backend=cpu&workers=1',
   'cpu-pool': '?backend=cpu',
+  'cpu-4': '?backend=cpu&workers=4',
   webgpu: '?backend=webgpu',
 };
 

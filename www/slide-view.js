@@ -223,12 +223,19 @@ export class SlideView {
       const pool = plan.tiles > 1 ? await this.scorers() : [];
       if (!current()) return;
       const workers = await scoreTiles({ call: this.call, pool, plan, current, progress });
+      const scoringSeconds = (performance.now() - started) / 1000;
       if (!current()) return;
       this.setProgress({ text: 'Explaining the top windows…' });
       const report = await this.call('slideFinish', { topK: this.facts.default_top_k });
       if (!current()) return;
       report.summary.seconds = (performance.now() - started) / 1000;
       report.summary.workers = workers;
+      // The scoring's own time and rate, as `celnet heatmap` reports them (a page cannot read
+      // its workers' memory, so no peak memory here).
+      if (report.summary.scoring) {
+        report.summary.scoring.seconds = scoringSeconds;
+        report.summary.scoring.windows_per_second = report.summary.windows / Math.max(scoringSeconds, 1e-9);
+      }
       this.setReport(report);
       this.setProgress(null);
     } catch (e) {

@@ -110,6 +110,7 @@ async function finished(page) {
     slideCategory: await root.getAttribute('data-slide-category'),
     lesions: JSON.parse(await root.getAttribute('data-lesions')),
     geojson: JSON.parse(await page.evaluate(() => window.celnet.slide().report.geojson)),
+    scoring: await page.evaluate(() => window.celnet.slide().report.summary.scoring),
   };
 }
 
@@ -125,6 +126,10 @@ function checkAgainstCli(page, reference, backend) {
   assert.equal(page.backend, backend);
   close(page.slideScore, report.slide_score, 1e-3, 'slide score');
   assert.equal(page.windows, report.windows);
+  // The same plan (tiles and pixels computed), and the page's own time and rate in its export.
+  assert.equal(page.scoring.tiles, report.scoring.tiles, 'tiles');
+  assert.equal(page.scoring.pixels, report.scoring.pixels, 'pixels computed');
+  assert.ok(page.scoring.seconds > 0 && page.scoring.windows_per_second > 0, JSON.stringify(page.scoring));
   // Lesions: the same count and categories, diameters within one window step (a window near a
   // threshold may fall on the other side on another backend).
   close(page.slideProbability, report.slide_probability, 1e-2, 'slide probability');
