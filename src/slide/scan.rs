@@ -134,7 +134,8 @@ pub struct DenseTile {
 ///
 /// Dense: tiles of up to `tile` px overlap by `96 - stride` px so that every window lies whole
 /// in one tile, and each carries [`DENSE_CONTEXT`] px of context around its windows; tiles
-/// without a tissue window are left out. Each tile is cropped ([`Scan::crop`]), scored in one
+/// without a tissue window are left out, and the others shrink to the bounding box of their
+/// tissue windows. Each tile is cropped ([`Scan::crop`]), scored in one
 /// fully convolutional pass ([`Classifier::window_logits`]) anywhere, and accepted
 /// ([`Scan::accept`]) in any order. Exact: windows are cropped and scored `batch` at a time.
 #[derive(Clone, Debug)]
