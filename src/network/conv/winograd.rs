@@ -5,8 +5,8 @@
 //! 16 multiplications per input and output channel instead of 36. The weights are transformed
 //! once per call (`U = G g G^T`), the input once per tile and channel (`V = B^T d B`), and the
 //! products are summed over input channels for each of the 16 positions, four output channels
-//! by eight tiles at a time, before the output transform. All transforms are additions done on
-//! eight tiles at once: the padded input is split into even and odd columns, so a tile row's
+//! by [`LANES`] tiles (8 in wasm, 16 natively) at a time, before the output transform. All transforms are additions done on
+//! those tiles at once: the padded input is split into even and odd columns, so a tile row's
 //! four inputs for eight consecutive tiles are four contiguous loads.
 
 use std::ops::Range;
@@ -218,7 +218,7 @@ impl Tiles {
     }
 
     /// [`Tiles::convolve_rows`] a row of tiles at a time: transform the row's inputs, sum
-    /// `U * V` over input channels for each position, four output channels by eight tiles at a
+    /// `U * V` over input channels for each position, four output channels by `LANES` tiles at a
     /// time, and write `A^T M A + bias`.
     #[inline(always)]
     fn convolve_rows_with<const FMA: bool>(
@@ -266,7 +266,7 @@ impl Tiles {
         }
     }
 
-    /// Writes the 2x2 outputs of eight tiles (`y[i][j]`: output row i, column j of each tile)
+    /// Writes the 2x2 outputs of `LANES` tiles (`y[i][j]`: output row i, column j of each tile)
     /// where they fall inside the image, into rows that start at output row `first_row`.
     #[inline(always)]
     fn write_tiles(
@@ -296,7 +296,7 @@ impl Tiles {
     }
 }
 
-/// `A^T M A` for eight tiles: with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`, row 0 adds the first
+/// `A^T M A` for `LANES` tiles: with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`, row 0 adds the first
 /// three and row 1 takes the second minus the last two, down then across.
 #[inline(always)]
 fn output_transform(m: &[[Lanes; CHANNELS]; POSITIONS], c: usize) -> [[Lanes; 2]; 2] {
