@@ -5,9 +5,9 @@
 //! 16 multiplications per input and output channel instead of 36. The weights are transformed
 //! once per call (`U = G g G^T`), the input once per tile and channel (`V = B^T d B`), and the
 //! products are summed over input channels for each of the 16 positions, four output channels
-//! by [`LANES`] tiles (8 in wasm, 16 natively) at a time, before the output transform. All transforms are additions done on
-//! those tiles at once: the padded input is split into even and odd columns, so a tile row's
-//! four inputs for eight consecutive tiles are four contiguous loads.
+//! by `LANES` tiles (8 in wasm, 16 natively) at a time, before the output transform. All
+//! transforms are additions done on those tiles at once: the padded input is split into even
+//! and odd columns, so a tile row's four inputs for consecutive tiles are four contiguous loads.
 
 use std::ops::Range;
 
