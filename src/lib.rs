@@ -11,8 +11,8 @@
 //!   page shows that the crate decides, timing fields, errors.
 //!
 //! Native only: [`train`] (data, training, evaluation, calibration, charts), [`studies`]
-//! (localisation, faithfulness, synthetic slides), [`metrics`] and the page server
-//! ([`serve`]). The browser bindings ([`web`]) are wasm32 only.
+//! (localisation, faithfulness, synthetic slides), [`metrics`], the page server ([`serve`]) and
+//! the binaries' allocator ([`memory`]). The browser bindings ([`web`]) are wasm32 only.
 
 pub mod error;
 pub mod explain;
@@ -23,6 +23,8 @@ pub mod slide;
 pub mod timings;
 pub mod weights;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod memory;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
 #[cfg(not(target_arch = "wasm32"))]
