@@ -15,6 +15,7 @@ use crate::network::guided::ReluKind;
 use crate::network::max_reduce::channel_max;
 use crate::network::pooling::{DenseWindows, Pooling};
 use crate::network::profile::span;
+use crate::network::window_attention::{reweighted_residual, reweighted_summary};
 
 /// The [`span`] of the ReLUs and residual additions.
 const RELU: &str = "ReLU and residual additions";
@@ -176,7 +177,19 @@ impl SpatialAttention {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let summary = Tensor::cat(vec![x.clone().mean_dim(1), channel_max(x)], 1);
+        self.of_summary(summary)
+    }
+
+    /// The attention from the summary `S` `[B, 2, H, W]`.
+    fn of_summary(&self, summary: Tensor<4>) -> Tensor<4> {
         sigmoid(conv_same(summary, self.fused_kernel()))
+    }
+
+    /// [`SpatialAttention::of_summary`] where no gradient is taken: Burn's sigmoid, one pass
+    /// where the form that keeps wgpu's gradients right takes four (on flex, with `tanh` at
+    /// several times the cost of `exp`).
+    fn of_summary_for_inference(&self, summary: Tensor<4>) -> Tensor<4> {
+        burn::tensor::activation::sigmoid(conv_same(summary, self.fused_kernel()))
     }
 }
 
@@ -220,6 +233,9 @@ impl MaResBlock {
     }
 
     fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
+        if let (Pooling::Windows(grid), ReluKind::Standard) = (pooling, relu) {
+            return self.forward_windows(x, grid);
+        }
         let out = self.conv1.forward(x.clone());
         let out = span(RELU, || relu.apply(out));
         let out = self.conv2.forward(out);
@@ -235,6 +251,32 @@ impl MaResBlock {
             None => x,
         };
         span(RELU, || relu.apply(out + identity))
+    }
+
+    /// [`MaResBlock::forward`] in the dense pass over `grid`'s windows: the same function, with
+    /// the reweighted map never stored and attention's per-pixel passes fused
+    /// ([`crate::network::window_attention`]).
+    fn forward_windows(&self, x: Tensor<4>, grid: DenseWindows) -> Tensor<4> {
+        let (relu, pooling) = (ReluKind::Standard, Pooling::Windows(grid));
+        let out = self.conv1.forward(x.clone());
+        let out = span(RELU, || relu.apply(out));
+        let out = self.conv2.forward(out);
+        let [_, _, height, width] = out.dims();
+        let weights = span("channel attention", || {
+            let weights = self.channel_attention.forward(out.clone(), relu, pooling);
+            grid.block_weights(weights, [height, width])
+        });
+        let spatial = span("spatial attention", || {
+            let summary = reweighted_summary(out.clone(), weights.clone());
+            self.spatial_attention.of_summary_for_inference(summary)
+        });
+        let identity = match &self.shortcut {
+            Some(shortcut) => shortcut.forward(x),
+            None => x,
+        };
+        span(RELU, || {
+            reweighted_residual(out, weights, spatial, identity)
+        })
     }
 }
 

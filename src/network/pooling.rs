@@ -7,6 +7,7 @@ use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
 use crate::error::{CelnetError, Result};
 use crate::network::max_reduce::spatial_max;
+use crate::network::window_attention::block_avg_max;
 
 /// Side of the glimpses the model is trained on (PCam patches, about 1 µm/px).
 pub const GLIMPSE: usize = 96;
@@ -104,8 +105,7 @@ impl Pooling {
         // averages and maxima as pooling the pixels of each window, at a fraction of the reads.
         let block = grid.block();
         let (avg, max) = if block > 1 {
-            let avg = avg_pool2d(x.clone(), AvgPoolOptions::new([block, block]));
-            (avg, max_pool2d(x, MaxPoolOptions::new([block, block])))
+            block_avg_max(x, block)
         } else {
             (x.clone(), x)
         };
@@ -122,27 +122,42 @@ impl Pooling {
         let Pooling::Windows(grid) = self else {
             return x * weights;
         };
-        let block = grid.block();
         let [batch, channels, height, width] = x.dims();
+        let block = grid.block();
+        let (down, across) = (height / block, width / block);
+        let per_block = grid
+            .block_weights(weights, [height, width])
+            .reshape([batch, channels, down, 1, across, 1]);
+        (x.reshape([batch, channels, down, block, across, block]) * per_block)
+            .reshape([batch, channels, height, width])
+    }
+}
+
+impl DenseWindows {
+    /// Channel weights per window `[B, C, rows, cols]` spread to the [`DenseWindows::block`]s of
+    /// a `[height, width]` map at this grid's scale: `[B, C, height / block, width / block]`, each
+    /// block taking the weights of the window whose centre is nearest.
+    pub(crate) fn block_weights(
+        &self,
+        weights: Tensor<4>,
+        [height, width]: [usize; 2],
+    ) -> Tensor<4> {
+        let block = self.block();
         let device = weights.device();
         let nearest = |blocks: usize, windows: usize| {
             let indices: Vec<i32> = (0..blocks)
                 .map(|b| {
-                    let offset = (b as f64 + 0.5) * block as f64 - (grid.size / 2) as f64;
-                    (offset / grid.stride as f64)
+                    let offset = (b as f64 + 0.5) * block as f64 - (self.size / 2) as f64;
+                    (offset / self.stride as f64)
                         .round()
                         .clamp(0.0, (windows - 1) as f64) as i32
                 })
                 .collect();
             Tensor::<1, Int>::from_ints(indices.as_slice(), &device)
         };
-        let (down, across) = (height / block, width / block);
-        let per_block = weights
-            .select(2, nearest(down, grid.rows))
-            .select(3, nearest(across, grid.cols))
-            .reshape([batch, channels, down, 1, across, 1]);
-        (x.reshape([batch, channels, down, block, across, block]) * per_block)
-            .reshape([batch, channels, height, width])
+        weights
+            .select(2, nearest(height / block, self.rows))
+            .select(3, nearest(width / block, self.cols))
     }
 }
 

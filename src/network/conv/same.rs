@@ -1,10 +1,12 @@
 //! Stride-1 convolutions with an odd square kernel, "same" zero padding and no bias (spatial
 //! attention's fused 7x7 kernel) as a Burn operation.
 //!
-//! The input gradient of such a convolution is the same convolution of the output gradient by
-//! the kernel turned half a turn with its channel axes swapped. On flex that is its ordinary
-//! `conv2d`; Burn's own backward goes through a transposed convolution, several times slower
-//! for these shapes (in wasm, a thirtieth of an explanation). Other backends keep Burn's.
+//! On flex both directions are [`conv_same_f32`], a direct loop over rows: with two input
+//! channels and one output flex's general `conv2d` builds an im2col matrix of 98 values per
+//! pixel (500 MB for a dense tile's map). The input gradient of such a convolution is the same
+//! convolution of the output gradient by the kernel turned half a turn with its channel axes
+//! swapped; Burn's own backward goes through a transposed convolution, several times slower for
+//! these shapes (in wasm, a thirtieth of an explanation). Other backends keep Burn's.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -15,6 +17,7 @@ use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use burn::tensor::ops::ConvOptions;
 
 /// Burn's options for a stride-1 convolution that keeps the size, for a `kernel`-wide kernel.
@@ -52,18 +55,106 @@ pub trait SameConvBackend: Backend {
 impl SameConvBackend for Cube {}
 
 impl SameConvBackend for Flex {
+    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !super::flex::all_f32([&x, &weight]) {
+            let options = options(kernel_side::<Self>(&weight));
+            return Flex::conv2d(x, weight, None, options);
+        }
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let shape @ [batch, _, height, width] = dims(&x);
+        let c_out = dims(&weight)[0];
+        let out = conv_same_f32(slice(&x), shape, slice(&weight), c_out);
+        FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_out, height, width]))
+    }
+
     fn conv_same_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let options = options(kernel_side::<Self>(&weight));
         if super::flex::all_f32([&x, &weight, &output_grad]) {
-            Flex::conv2d(output_grad, super::flex::flipped(weight), None, options)
+            Self::conv_same(output_grad, super::flex::flipped(weight))
         } else {
+            let options = options(kernel_side::<Self>(&weight));
             Flex::conv2d_x_backward(x, weight, output_grad, options)
         }
     }
+}
+
+fn dims(t: &FloatTensor<Flex>) -> [usize; 4] {
+    t.layout().shape()[..].try_into().expect("a 4-d tensor")
+}
+
+fn slice(t: &FloatTensor<Flex>) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+/// Output rows per task.
+const BAND_ROWS: usize = 16;
+
+/// `x` `[batch, c_in, height, width]` convolved with `weight` `[c_out, c_in, k, k]` (k odd),
+/// stride 1, zero padding k / 2, no bias: `[batch, c_out, height, width]`. Each output row is a
+/// sum of whole input rows shifted by each tap (contiguous, so it vectorises); bands of rows run
+/// in parallel natively.
+///
+/// # Panics
+/// If the slices do not match the shapes or the kernel is not square with an odd side.
+pub fn conv_same_f32(
+    x: &[f32],
+    [batch, c_in, height, width]: [usize; 4],
+    weight: &[f32],
+    c_out: usize,
+) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        batch * c_in * height * width,
+        "input does not match its shape"
+    );
+    let taps = weight.len() / (c_out * c_in).max(1);
+    let k = taps.isqrt();
+    assert!(
+        k * k == taps && k % 2 == 1 && weight.len() == c_out * c_in * taps,
+        "weight is not [{c_out}, {c_in}, k, k] with k odd"
+    );
+    let (plane, pad) = (height * width, k / 2);
+    let mut out = vec![0.0; batch * c_out * plane];
+    let mut bands = Vec::new();
+    for (index, plane_out) in out.chunks_mut(plane).enumerate() {
+        for (band, rows) in plane_out.chunks_mut(BAND_ROWS * width).enumerate() {
+            bands.push((index / c_out, index % c_out, band * BAND_ROWS, rows));
+        }
+    }
+    super::per_band(bands, |_, (image, o, first_row, rows)| {
+        let image = &x[image * c_in * plane..][..c_in * plane];
+        for (r, out) in rows.chunks_exact_mut(width).enumerate() {
+            let y = first_row + r;
+            for (c, input) in image.chunks_exact(plane).enumerate() {
+                let kernel = &weight[(o * c_in + c) * taps..][..taps];
+                for (ky, kernel_row) in kernel.chunks_exact(k).enumerate() {
+                    // Input row y + ky - pad, where it exists.
+                    let Some(yy) = (y + ky).checked_sub(pad).filter(|&yy| yy < height) else {
+                        continue;
+                    };
+                    let row = &input[yy * width..][..width];
+                    for (kx, &w) in kernel_row.iter().enumerate() {
+                        // out[x] += w * row[x + kx - pad] for the x where that column exists.
+                        let (from, to) = (
+                            pad.saturating_sub(kx),
+                            (width + pad).saturating_sub(kx).min(width),
+                        );
+                        if from >= to {
+                            continue;
+                        }
+                        let shifted = &row[from + kx - pad..to + kx - pad];
+                        for (o, &v) in out[from..to].iter_mut().zip(shifted) {
+                            *o += w * v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
 }
 
 /// The backward of [`SameConvBackend::conv_same`]; its parents are the input and the weight.
@@ -129,6 +220,28 @@ mod tests {
     use super::*;
     use crate::network::conv::tests::{assert_close, values};
     use burn::tensor::Distribution;
+
+    #[test]
+    fn the_row_kernel_is_burns_conv2d() {
+        // Sides smaller than the kernel, a batch of two, 3x3 to 7x7.
+        let device = Device::flex();
+        for (shape, c_out, k) in [
+            ([2, 2, 9, 11], 1, 7),
+            ([1, 3, 5, 4], 2, 7),
+            ([1, 2, 6, 13], 3, 3),
+            ([1, 1, 40, 33], 1, 5),
+        ] {
+            let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<4>::random(
+                [c_out, shape[1], k, k],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let expected = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options(k));
+            let ours = conv_same_f32(&values(x), shape, &values(w), c_out);
+            assert_close(&ours, &values(expected), &format!("{shape:?} by {k}x{k}"));
+        }
+    }
 
     #[test]
     fn values_and_gradients_are_those_of_burns_conv2d() {

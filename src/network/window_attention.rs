@@ -1,0 +1,446 @@
+//! The per-pixel passes of an MA-Res block's attention in the dense pass, as Burn operations.
+//!
+//! In the dense pass channel attention weighs each block of a map by the nearest window's
+//! channel weights, spatial attention summarises the reweighted map over channels, and the block
+//! ends with `relu(reweighted * spatial + identity)`. Written as Burn's operations that is a dozen
+//! passes over maps of up to 16 x 1,152 x 1,152 values (pooling, broadcast products, a strided
+//! mean over channels, a sum, a ReLU), each allocating its result: over a quarter of a dense
+//! tile's time. On flex these three operations make it three passes (block statistics, the
+//! summary, the residual) without the reweighted map ever being stored; other backends compose
+//! Burn's operations, as autodiff does (the dense pass is inference only).
+//!
+//! Channel weights come per block, `[B, C, H / bh, W / bw]`: every pixel of a `bh` x `bw` block
+//! takes its block's weight.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+
+/// Backend operations for attention over the blocks of a map.
+#[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
+pub trait WindowAttentionBackend: Backend {
+    /// Average and maximum of each `block` x `block` square of each channel of `x` `[B, C, H, W]`:
+    /// two `[B, C, H / block, W / block]` maps (rows and columns past the last whole block are
+    /// left out, as pooling does).
+    #[fusion(default)]
+    fn block_avg_max(x: FloatTensor<Self>, block: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let square = [block, block];
+        let avg = Self::avg_pool2d(x.clone(), square, square, [0, 0], true, false);
+        (
+            avg,
+            Self::max_pool2d(x, square, square, [0, 0], [1, 1], false),
+        )
+    }
+
+    /// Mean and maximum over channels of `x` `[B, C, H, W]` weighed by `weights` per block:
+    /// `[B, 2, H, W]`, spatial attention's summary of the reweighted map.
+    #[fusion(default)]
+    fn reweighted_summary(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self> {
+        let reweighted = reweighted::<Self>(x, weights);
+        let mean = Self::float_mean_dim(reweighted.clone(), 1);
+        Self::float_cat(vec![mean, Self::float_max_dim(reweighted, 1)], 1)
+    }
+
+    /// `relu(x * weights * spatial + identity)` with `weights` per block and `spatial`
+    /// `[B, 1, H, W]` per pixel: the end of an MA-Res block.
+    #[fusion(default)]
+    fn reweighted_residual(
+        x: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        spatial: FloatTensor<Self>,
+        identity: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let attended = Self::float_mul(reweighted::<Self>(x, weights), spatial);
+        Self::relu(Self::float_add(attended, identity))
+    }
+}
+
+/// `x` times its block's weight, with Burn's broadcasting.
+fn reweighted<B: Backend>(x: FloatTensor<B>, weights: FloatTensor<B>) -> FloatTensor<B> {
+    let [batch, channels, height, width] = dims4(&x.shape());
+    let [_, _, down, across] = dims4(&weights.shape());
+    let [bh, bw] = blocks([height, width], [down, across]);
+    let blocks = B::float_reshape(x, [batch, channels, down, bh, across, bw].into());
+    let weights = B::float_reshape(weights, [batch, channels, down, 1, across, 1].into());
+    B::float_reshape(
+        B::float_mul(blocks, weights),
+        [batch, channels, height, width].into(),
+    )
+}
+
+fn dims4(shape: &burn::tensor::Shape) -> [usize; 4] {
+    shape[..].try_into().expect("a 4-d tensor")
+}
+
+/// Block sides for a `[height, width]` map and `[down, across]` blocks.
+///
+/// # Panics
+/// Unless the blocks tile the map exactly.
+fn blocks([height, width]: [usize; 2], [down, across]: [usize; 2]) -> [usize; 2] {
+    assert!(
+        down > 0 && across > 0 && height % down == 0 && width % across == 0,
+        "{down}x{across} blocks do not tile a {height}x{width} map"
+    );
+    [height / down, width / across]
+}
+
+impl WindowAttentionBackend for Cube {}
+
+impl<B: Backend, C: CheckpointStrategy> WindowAttentionBackend for Autodiff<B, C> {}
+
+impl WindowAttentionBackend for Flex {
+    fn block_avg_max(x: FloatTensor<Self>, block: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if x.dtype() != DType::F32 {
+            let square = [block, block];
+            let avg = Flex::avg_pool2d(x.clone(), square, square, [0, 0], true, false);
+            return (
+                avg,
+                Flex::max_pool2d(x, square, square, [0, 0], [1, 1], false),
+            );
+        }
+        let x = x.to_contiguous();
+        let [batch, channels, height, width] = dims(&x);
+        let (avg, max) = block_avg_max_f32(slice(&x), [height, width], block);
+        let shape = [batch, channels, height / block, width / block];
+        (tensor(avg, shape), tensor(max, shape))
+    }
+
+    fn reweighted_summary(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self> {
+        if [&x, &weights].iter().any(|t| t.dtype() != DType::F32) {
+            let reweighted = reweighted::<Flex>(x, weights);
+            let mean = Flex::float_mean_dim(reweighted.clone(), 1);
+            return Flex::float_cat(vec![mean, Flex::float_max_dim(reweighted, 1)], 1);
+        }
+        let (x, weights) = (x.to_contiguous(), weights.to_contiguous());
+        let [batch, channels, height, width] = dims(&x);
+        let [_, _, down, across] = dims(&weights);
+        let out = reweighted_summary_f32(
+            slice(&x),
+            slice(&weights),
+            [batch, channels, height, width],
+            [down, across],
+        );
+        tensor(out, [batch, 2, height, width])
+    }
+
+    fn reweighted_residual(
+        x: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        spatial: FloatTensor<Self>,
+        identity: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let tensors = [&x, &weights, &spatial, &identity];
+        if tensors.iter().any(|t| t.dtype() != DType::F32) {
+            let attended = Flex::float_mul(reweighted::<Flex>(x, weights), spatial);
+            return Flex::relu(Flex::float_add(attended, identity));
+        }
+        let [x, weights, spatial, identity] =
+            [x, weights, spatial, identity].map(|t| t.to_contiguous());
+        let shape @ [_, _, height, width] = dims(&x);
+        let [_, _, down, across] = dims(&weights);
+        let out = reweighted_residual_f32(
+            [
+                slice(&x),
+                slice(&weights),
+                slice(&spatial),
+                slice(&identity),
+            ],
+            shape,
+            [down, across],
+        );
+        debug_assert_eq!(dims(&spatial)[2..], [height, width]);
+        tensor(out, shape)
+    }
+}
+
+fn dims(t: &FloatTensor<Flex>) -> [usize; 4] {
+    t.layout().shape()[..].try_into().expect("a 4-d tensor")
+}
+
+fn slice(t: &FloatTensor<Flex>) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Flex> {
+    FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
+}
+
+/// Runs `f` on each item with its index, in parallel natively.
+fn each<T: Send>(items: impl Iterator<Item = T> + Send, f: impl Fn(usize, T) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        items
+            .enumerate()
+            .par_bridge()
+            .for_each(|(index, item)| f(index, item));
+    }
+    #[cfg(target_arch = "wasm32")]
+    items.enumerate().for_each(|(index, item)| f(index, item));
+}
+
+/// [`WindowAttentionBackend::block_avg_max`] of planes `[planes][height][width]`. Whole rows are
+/// added into column sums and maxima first (contiguous, so it vectorises), then each block's
+/// columns are reduced once.
+fn block_avg_max_f32(x: &[f32], [height, width]: [usize; 2], block: usize) -> (Vec<f32>, Vec<f32>) {
+    let (down, across) = (height / block, width / block);
+    let out = down * across;
+    let planes = x.len() / (height * width);
+    let (mut avg, mut max) = (vec![0.0; planes * out], vec![0.0; planes * out]);
+    let area = (block * block) as f32;
+    let tasks = x
+        .chunks_exact(height * width)
+        .zip(avg.chunks_exact_mut(out).zip(max.chunks_exact_mut(out)));
+    each(tasks, |_, (plane, (avg, max))| {
+        let (mut sums, mut maxima) = (vec![0.0f32; width], vec![0.0f32; width]);
+        for (row_of_blocks, (avg, max)) in avg
+            .chunks_exact_mut(across)
+            .zip(max.chunks_exact_mut(across))
+            .enumerate()
+        {
+            let rows = plane[row_of_blocks * block * width..][..block * width].chunks_exact(width);
+            sums.fill(0.0);
+            maxima.copy_from_slice(&plane[row_of_blocks * block * width..][..width]);
+            for row in rows {
+                for ((s, m), &v) in sums.iter_mut().zip(maxima.iter_mut()).zip(row) {
+                    *s += v;
+                    // A comparison and a select, which vectorise; `f32::max`'s NaN rule does not.
+                    *m = if v > *m { v } else { *m };
+                }
+            }
+            for (column, (avg, max)) in avg.iter_mut().zip(max.iter_mut()).enumerate() {
+                let columns = column * block..(column + 1) * block;
+                *avg = sums[columns.clone()].iter().sum::<f32>() / area;
+                *max = maxima[columns].iter().fold(f32::MIN, |m, &v| m.max(v));
+            }
+        }
+    });
+    (avg, max)
+}
+
+/// [`WindowAttentionBackend::reweighted_summary`] of `x` `[batch, channels, height, width]` with
+/// `weights` `[batch, channels, down, across]`: `[batch, 2, height, width]`. Row by row, so that
+/// each row's sums and maxima over channels stay in cache.
+fn reweighted_summary_f32(
+    x: &[f32],
+    weights: &[f32],
+    [_, channels, height, width]: [usize; 4],
+    [down, across]: [usize; 2],
+) -> Vec<f32> {
+    let [bh, bw] = blocks([height, width], [down, across]);
+    let plane = height * width;
+    let mut out = vec![0.0; x.len() / channels * 2];
+    let images = x
+        .chunks_exact(channels * plane)
+        .zip(weights.chunks_exact(channels * down * across))
+        .zip(out.chunks_exact_mut(2 * plane));
+    for ((image, weights), out) in images {
+        let (means, maxima) = out.split_at_mut(plane);
+        let rows = means
+            .chunks_exact_mut(width)
+            .zip(maxima.chunks_exact_mut(width));
+        each(rows, |y, (mean, max)| {
+            for c in 0..channels {
+                let row = &image[c * plane + y * width..][..width];
+                let row_weights = &weights[(c * down + y / bh) * across..][..across];
+                let blocks = row.chunks_exact(bw).zip(mean.chunks_exact_mut(bw));
+                for ((values, sums), (&w, maxima)) in
+                    blocks.zip(row_weights.iter().zip(max.chunks_exact_mut(bw)))
+                {
+                    for ((s, m), &v) in sums.iter_mut().zip(maxima.iter_mut()).zip(values) {
+                        let v = v * w;
+                        *s += v;
+                        *m = if c == 0 || v > *m { v } else { *m };
+                    }
+                }
+            }
+            let scale = 1.0 / channels as f32;
+            mean.iter_mut().for_each(|s| *s *= scale);
+        });
+    }
+    out
+}
+
+/// [`WindowAttentionBackend::reweighted_residual`] of `[x, weights, spatial, identity]`, `x` and
+/// `identity` of `shape`, `weights` `[batch, channels, down, across]`, `spatial` `[batch, 1,
+/// height, width]`. One plane per task.
+fn reweighted_residual_f32(
+    [x, weights, spatial, identity]: [&[f32]; 4],
+    [_, channels, height, width]: [usize; 4],
+    [down, across]: [usize; 2],
+) -> Vec<f32> {
+    let [bh, bw] = blocks([height, width], [down, across]);
+    let plane = height * width;
+    let mut out = vec![0.0; x.len()];
+    let planes = out
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(plane).zip(identity.chunks_exact(plane)));
+    each(planes, |index, (out, (x, identity))| {
+        let spatial = &spatial[index / channels * plane..][..plane];
+        let weights = &weights[index * down * across..][..down * across];
+        for (y, ((out, x), (identity, spatial))) in out
+            .chunks_exact_mut(width)
+            .zip(x.chunks_exact(width))
+            .zip(
+                identity
+                    .chunks_exact(width)
+                    .zip(spatial.chunks_exact(width)),
+            )
+            .enumerate()
+        {
+            let row_weights = &weights[y / bh * across..][..across];
+            let blocks = out
+                .chunks_exact_mut(bw)
+                .zip(x.chunks_exact(bw))
+                .zip(identity.chunks_exact(bw).zip(spatial.chunks_exact(bw)));
+            for (((out, x), (identity, spatial)), &w) in blocks.zip(row_weights) {
+                for (((o, &v), &i), &s) in out.iter_mut().zip(x).zip(identity).zip(spatial) {
+                    let y = v * w * s + i;
+                    *o = if y > 0.0 { y } else { 0.0 };
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `x`'s average and maximum over each `block` x `block` square (see
+/// [`WindowAttentionBackend::block_avg_max`]).
+pub fn block_avg_max(x: Tensor<4>, block: usize) -> (Tensor<4>, Tensor<4>) {
+    let (avg, max) = Dispatch::block_avg_max(x.into_dispatch(), block);
+    (Tensor::from_dispatch(avg), Tensor::from_dispatch(max))
+}
+
+/// Spatial attention's summary of `x` weighed per block (see
+/// [`WindowAttentionBackend::reweighted_summary`]).
+pub fn reweighted_summary(x: Tensor<4>, weights: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::reweighted_summary(
+        x.into_dispatch(),
+        weights.into_dispatch(),
+    ))
+}
+
+/// `relu(x * weights * spatial + identity)`, `weights` per block (see
+/// [`WindowAttentionBackend::reweighted_residual`]).
+pub fn reweighted_residual(
+    x: Tensor<4>,
+    weights: Tensor<4>,
+    spatial: Tensor<4>,
+    identity: Tensor<4>,
+) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::reweighted_residual(
+        x.into_dispatch(),
+        weights.into_dispatch(),
+        spatial.into_dispatch(),
+        identity.into_dispatch(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn random(shape: [usize; 4]) -> Tensor<4> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Device::flex())
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() < 1e-5 * (1.0 + e.abs()),
+                "{what}[{i}]: {a} vs {e}"
+            );
+        }
+    }
+
+    /// A batch of two, channel and block counts that are not powers of two, rows and columns
+    /// past the last whole block (for pooling), and blocks of one pixel.
+    #[test]
+    fn flex_computes_what_burns_operations_compose() {
+        // Autodiff routes each operation to the trait's default body, Burn's own operations.
+        for (shape, block) in [([2, 3, 20, 15], 5), ([1, 5, 9, 12], 3), ([1, 2, 4, 6], 1)] {
+            let x = random(shape);
+            let (avg, max) = block_avg_max(x.clone(), block);
+            let (burn_avg, burn_max) = block_avg_max(x.clone().autodiff(), block);
+            let what = format!("{shape:?} in blocks of {block}");
+            assert_close(&values(avg), &values(burn_avg), &format!("avg {what}"));
+            assert_close(&values(max), &values(burn_max), &format!("max {what}"));
+
+            let [batch, channels, height, width] = shape;
+            let (height, width) = (height / block * block, width / block * block);
+            let x = random([batch, channels, height, width]);
+            let weights = random([batch, channels, height / block, width / block]);
+            let spatial = random([batch, 1, height, width]);
+            let identity = random([batch, channels, height, width]);
+            assert_close(
+                &values(reweighted_summary(x.clone(), weights.clone())),
+                &values(reweighted_summary(
+                    x.clone().autodiff(),
+                    weights.clone().autodiff(),
+                )),
+                &format!("summary {what}"),
+            );
+            let fused = reweighted_residual(
+                x.clone(),
+                weights.clone(),
+                spatial.clone(),
+                identity.clone(),
+            );
+            let composed = reweighted_residual(
+                x.autodiff(),
+                weights.autodiff(),
+                spatial.autodiff(),
+                identity.autodiff(),
+            );
+            assert_close(
+                &values(fused),
+                &values(composed),
+                &format!("residual {what}"),
+            );
+        }
+    }
+
+    #[test]
+    fn a_hand_computed_map() {
+        // One channel pair, 2x4 pixels in two 2x2 blocks weighed 1 and -2.
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                vec![
+                    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, -1.0, 0.0, 1.0, 0.5, 2.0, 1.0, 0.0, 3.0,
+                ],
+                [1, 2, 2, 4],
+            ),
+            &device,
+        );
+        let (avg, max) = block_avg_max(x.clone(), 2);
+        assert_eq!(values(avg), [3.5, 5.5, 0.5, 1.125]);
+        assert_eq!(values(max), [6.0, 8.0, 2.0, 3.0]);
+        let weights = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0, -2.0, 1.0, -2.0], [1, 2, 1, 2]),
+            &device,
+        );
+        // Pixel (0, 0): 1 and -1 weighed by 1; pixel (0, 2): 3 and 1 weighed by -2.
+        let summary = values(reweighted_summary(x.clone(), weights.clone()));
+        assert_eq!(summary[0], 0.0);
+        assert_eq!(summary[2], -4.0);
+        assert_eq!(summary[8], 1.0);
+        assert_eq!(summary[10], -2.0);
+        let spatial = Tensor::<4>::full([1, 1, 2, 4], 0.5, &device);
+        let identity = Tensor::<4>::ones([1, 2, 2, 4], &device);
+        let out = values(reweighted_residual(x, weights, spatial, identity));
+        // 1 * 1 * 0.5 + 1, and 3 * -2 * 0.5 + 1 cut at zero.
+        assert_eq!(out[0], 1.5);
+        assert_eq!(out[2], 0.0);
+    }
+}
