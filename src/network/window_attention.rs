@@ -14,11 +14,13 @@
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
+
+use crate::network::conv::flex::{all_f32, shape, slice};
+use crate::network::conv::per_band;
 
 /// Backend operations for attention over the blocks of a map.
 #[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
@@ -28,21 +30,14 @@ pub trait WindowAttentionBackend: Backend {
     /// left out, as pooling does).
     #[fusion(default)]
     fn block_avg_max(x: FloatTensor<Self>, block: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let square = [block, block];
-        let avg = Self::avg_pool2d(x.clone(), square, square, [0, 0], true, false);
-        (
-            avg,
-            Self::max_pool2d(x, square, square, [0, 0], [1, 1], false),
-        )
+        composed::block_avg_max::<Self>(x, block)
     }
 
     /// Mean and maximum over channels of `x` `[B, C, H, W]` weighed by `weights` per block:
     /// `[B, 2, H, W]`, spatial attention's summary of the reweighted map.
     #[fusion(default)]
     fn reweighted_summary(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self> {
-        let reweighted = reweighted::<Self>(x, weights);
-        let mean = Self::float_mean_dim(reweighted.clone(), 1);
-        Self::float_cat(vec![mean, Self::float_max_dim(reweighted, 1)], 1)
+        composed::reweighted_summary::<Self>(x, weights)
     }
 
     /// `relu(x * weights * spatial + identity)` with `weights` per block and `spatial`
@@ -54,26 +49,58 @@ pub trait WindowAttentionBackend: Backend {
         spatial: FloatTensor<Self>,
         identity: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let attended = Self::float_mul(reweighted::<Self>(x, weights), spatial);
-        Self::relu(Self::float_add(attended, identity))
+        composed::reweighted_residual::<Self>(x, weights, spatial, identity)
     }
 }
 
-/// `x` times its block's weight, with Burn's broadcasting.
-fn reweighted<B: Backend>(x: FloatTensor<B>, weights: FloatTensor<B>) -> FloatTensor<B> {
-    let [batch, channels, height, width] = dims4(&x.shape());
-    let [_, _, down, across] = dims4(&weights.shape());
-    let [bh, bw] = blocks([height, width], [down, across]);
-    let blocks = B::float_reshape(x, [batch, channels, down, bh, across, bw].into());
-    let weights = B::float_reshape(weights, [batch, channels, down, 1, across, 1].into());
-    B::float_reshape(
-        B::float_mul(blocks, weights),
-        [batch, channels, height, width].into(),
-    )
-}
+/// The operations composed of Burn's own, on any backend: the trait's default bodies, and flex's
+/// path for other element types.
+mod composed {
+    use super::*;
 
-fn dims4(shape: &burn::tensor::Shape) -> [usize; 4] {
-    shape[..].try_into().expect("a 4-d tensor")
+    pub fn block_avg_max<B: Backend>(
+        x: FloatTensor<B>,
+        block: usize,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let square = [block, block];
+        let avg = B::avg_pool2d(x.clone(), square, square, [0, 0], true, false);
+        (avg, B::max_pool2d(x, square, square, [0, 0], [1, 1], false))
+    }
+
+    pub fn reweighted_summary<B: Backend>(
+        x: FloatTensor<B>,
+        weights: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let reweighted = reweighted::<B>(x, weights);
+        let mean = B::float_mean_dim(reweighted.clone(), 1);
+        B::float_cat(vec![mean, B::float_max_dim(reweighted, 1)], 1)
+    }
+
+    pub fn reweighted_residual<B: Backend>(
+        x: FloatTensor<B>,
+        weights: FloatTensor<B>,
+        spatial: FloatTensor<B>,
+        identity: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let attended = B::float_mul(reweighted::<B>(x, weights), spatial);
+        B::relu(B::float_add(attended, identity))
+    }
+
+    /// `x` times its block's weight, with Burn's broadcasting.
+    fn reweighted<B: Backend>(x: FloatTensor<B>, weights: FloatTensor<B>) -> FloatTensor<B> {
+        let dims4 = |shape: burn::tensor::Shape| -> [usize; 4] {
+            shape[..].try_into().expect("a 4-d tensor")
+        };
+        let [batch, channels, height, width] = dims4(x.shape());
+        let [_, _, down, across] = dims4(weights.shape());
+        let [bh, bw] = blocks([height, width], [down, across]);
+        let blocks = B::float_reshape(x, [batch, channels, down, bh, across, bw].into());
+        let weights = B::float_reshape(weights, [batch, channels, down, 1, across, 1].into());
+        B::float_reshape(
+            B::float_mul(blocks, weights),
+            [batch, channels, height, width].into(),
+        )
+    }
 }
 
 /// Block sides for a `[height, width]` map and `[down, across]` blocks.
@@ -94,30 +121,23 @@ impl<B: Backend, C: CheckpointStrategy> WindowAttentionBackend for Autodiff<B, C
 
 impl WindowAttentionBackend for Flex {
     fn block_avg_max(x: FloatTensor<Self>, block: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if x.dtype() != DType::F32 {
-            let square = [block, block];
-            let avg = Flex::avg_pool2d(x.clone(), square, square, [0, 0], true, false);
-            return (
-                avg,
-                Flex::max_pool2d(x, square, square, [0, 0], [1, 1], false),
-            );
+        if !all_f32([&x]) {
+            return composed::block_avg_max::<Flex>(x, block);
         }
         let x = x.to_contiguous();
-        let [batch, channels, height, width] = dims(&x);
+        let [batch, channels, height, width] = shape(&x);
         let (avg, max) = block_avg_max_f32(slice(&x), [height, width], block);
-        let shape = [batch, channels, height / block, width / block];
-        (tensor(avg, shape), tensor(max, shape))
+        let blocks = [batch, channels, height / block, width / block];
+        (tensor(avg, blocks), tensor(max, blocks))
     }
 
     fn reweighted_summary(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self> {
-        if [&x, &weights].iter().any(|t| t.dtype() != DType::F32) {
-            let reweighted = reweighted::<Flex>(x, weights);
-            let mean = Flex::float_mean_dim(reweighted.clone(), 1);
-            return Flex::float_cat(vec![mean, Flex::float_max_dim(reweighted, 1)], 1);
+        if !all_f32([&x, &weights]) {
+            return composed::reweighted_summary::<Flex>(x, weights);
         }
         let (x, weights) = (x.to_contiguous(), weights.to_contiguous());
-        let [batch, channels, height, width] = dims(&x);
-        let [_, _, down, across] = dims(&weights);
+        let [batch, channels, height, width] = shape(&x);
+        let [_, _, down, across] = shape(&weights);
         let out = reweighted_summary_f32(
             slice(&x),
             slice(&weights),
@@ -133,15 +153,13 @@ impl WindowAttentionBackend for Flex {
         spatial: FloatTensor<Self>,
         identity: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let tensors = [&x, &weights, &spatial, &identity];
-        if tensors.iter().any(|t| t.dtype() != DType::F32) {
-            let attended = Flex::float_mul(reweighted::<Flex>(x, weights), spatial);
-            return Flex::relu(Flex::float_add(attended, identity));
+        if !all_f32([&x, &weights, &spatial, &identity]) {
+            return composed::reweighted_residual::<Flex>(x, weights, spatial, identity);
         }
         let [x, weights, spatial, identity] =
             [x, weights, spatial, identity].map(|t| t.to_contiguous());
-        let shape @ [_, _, height, width] = dims(&x);
-        let [_, _, down, across] = dims(&weights);
+        let dims @ [_, _, height, width] = shape(&x);
+        let [_, _, down, across] = shape(&weights);
         let out = reweighted_residual_f32(
             [
                 slice(&x),
@@ -149,38 +167,16 @@ impl WindowAttentionBackend for Flex {
                 slice(&spatial),
                 slice(&identity),
             ],
-            shape,
+            dims,
             [down, across],
         );
-        debug_assert_eq!(dims(&spatial)[2..], [height, width]);
-        tensor(out, shape)
+        debug_assert_eq!(shape(&spatial)[2..], [height, width]);
+        tensor(out, dims)
     }
-}
-
-fn dims(t: &FloatTensor<Flex>) -> [usize; 4] {
-    t.layout().shape()[..].try_into().expect("a 4-d tensor")
-}
-
-fn slice(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
 fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Flex> {
     FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
-}
-
-/// Runs `f` on each item with its index, in parallel natively.
-fn each<T: Send>(items: impl Iterator<Item = T> + Send, f: impl Fn(usize, T) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        items
-            .enumerate()
-            .par_bridge()
-            .for_each(|(index, item)| f(index, item));
-    }
-    #[cfg(target_arch = "wasm32")]
-    items.enumerate().for_each(|(index, item)| f(index, item));
 }
 
 /// [`WindowAttentionBackend::block_avg_max`] of planes `[planes][height][width]`. Whole rows are
@@ -194,8 +190,9 @@ fn block_avg_max_f32(x: &[f32], [height, width]: [usize; 2], block: usize) -> (V
     let area = (block * block) as f32;
     let tasks = x
         .chunks_exact(height * width)
-        .zip(avg.chunks_exact_mut(out).zip(max.chunks_exact_mut(out)));
-    each(tasks, |_, (plane, (avg, max))| {
+        .zip(avg.chunks_exact_mut(out).zip(max.chunks_exact_mut(out)))
+        .collect();
+    per_band(tasks, |_, (plane, (avg, max))| {
         let (mut sums, mut maxima) = (vec![0.0f32; width], vec![0.0f32; width]);
         for (row_of_blocks, (avg, max)) in avg
             .chunks_exact_mut(across)
@@ -242,8 +239,9 @@ fn reweighted_summary_f32(
         let (means, maxima) = out.split_at_mut(plane);
         let rows = means
             .chunks_exact_mut(width)
-            .zip(maxima.chunks_exact_mut(width));
-        each(rows, |y, (mean, max)| {
+            .zip(maxima.chunks_exact_mut(width))
+            .collect();
+        per_band(rows, |y, (mean, max)| {
             for c in 0..channels {
                 let row = &image[c * plane + y * width..][..width];
                 let row_weights = &weights[(c * down + y / bh) * across..][..across];
@@ -278,8 +276,9 @@ fn reweighted_residual_f32(
     let mut out = vec![0.0; x.len()];
     let planes = out
         .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(plane).zip(identity.chunks_exact(plane)));
-    each(planes, |index, (out, (x, identity))| {
+        .zip(x.chunks_exact(plane).zip(identity.chunks_exact(plane)))
+        .collect();
+    per_band(planes, |index, (out, (x, identity))| {
         let spatial = &spatial[index / channels * plane..][..plane];
         let weights = &weights[index * down * across..][..down * across];
         for (y, ((out, x), (identity, spatial))) in out

@@ -123,7 +123,7 @@ fn per_image(
 }
 
 /// Runs `f` on each band (a part of one image's work) with its index, in parallel natively.
-fn per_band<T: Send>(bands: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
+pub(crate) fn per_band<T: Send>(bands: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
@@ -225,8 +225,8 @@ impl Conv3x3Backend for Flex {
     }
 }
 
-/// flex tensors to slices and back.
-mod flex {
+/// flex tensors to slices and back (also for the other flex kernels of [`crate::network`]).
+pub(crate) mod flex {
     use burn::backend::Flex;
     use burn::backend::ops::ModuleOps;
     use burn::backend::tensor::FloatTensor;
@@ -270,11 +270,11 @@ mod flex {
         tensors.into_iter().all(|t| t.dtype() == DType::F32)
     }
 
-    fn shape(t: &FloatTensor<Flex>) -> [usize; 4] {
+    pub fn shape(t: &FloatTensor<Flex>) -> [usize; 4] {
         t.layout().shape()[..].try_into().expect("a 4-d tensor")
     }
 
-    fn slice(t: &FloatTensor<Flex>) -> &[f32] {
+    pub fn slice(t: &FloatTensor<Flex>) -> &[f32] {
         t.as_slice::<f32>().expect("a contiguous f32 tensor")
     }
 

@@ -61,9 +61,14 @@ impl SameConvBackend for Flex {
             return Flex::conv2d(x, weight, None, options);
         }
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let shape @ [batch, _, height, width] = dims(&x);
-        let c_out = dims(&weight)[0];
-        let out = conv_same_f32(slice(&x), shape, slice(&weight), c_out);
+        let shape @ [batch, _, height, width] = super::flex::shape(&x);
+        let c_out = super::flex::shape(&weight)[0];
+        let out = conv_same_f32(
+            super::flex::slice(&x),
+            shape,
+            super::flex::slice(&weight),
+            c_out,
+        );
         FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_out, height, width]))
     }
 
@@ -79,14 +84,6 @@ impl SameConvBackend for Flex {
             Flex::conv2d_x_backward(x, weight, output_grad, options)
         }
     }
-}
-
-fn dims(t: &FloatTensor<Flex>) -> [usize; 4] {
-    t.layout().shape()[..].try_into().expect("a 4-d tensor")
-}
-
-fn slice(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
 /// Output rows per task.
