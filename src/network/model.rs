@@ -233,47 +233,37 @@ impl MaResBlock {
     }
 
     fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
-        if let (Pooling::Windows(grid), ReluKind::Standard) = (pooling, relu) {
-            return self.forward_windows(x, grid);
-        }
         let out = self.conv1.forward(x.clone());
         let out = span(RELU, || relu.apply(out));
         let out = self.conv2.forward(out);
-        let out = span("channel attention", || {
-            let weights = self.channel_attention.forward(out.clone(), relu, pooling);
-            pooling.reweight(out, weights)
+        let weights = span("channel attention", || {
+            self.channel_attention.forward(out.clone(), relu, pooling)
         });
-        let out = span("spatial attention", || {
-            out.clone() * self.spatial_attention.forward(out)
-        });
-        let identity = match &self.shortcut {
+        // After attention, so that the shortcut's map is not held while attention runs.
+        let identity = move || match &self.shortcut {
             Some(shortcut) => shortcut.forward(x),
             None => x,
         };
-        span(RELU, || relu.apply(out + identity))
-    }
-
-    /// [`MaResBlock::forward`] in the dense pass over `grid`'s windows: the same function, with
-    /// the reweighted map never stored and attention's per-pixel passes fused
-    /// ([`crate::network::window_attention`]).
-    fn forward_windows(&self, x: Tensor<4>, grid: DenseWindows) -> Tensor<4> {
-        let (relu, pooling) = (ReluKind::Standard, Pooling::Windows(grid));
-        let out = self.conv1.forward(x.clone());
-        let out = span(RELU, || relu.apply(out));
-        let out = self.conv2.forward(out);
+        let Pooling::Windows(grid) = pooling else {
+            let out = span("channel attention", || out * weights);
+            let out = span("spatial attention", || {
+                out.clone() * self.spatial_attention.forward(out)
+            });
+            let identity = identity();
+            return span(RELU, || relu.apply(out + identity));
+        };
+        // The dense pass, which is never differentiated: each block takes its nearest window's
+        // weights, and the reweighted map is never stored (`window_attention`'s fused passes,
+        // ending in the standard ReLU, which every kind computes forward).
         let [_, _, height, width] = out.dims();
         let weights = span("channel attention", || {
-            let weights = self.channel_attention.forward(out.clone(), relu, pooling);
             grid.block_weights(weights, [height, width])
         });
         let spatial = span("spatial attention", || {
             let summary = reweighted_summary(out.clone(), weights.clone());
             self.spatial_attention.of_summary_for_inference(summary)
         });
-        let identity = match &self.shortcut {
-            Some(shortcut) => shortcut.forward(x),
-            None => x,
-        };
+        let identity = identity();
         span(RELU, || {
             reweighted_residual(out, weights, spatial, identity)
         })

@@ -70,6 +70,32 @@ impl DenseWindows {
             ..self
         }
     }
+
+    /// Channel weights per window `[B, C, rows, cols]` spread to the [`DenseWindows::block`]s of
+    /// a `[height, width]` map at this grid's scale: `[B, C, height / block, width / block]`, each
+    /// block taking the weights of the window whose centre is nearest.
+    pub(crate) fn block_weights(
+        &self,
+        weights: Tensor<4>,
+        [height, width]: [usize; 2],
+    ) -> Tensor<4> {
+        let block = self.block();
+        let device = weights.device();
+        let nearest = |blocks: usize, windows: usize| {
+            let indices: Vec<i32> = (0..blocks)
+                .map(|b| {
+                    let offset = (b as f64 + 0.5) * block as f64 - (self.size / 2) as f64;
+                    (offset / self.stride as f64)
+                        .round()
+                        .clamp(0.0, (windows - 1) as f64) as i32
+                })
+                .collect();
+            Tensor::<1, Int>::from_ints(indices.as_slice(), &device)
+        };
+        weights
+            .select(2, nearest(height / block, self.rows))
+            .select(3, nearest(width / block, self.cols))
+    }
 }
 
 /// Where channel attention and the companions take their per-channel statistics from.
@@ -114,50 +140,6 @@ impl Pooling {
             avg_pool2d(avg, AvgPoolOptions::new(kernel).with_stride(step)),
             max_pool2d(max, MaxPoolOptions::new(kernel).with_stride(step)),
         )
-    }
-
-    /// `x` `[B, C, H, W]` times channel weights: `[B, C, 1, 1]` globally; per window
-    /// `[B, C, rows, cols]`, each block taking the weights of the window whose centre is nearest.
-    pub(crate) fn reweight(self, x: Tensor<4>, weights: Tensor<4>) -> Tensor<4> {
-        let Pooling::Windows(grid) = self else {
-            return x * weights;
-        };
-        let [batch, channels, height, width] = x.dims();
-        let block = grid.block();
-        let (down, across) = (height / block, width / block);
-        let per_block = grid
-            .block_weights(weights, [height, width])
-            .reshape([batch, channels, down, 1, across, 1]);
-        (x.reshape([batch, channels, down, block, across, block]) * per_block)
-            .reshape([batch, channels, height, width])
-    }
-}
-
-impl DenseWindows {
-    /// Channel weights per window `[B, C, rows, cols]` spread to the [`DenseWindows::block`]s of
-    /// a `[height, width]` map at this grid's scale: `[B, C, height / block, width / block]`, each
-    /// block taking the weights of the window whose centre is nearest.
-    pub(crate) fn block_weights(
-        &self,
-        weights: Tensor<4>,
-        [height, width]: [usize; 2],
-    ) -> Tensor<4> {
-        let block = self.block();
-        let device = weights.device();
-        let nearest = |blocks: usize, windows: usize| {
-            let indices: Vec<i32> = (0..blocks)
-                .map(|b| {
-                    let offset = (b as f64 + 0.5) * block as f64 - (self.size / 2) as f64;
-                    (offset / self.stride as f64)
-                        .round()
-                        .clamp(0.0, (windows - 1) as f64) as i32
-                })
-                .collect();
-            Tensor::<1, Int>::from_ints(indices.as_slice(), &device)
-        };
-        weights
-            .select(2, nearest(height / block, self.rows))
-            .select(3, nearest(width / block, self.cols))
     }
 }
 
@@ -211,8 +193,8 @@ mod tests {
         let device = Device::flex();
         let weights: Vec<f32> = (0..6).map(|i| i as f32).collect();
         let weights = Tensor::<4>::from_data(TensorData::new(weights, [1, 1, 3, 2]), &device);
-        let ones = Tensor::<4>::ones([1, 1, 40, 32], &device);
-        let out = values(Pooling::Windows(GRID).reweight(ones, weights));
+        // One weight per 8-px block of a 40 x 32 map.
+        let out = values(GRID.block_weights(weights, [40, 32]));
         // Naively: the window whose centre is closest to the centre of the pixel's block.
         let nearest = |pixel: usize, windows: usize| {
             let centre = (pixel / 8 * 8 + 4) as f64;
@@ -226,7 +208,7 @@ mod tests {
         for y in 0..40 {
             for x in 0..32 {
                 let expected = (nearest(y, 3) * 2 + nearest(x, 2)) as f32;
-                assert_eq!(out[y * 32 + x], expected, "pixel ({x}, {y})");
+                assert_eq!(out[y / 8 * 4 + x / 8], expected, "pixel ({x}, {y})");
             }
         }
     }
