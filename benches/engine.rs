@@ -143,15 +143,19 @@ fn dense_tile(c: &mut Criterion) {
     let classifier = Explainer::new(weights::load_default(&device).unwrap(), &device).classifier();
     let side = DENSE_TILE + 2 * DENSE_CONTEXT;
     let crop = tiled_sample(side);
-    // Once first, so that the profile sees memory the allocator already holds, as later tiles do.
-    pollster::block_on(classifier.crop_window_logits(&crop, 32)).unwrap();
-    let profile = pollster::block_on(classifier.profile_window_logits(&crop, 32, now_ms)).unwrap();
-    eprintln!(
-        "dense tile {side}x{side} px, stride 32: {:.0} ms",
-        profile.total
-    );
-    for (kind, ms) in &profile.parts {
-        eprintln!("  {kind}: {ms:.0} ms ({:.0}%)", 100.0 * ms / profile.total);
+    if asked_for("dense_tile") {
+        // Once first, so that the profile sees memory the allocator already holds, as later
+        // tiles do.
+        pollster::block_on(classifier.crop_window_logits(&crop, 32)).unwrap();
+        let profile =
+            pollster::block_on(classifier.profile_window_logits(&crop, 32, now_ms)).unwrap();
+        eprintln!(
+            "dense tile {side}x{side} px, stride 32: {:.0} ms",
+            profile.total
+        );
+        for (kind, ms) in &profile.parts {
+            eprintln!("  {kind}: {ms:.0} ms ({:.0}%)", 100.0 * ms / profile.total);
+        }
     }
     let mut group = c.benchmark_group("dense_tile_flex");
     group
@@ -168,6 +172,9 @@ fn dense_tile(c: &mut Criterion) {
 /// scored in tiles of 512 px with 0 to 96 px of context, against the same mosaic in one tile
 /// (no seams). Prints the differences of the window probabilities; times nothing.
 fn halo(_: &mut Criterion) {
+    if !asked_for("halo") {
+        return;
+    }
     let device = Device::flex();
     let classifier = Explainer::new(weights::load_default(&device).unwrap(), &device).classifier();
     let side = 1536;
@@ -198,6 +205,16 @@ fn halo(_: &mut Criterion) {
             differences.len()
         );
     }
+}
+
+/// Whether the command line's filter (criterion's first free argument) names `part`, or there
+/// is none: work done outside criterion's timing (profiles, the halo study) runs only then.
+fn asked_for(part: &str) -> bool {
+    let mut filters = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .peekable();
+    filters.peek().is_none() || filters.any(|f| part.contains(&f) || f.contains(part))
 }
 
 /// A `side` x `side` mosaic of the fixture patches of both classes, in file-name order.
@@ -306,6 +323,36 @@ fn convolution(c: &mut Criterion) {
         let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
         let (xs, ws) = (values(x), values(w));
         let bs = bias.into_data().try_to_vec::<f32>().unwrap();
+        group.bench_function(format!("celnet/{name}"), |b| {
+            b.iter(|| {
+                conv3x3_f32(
+                    black_box(&xs),
+                    [1, c_in, side, side],
+                    &ws,
+                    c_out,
+                    Some(&bs),
+                    stride,
+                )
+            })
+        });
+    }
+    // The same kernels on the layers of one dense tile (1,152 px), where the maps no longer fit
+    // in cache.
+    let tile_layers = [
+        (3, 16, 1152, 1),
+        (16, 16, 1152, 1),
+        (16, 32, 1152, 2),
+        (32, 32, 576, 1),
+        (32, 64, 576, 2),
+        (64, 64, 288, 1),
+    ];
+    group.sample_size(10);
+    for (c_in, c_out, side, stride) in tile_layers {
+        let random = |n: usize| (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5);
+        let xs: Vec<f32> = random(c_in * side * side).collect();
+        let ws: Vec<f32> = random(c_out * c_in * 9).collect();
+        let bs: Vec<f32> = random(c_out).collect();
+        let name = format!("{c_in}to{c_out}_{side}px_stride{stride}");
         group.bench_function(format!("celnet/{name}"), |b| {
             b.iter(|| {
                 conv3x3_f32(

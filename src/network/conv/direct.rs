@@ -7,9 +7,15 @@
 //! four parities of the gradient's pixels is a small stride-1 correlation of the output
 //! gradient with the kernel taps that reach it.
 
+use std::ops::Range;
+
 #[cfg(target_arch = "x86_64")]
 use super::avx2_fma;
 use super::{CHANNELS, LANES, Shape4, madd, output_side, per_band, per_image};
+
+/// Output rows per band computed by one thread: the input rows a band reads (nine per channel
+/// and column phase at stride 2) stay in cache while every group of output channels reads them.
+const BAND: usize = 4;
 
 /// Where one kernel tap reads: plane (column phase), row and column offsets in padded planes.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +49,6 @@ pub fn direct3x3(
     let pass = Pass {
         taps,
         row_step: stride,
-        h_out,
         w_out,
     };
     let packed = pack_weights(c_out, c_in * 9, |o, k| weight[o * c_in * 9 + k]);
@@ -51,9 +56,20 @@ pub fn direct3x3(
     let mut out = vec![0.0; batch * image_out];
     per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
         let padded = planes.fill(x);
-        let groups: Vec<&mut [f32]> = out.chunks_mut(CHANNELS * h_out * w_out).collect();
-        per_band(groups, |group, out| {
-            pass.channel_group(&planes, &padded, &packed[group], bias, group, out);
+        // Band b's rows of every output channel: a band computes all output channels, so the
+        // input rows it reads are read from memory once and from cache by every later group.
+        let mut bands: Vec<Vec<&mut [f32]>> =
+            (0..h_out.div_ceil(BAND)).map(|_| Vec::new()).collect();
+        for channel in out.chunks_mut(h_out * w_out) {
+            for (band, rows) in channel.chunks_mut(BAND * w_out).enumerate() {
+                bands[band].push(rows);
+            }
+        }
+        per_band(bands, |band, mut out| {
+            let rows = band * BAND..((band + 1) * BAND).min(h_out);
+            for (group, out) in out.chunks_mut(CHANNELS).enumerate() {
+                pass.channel_group(&planes, &padded, &packed[group], bias, group, &rows, out);
+            }
         });
     });
     out
@@ -185,13 +201,13 @@ impl Parity {
         let pass = Pass::<ROWS, COLS> {
             taps: std::array::from_fn(|r| std::array::from_fn(|c| self.taps[r * COLS + c])),
             row_step: 1,
-            h_out: self.rows,
             w_out: self.cols,
         };
-        let group = CHANNELS * self.rows * self.cols;
         let mut part = vec![0.0; self.c_in.next_multiple_of(CHANNELS) * self.rows * self.cols];
-        for (index, part) in part.chunks_mut(group).enumerate() {
-            pass.channel_group(planes, padded, &self.packed[index], None, index, part);
+        let mut channels: Vec<&mut [f32]> = part.chunks_mut(self.rows * self.cols).collect();
+        for (index, group) in channels.chunks_mut(CHANNELS).enumerate() {
+            let packed = &self.packed[index];
+            pass.channel_group(planes, padded, packed, None, index, &(0..self.rows), group);
         }
         part
     }
@@ -292,14 +308,14 @@ impl Planes {
 struct Pass<const ROWS: usize, const COLS: usize> {
     taps: [[Tap; COLS]; ROWS],
     row_step: usize,
-    h_out: usize,
     w_out: usize,
 }
 
 impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
-    /// Output channels `group * CHANNELS ..` of one image into `out` (`[CHANNELS, h_out, w_out]`,
-    /// shorter for the last group when the channels are not a multiple of [`CHANNELS`]), with
-    /// AVX2 and fused multiply-add where the CPU has them.
+    /// Output rows `rows` of channels `group * CHANNELS ..` of one image into `out` (one slice of
+    /// those rows per channel, fewer than [`CHANNELS`] for the last group when the channels are
+    /// not a multiple of it), with AVX2 and fused multiply-add where the CPU has them.
+    #[allow(clippy::too_many_arguments)] // one call site per kernel form
     fn channel_group(
         &self,
         layout: &Planes,
@@ -307,19 +323,21 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         weights: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         group: usize,
-        out: &mut [f32],
+        rows: &Range<usize>,
+        out: &mut [&mut [f32]],
     ) {
         #[cfg(target_arch = "x86_64")]
         if avx2_fma() {
             // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { self.channel_group_avx2_fma(layout, planes, weights, bias, group, out) };
+            unsafe { self.channel_group_avx2_fma(layout, planes, weights, bias, group, rows, out) };
             return;
         }
-        self.channel_group_with::<false>(layout, planes, weights, bias, group, out);
+        self.channel_group_with::<false>(layout, planes, weights, bias, group, rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     fn channel_group_avx2_fma(
         &self,
         layout: &Planes,
@@ -327,12 +345,14 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         weights: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         group: usize,
-        out: &mut [f32],
+        rows: &Range<usize>,
+        out: &mut [&mut [f32]],
     ) {
-        self.channel_group_with::<true>(layout, planes, weights, bias, group, out);
+        self.channel_group_with::<true>(layout, planes, weights, bias, group, rows, out);
     }
 
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn channel_group_with<const FMA: bool>(
         &self,
         layout: &Planes,
@@ -340,12 +360,12 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         weights: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         group: usize,
-        out: &mut [f32],
+        rows: &Range<usize>,
+        out: &mut [&mut [f32]],
     ) {
         let plane = layout.plane();
         let (in_channels, row_len) = (layout.channels, layout.row);
-        let (h_out, w_out, row_step) = (self.h_out, self.w_out, self.row_step);
-        let channels = out.len() / (h_out * w_out);
+        let (w_out, row_step) = (self.w_out, self.row_step);
         let start: [f32; CHANNELS] = std::array::from_fn(|c| {
             bias.and_then(|b| b.get(group * CHANNELS + c))
                 .copied()
@@ -355,7 +375,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         let offsets: [[usize; COLS]; ROWS] = self.taps.map(|row| {
             row.map(|tap| tap.plane * in_channels * plane + tap.row * row_len + tap.col)
         });
-        for y in 0..h_out {
+        for y in rows.clone() {
             for x0 in (0..w_out).step_by(LANES) {
                 let mut acc = [[0.0f32; LANES]; CHANNELS];
                 for (c, row) in acc.iter_mut().enumerate() {
@@ -378,8 +398,8 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                     }
                 }
                 let n = LANES.min(w_out - x0);
-                for (c, values) in acc.iter().enumerate().take(channels) {
-                    let at = (c * h_out + y) * w_out + x0;
+                let at = (y - rows.start) * w_out + x0;
+                for (out, values) in out.iter_mut().zip(&acc) {
                     out[at..at + n].copy_from_slice(&values[..n]);
                 }
             }
