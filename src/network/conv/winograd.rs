@@ -95,55 +95,72 @@ impl Tiles {
         }
     }
 
-    /// The zero-padded input split into even and odd padded columns, `[c_in][2 rows + 2]
-    /// [cols_padded + 1]` each: padded column 2j is `even[j]`, 2j + 1 is `odd[j]`, and padded
-    /// (row, column) is input (row - 1, column - 1).
-    fn split_columns(&self, image: &[f32]) -> [Vec<f32>; 2] {
-        let plane_cols = self.cols_padded + 1;
-        let plane = (2 * self.rows + 2) * plane_cols;
-        let mut even = vec![0.0; self.c_in * plane];
-        let mut odd = vec![0.0; self.c_in * plane];
-        // One channel per task: on a large image this pass is worth spreading too.
-        let channels: Vec<_> = image
-            .chunks_exact(self.height * self.width)
-            .zip(even.chunks_mut(plane).zip(odd.chunks_mut(plane)))
-            .collect();
-        per_band(channels, |_, (src, (even, odd))| {
-            for (y, src_row) in src.chunks_exact(self.width).enumerate() {
-                let at = (y + 1) * plane_cols;
-                // Input column 2k is padded column 2k + 1 (odd[k]); 2k + 1 is 2k + 2 (even[k + 1]).
-                // Whole pairs in one loop without branches, which vectorises.
-                let pairs = src_row.chunks_exact(2);
-                let (n, last) = (pairs.len(), pairs.remainder().first().copied());
-                let odd_row = odd[at..].iter_mut();
-                for ((o, e), pair) in odd_row.zip(&mut even[at + 1..at + 1 + n]).zip(pairs) {
-                    *o = pair[0];
-                    *e = pair[1];
-                }
-                if let Some(last) = last {
-                    odd[at + n] = last;
-                }
-            }
-        });
-        [even, odd]
+    /// Length of one padded row's even or odd columns in [`Tiles::transform_row`]'s scratch.
+    fn half_len(&self) -> usize {
+        self.cols_padded + 1
+    }
+
+    /// Scratch for [`Tiles::transform_row`]: one channel's four padded rows, each split into even
+    /// and odd padded columns (`[4][2][half_len]`). Zeroed once: the columns that are padding are
+    /// never written, so they stay zero.
+    fn row_scratch(&self) -> Vec<f32> {
+        vec![0.0; 8 * self.half_len()]
+    }
+
+    /// Padded row `padded_row` of channel `c` split into even and odd padded columns: padded
+    /// column 2j is `even[j]`, 2j + 1 is `odd[j]`, and padded (row, column) is input (row - 1,
+    /// column - 1).
+    #[inline(always)]
+    fn split_row(
+        &self,
+        image: &[f32],
+        c: usize,
+        padded_row: usize,
+        even: &mut [f32],
+        odd: &mut [f32],
+    ) {
+        let Some(y) = padded_row.checked_sub(1).filter(|&y| y < self.height) else {
+            even.fill(0.0);
+            odd.fill(0.0);
+            return;
+        };
+        let src_row = &image[(c * self.height + y) * self.width..][..self.width];
+        // Input column 2k is padded column 2k + 1 (odd[k]); 2k + 1 is 2k + 2 (even[k + 1]).
+        // Whole pairs in one loop without branches, which vectorises.
+        let pairs = src_row.chunks_exact(2);
+        let (n, last) = (pairs.len(), pairs.remainder().first().copied());
+        for ((o, e), pair) in odd.iter_mut().zip(&mut even[1..=n]).zip(pairs) {
+            *o = pair[0];
+            *e = pair[1];
+        }
+        if let Some(last) = last {
+            odd[n] = last;
+        }
     }
 
     /// `V = B^T d B` of one row of tiles for every input channel, into `v` (`[16][c_in]
-    /// [cols_padded]`).
+    /// [cols_padded]`), each channel's four input rows split into `scratch` first (see
+    /// [`Tiles::row_scratch`]) so that a tile row's four inputs for consecutive tiles are four
+    /// contiguous loads.
     #[inline(always)]
-    fn transform_row(&self, [even, odd]: &[Vec<f32>; 2], row: usize, v: &mut [f32]) {
-        let plane_cols = self.cols_padded + 1;
-        let plane = (2 * self.rows + 2) * plane_cols;
+    fn transform_row(&self, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
+        let half_len = self.half_len();
         let load = |half: &[f32], at: usize| -> Lanes { half[at..at + LANES].try_into().unwrap() };
         for c in 0..self.c_in {
+            for (r, halves) in scratch.chunks_exact_mut(2 * half_len).enumerate() {
+                let (even, odd) = halves.split_at_mut(half_len);
+                self.split_row(image, c, 2 * row + r, even, odd);
+            }
+            let half =
+                |r: usize, parity: usize| &scratch[(2 * r + parity) * half_len..][..half_len];
             for col in (0..self.cols_padded).step_by(LANES) {
                 // d B for each of the tile's four input rows: [a - c, b + c, c - b, b - e] for the
                 // row's inputs a, b, c, e.
                 let mut d_b = [[[0.0; LANES]; 4]; 4];
                 for (r, transformed) in d_b.iter_mut().enumerate() {
-                    let at = c * plane + (2 * row + r) * plane_cols + col;
-                    let (a, b) = (load(even, at), load(odd, at));
-                    let (c, e) = (load(even, at + 1), load(odd, at + 1));
+                    let (even, odd) = (half(r, 0), half(r, 1));
+                    let (a, b) = (load(even, col), load(odd, col));
+                    let (c, e) = (load(even, col + 1), load(odd, col + 1));
                     *transformed = [sub(a, c), add(b, c), sub(c, b), sub(b, e)];
                 }
                 // B^T (d B): the same combination down the columns.
@@ -160,8 +177,8 @@ impl Tiles {
         }
     }
 
-    /// The convolution of one image into `out` (`[c_out, height, width]`): the input split
-    /// once, then bands of [`BAND`] tile rows, in parallel natively.
+    /// The convolution of one image into `out` (`[c_out, height, width]`): bands of [`BAND`]
+    /// tile rows, in parallel natively.
     fn convolve(
         &self,
         image: &[f32],
@@ -169,7 +186,6 @@ impl Tiles {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let halves = self.split_columns(image);
         let plane = self.height * self.width;
         // Band b's rows of every output channel.
         let mut bands: Vec<Vec<&mut [f32]>> =
@@ -181,7 +197,7 @@ impl Tiles {
         }
         per_band(bands, |band, mut out| {
             let rows = band * BAND..((band + 1) * BAND).min(self.rows);
-            self.convolve_rows(&halves, u, bias, rows, &mut out);
+            self.convolve_rows(image, u, bias, rows, &mut out);
         });
     }
 
@@ -189,7 +205,7 @@ impl Tiles {
     /// AVX2 and fused multiply-add where the CPU has them.
     fn convolve_rows(
         &self,
-        halves: &[Vec<f32>; 2],
+        image: &[f32],
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
@@ -198,23 +214,23 @@ impl Tiles {
         #[cfg(target_arch = "x86_64")]
         if avx2_fma() {
             // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { self.convolve_rows_avx2_fma(halves, u, bias, rows, out) };
+            unsafe { self.convolve_rows_avx2_fma(image, u, bias, rows, out) };
             return;
         }
-        self.convolve_rows_with::<false>(halves, u, bias, rows, out);
+        self.convolve_rows_with::<false>(image, u, bias, rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn convolve_rows_avx2_fma(
         &self,
-        halves: &[Vec<f32>; 2],
+        image: &[f32],
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
         out: &mut [&mut [f32]],
     ) {
-        self.convolve_rows_with::<true>(halves, u, bias, rows, out);
+        self.convolve_rows_with::<true>(image, u, bias, rows, out);
     }
 
     /// [`Tiles::convolve_rows`] a row of tiles at a time: transform the row's inputs, sum
@@ -223,7 +239,7 @@ impl Tiles {
     #[inline(always)]
     fn convolve_rows_with<const FMA: bool>(
         &self,
-        halves: &[Vec<f32>; 2],
+        image: &[f32],
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
@@ -233,8 +249,9 @@ impl Tiles {
         let first_row = 2 * rows.start;
         let row_tiles = self.c_in * self.cols_padded;
         let mut v = vec![0.0; POSITIONS * row_tiles];
+        let mut scratch = self.row_scratch();
         for row in rows {
-            self.transform_row(halves, row, &mut v);
+            self.transform_row(image, row, &mut scratch, &mut v);
             for col in (0..self.cols_padded).step_by(LANES) {
                 for group in 0..c_out.div_ceil(CHANNELS) {
                     let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
@@ -291,7 +308,12 @@ impl Tiles {
                 interleaved[2 * l + 1] = pair[1][l] + bias;
             }
             let at = (out_row - first_row) * self.width + first;
-            out[at..at + count].copy_from_slice(&interleaved[..count]);
+            if count == 2 * LANES {
+                // A whole block: a store of known length, not a call to copy `count` values.
+                out[at..at + 2 * LANES].copy_from_slice(&interleaved);
+            } else {
+                out[at..at + count].copy_from_slice(&interleaved[..count]);
+            }
         }
     }
 }
