@@ -9,9 +9,9 @@
 //!
 //! The pages are the kernel's small ones: mimalloc asks for transparent huge pages, and on a
 //! virtual machine a fresh 2 MB page can cost a fault into the host. On a 2-core VM the same
-//! ~550 huge-page faults of `celnet heatmap` on that region took anywhere from 1 to 28 s of
-//! system time in a 21-42 s run, from one run to the next; with small pages, 0.5-0.9 s every time
-//! (and about 275,000 cheap faults).
+//! ~550 huge-page faults of `celnet heatmap` on that region took anywhere from 1 to 31 s of
+//! system time in a 21-44 s run, from one run to the next; with small pages, 0.3-3.8 s (and
+//! about 275,000 cheaper faults).
 
 /// The global allocator of the `celnet` binary and the benches.
 pub use mimalloc::MiMalloc as Allocator;

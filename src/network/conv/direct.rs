@@ -11,7 +11,7 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use super::avx2_fma;
-use super::{CHANNELS, LANES, Shape4, madd, output_side, per_band, per_image};
+use super::{CHANNELS, LANES, Shape4, channel_bands, madd, output_side, per_band, per_image};
 
 /// Output rows per band computed by one thread: the input rows a band reads (nine per channel
 /// and column phase at stride 2) stay in cache while every group of output channels reads them.
@@ -56,15 +56,9 @@ pub fn direct3x3(
     let mut out = vec![0.0; batch * image_out];
     per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
         let padded = planes.fill(x);
-        // Band b's rows of every output channel: a band computes all output channels, so the
-        // input rows it reads are read from memory once and from cache by every later group.
-        let mut bands: Vec<Vec<&mut [f32]>> =
-            (0..h_out.div_ceil(BAND)).map(|_| Vec::new()).collect();
-        for channel in out.chunks_mut(h_out * w_out) {
-            for (band, rows) in channel.chunks_mut(BAND * w_out).enumerate() {
-                bands[band].push(rows);
-            }
-        }
+        // A band computes all output channels for its rows, so the input rows it reads are
+        // read from memory once and from cache by every later group.
+        let bands = channel_bands(out, h_out * w_out, BAND * w_out);
         per_band(bands, |band, mut out| {
             let rows = band * BAND..((band + 1) * BAND).min(h_out);
             for (group, out) in out.chunks_mut(CHANNELS).enumerate() {

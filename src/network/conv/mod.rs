@@ -122,6 +122,19 @@ fn per_image(
     out.chunks_mut(image_out).enumerate().for_each(run);
 }
 
+/// One image's output (`[channels][plane]`) cut into bands of `band` values of every channel's
+/// plane (whole rows): band b is each channel's values `b * band ..`, so one thread can compute
+/// every channel for its rows.
+fn channel_bands(out: &mut [f32], plane: usize, band: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut bands: Vec<Vec<&mut [f32]>> = (0..plane.div_ceil(band)).map(|_| Vec::new()).collect();
+    for channel in out.chunks_mut(plane) {
+        for (index, rows) in channel.chunks_mut(band).enumerate() {
+            bands[index].push(rows);
+        }
+    }
+    bands
+}
+
 /// Runs `f` on each band (a part of one image's work) with its index, in parallel natively.
 pub(crate) fn per_band<T: Send>(bands: Vec<T>, f: impl Fn(usize, T) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use super::avx2_fma;
-use super::{CHANNELS, LANES, Shape4, madd, per_band, per_image};
+use super::{CHANNELS, LANES, Shape4, channel_bands, madd, per_band, per_image};
 
 /// Tile rows per band of output rows computed by one thread.
 const BAND: usize = 8;
@@ -187,14 +187,8 @@ impl Tiles {
         out: &mut [f32],
     ) {
         let plane = self.height * self.width;
-        // Band b's rows of every output channel.
-        let mut bands: Vec<Vec<&mut [f32]>> =
-            (0..self.rows.div_ceil(BAND)).map(|_| Vec::new()).collect();
-        for channel in out.chunks_mut(plane) {
-            for (band, rows) in channel.chunks_mut(2 * BAND * self.width).enumerate() {
-                bands[band].push(rows);
-            }
-        }
+        // Band b: the output rows of tile rows b * BAND.. in every output channel.
+        let bands = channel_bands(out, plane, 2 * BAND * self.width);
         per_band(bands, |band, mut out| {
             let rows = band * BAND..((band + 1) * BAND).min(self.rows);
             self.convolve_rows(image, u, bias, rows, &mut out);
