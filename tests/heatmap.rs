@@ -661,3 +661,40 @@ fn lesions_are_reported_with_outlines_of_their_windows() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a slide model"));
 }
+
+#[test]
+fn the_dense_pass_takes_the_tile_side_asked_for_and_reports_it() {
+    let field = "tests/fixtures/slide/lesions.png";
+    let run = |name: &str, extra: &[&str]| {
+        let dir = scratch(name);
+        let mut args = vec!["heatmap", field, "-o", dir.to_str().unwrap()];
+        args.extend_from_slice(&["--top-k", "0", "--json"]);
+        args.extend_from_slice(extra);
+        let report = json_stdout(&celnet(&args));
+        let windows = rows(&std::fs::read_to_string(dir.join("tiles.csv")).unwrap());
+        (report, windows)
+    };
+    let (whole, whole_windows) = run("heatmap-tile-default", &[]);
+    let (small, small_windows) = run("heatmap-tile-192", &["--tile", "192"]);
+    assert_eq!(whole["scoring"]["tiles"], 1);
+    assert_eq!(whole["scoring"]["tile"], 1024);
+    assert_eq!(small["scoring"]["tile"], 192);
+    assert!(small["scoring"]["tiles"].as_u64().unwrap() > 1);
+    // The same windows, scored as in one tile up to the tiles' context (see
+    // `dense_scores_follow_exact_scores_within_the_documented_tolerance`).
+    assert_eq!(whole_windows.len(), small_windows.len());
+    let mut differences = Vec::new();
+    for (a, b) in whole_windows.iter().zip(&small_windows) {
+        assert_eq!(a[..4], b[..4], "the same window");
+        differences.push((a[4] - b[4]).abs());
+    }
+    let mean = differences.iter().sum::<f64>() / differences.len() as f64;
+    let max = differences.iter().copied().fold(0.0, f64::max);
+    eprintln!("--tile 192 vs one tile: mean {mean:.5}, max {max:.4}");
+    assert!(mean < 2e-3 && max < 0.02, "mean {mean}, max {max}");
+
+    let refused = celnet(&["heatmap", field, "-o", "unused", "--tile", "50"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--tile"), "{message}");
+}

@@ -4,8 +4,9 @@
 
 import { WorkerClient } from './worker-client.js';
 
-// An instance scoring a full slide tile takes about half a gigabyte.
-const SCORER_MEMORY_MB = 512;
+// An instance grows to about 185 MB scoring a full tile of the page's dense pass (the bench
+// page's figure); a quarter of a gigabyte each leaves room for the page itself.
+const SCORER_MEMORY_MB = 256;
 
 export class Engine {
   // `onStatus(info, note)` reports the engine's state; `showError(message)` reports failures.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use celnet::error::FileContext;
 use celnet::explain::render::{OVERLAY_OPACITY, evidence_overlay};
 use celnet::input::save_image;
-use celnet::slide::scan::EXACT_BATCH;
+use celnet::slide::scan::{DENSE_TILE, EXACT_BATCH};
 use celnet::slide::{
     Analysis, DEFAULT_STRIDE, DEFAULT_TOP_K, HeatmapReport, Mode, OpenedImage, ScanConfig,
 };
@@ -41,6 +41,11 @@ pub struct Args {
     /// convolutional pass each.
     #[arg(long)]
     exact: bool,
+    /// Largest tile side of the dense pass, in pixels at the model's scale (each tile adds 64 px
+    /// of context on every side): smaller tiles hold less memory and cost more work on solid
+    /// tissue. The page uses 640.
+    #[arg(long, default_value_t = DENSE_TILE, value_parser = tile_side)]
+    tile: usize,
     /// Windows scored per batch by --exact.
     #[arg(long, default_value_t = EXACT_BATCH)]
     batch_size: usize,
@@ -60,6 +65,18 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+fn tile_side(text: &str) -> std::result::Result<usize, String> {
+    let range = 96..=4096;
+    match text.parse::<usize>() {
+        Ok(side) if range.contains(&side) => Ok(side),
+        _ => Err(format!(
+            "expected a side from {} px (one window) to {} px",
+            range.start(),
+            range.end()
+        )),
+    }
 }
 
 fn parse_point(text: &str) -> std::result::Result<(f64, f64), String> {
@@ -168,8 +185,8 @@ pub fn run(args: Args) -> Result<()> {
         stride: args.stride,
         mode: if args.exact { Mode::Exact } else { Mode::Dense },
         batch: args.batch_size,
+        tile: args.tile,
         tta: args.tta.tta(),
-        ..ScanConfig::default()
     };
     let mut analysis =
         Analysis::new(Rc::new(input), args.mpp, args.level, config).in_file(&args.input)?;

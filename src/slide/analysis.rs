@@ -29,7 +29,7 @@ use crate::slide::image::{ModelScaleImage, ScaledInput};
 use crate::slide::lesions::Lesion;
 use crate::slide::probability::{SlideAnswer, SlideModel};
 use crate::slide::scale::{ModelScale, MppSource, PixelSize};
-use crate::slide::scan::{Scan, ScanConfig, Survey};
+use crate::slide::scan::{Mode, Scan, ScanConfig, Survey};
 use crate::slide::tissue::{TISSUE_CELL, TissueMask};
 
 /// Windows explained for a report by default: those of the most probable tumour points.
@@ -285,6 +285,7 @@ impl<R: Read + Seek> Analysis<R> {
             tta: self.config.tta,
             scoring: Scoring {
                 tiles: self.scan.tiles().len(),
+                tile: (self.config.mode == Mode::Dense).then_some(self.config.tile),
                 pixels: self.scan.pixels(),
                 ..Scoring::default()
             },
@@ -421,7 +422,6 @@ pub struct Plan {
 mod tests {
     use super::*;
     use crate::slide::FileResolution;
-    use crate::slide::scan::Mode;
 
     type Memory = std::io::Cursor<Vec<u8>>;
 

@@ -65,6 +65,9 @@ pub struct HeatmapReport {
 pub struct Scoring {
     /// Tiles of the dense pass computed (none when scoring exactly).
     pub tiles: usize,
+    /// Largest tile side of the dense pass, model-scale px (none when scoring exactly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tile: Option<usize>,
     /// Model-scale pixels the network computed: the dense tiles with their context, or
     /// 96 x 96 px per window scored exactly.
     pub pixels: u64,

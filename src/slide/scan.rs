@@ -18,6 +18,12 @@ use crate::slide::tissue::{TISSUE_CELL, TissueMask};
 /// between tiles (96 - stride px) is a few percent of the work, small enough that a tile's
 /// activations stay around a hundred megabytes whatever the image size.
 pub const DENSE_TILE: usize = 1024;
+/// Largest tile side of the page's dense pass, model-scale px (a 768 px crop with its context):
+/// each scoring worker holds one tile's activations in its own WebAssembly memory, which never
+/// shrinks, and three 16-channel maps of a [`DENSE_TILE`] crop alone take 255 MB. Where tissue
+/// is scattered a smaller tile computes about as many pixels (less glass, more halo); on solid
+/// tissue about 1.1x.
+pub const PAGE_TILE: usize = 640;
 /// Context the dense pass gives each tile on every side where the image has it, model-scale
 /// px (rounded up to whole strides): the tile's border windows see and attend to neighbours as
 /// they would inside a larger tile, so tile seams do not show in the heatmap.

@@ -19,6 +19,7 @@ use wasm_bindgen::prelude::*;
 use super::file_source::FileSource;
 use super::{Session, js_error, rgba, set, to_js};
 use crate::error::CelnetError;
+use crate::slide::scan::PAGE_TILE;
 use crate::slide::{Analysis, Level, OpenedImage, ScanConfig, WindowBounds};
 
 type Reader = BufReader<FileSource>;
@@ -152,6 +153,7 @@ impl SlideJob {
         self.analysis.replace(State::Unprepared);
         let config = ScanConfig {
             stride,
+            tile: PAGE_TILE,
             tta: session.classifier().tta(),
             ..ScanConfig::default()
         };
