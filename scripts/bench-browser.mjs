@@ -13,7 +13,8 @@
 //                                                 whatever the cores): time to the first full
 //                                                 view, seconds to the finished heatmap, the
 //                                                 renderer processes' peak memory (PSS, sampled
-//                                                 every 200 ms); target/browser/slide.json.
+//                                                 every 200 ms); target/browser/slide.json and
+//                                                 each run's tiles.csv beside it.
 //                                                 SLIDE_SECONDS=N stops scoring after N s (for
 //                                                 slides too large to finish)
 //
@@ -21,7 +22,7 @@
 // several minutes.
 
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { BASE_FLAGS, CHROMIUM, ROOT, WEBGPU_FLAGS, startServer } from '../tests/browser/harness.mjs';
 
@@ -48,7 +49,7 @@ async function benchPage(browser, origin, backend) {
   await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
   for (const r of report.results) {
     console.log(r.skipped ? `${r.backend}: ${r.skipped}`
-      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms, first predict ${r.first_predict_ms.toFixed(0)} ms; network per image at batch 1 ${r.batch1_per_image_median_ms.toFixed(1)} ms, at batch 64 ${r.batch64_per_image_median_ms.toFixed(1)} ms; explain phases ${JSON.stringify(r.explain_phases_median_ms)}; forward by kind ${JSON.stringify(r.forward_profile_median_ms)}`);
+      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms, first predict ${r.first_predict_ms.toFixed(0)} ms; network per image at batch 1 ${r.batch1_per_image_median_ms.toFixed(1)} ms, at batch 64 ${r.batch64_per_image_median_ms.toFixed(1)} ms; explain phases ${JSON.stringify(r.explain_phases_median_ms)}; forward by kind ${JSON.stringify(r.forward_profile_median_ms)}${r.dense_tile_profile_ms ? `; dense tile by kind ${JSON.stringify(r.dense_tile_profile_ms)}` : ''}`);
   }
   console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped, ${report.sizes.transferred} transferred (${report.sizes.content_encoding}); default weights ${report.sizes.weights.raw} bytes, ${report.sizes.weights.transferred} transferred; ${report.user_agent}`);
 }
@@ -176,6 +177,13 @@ async function slideOnce(browser, origin, file, config) {
     result.seconds = view.seconds === undefined ? null : Number(view.seconds);
     result.windows = view.windows === undefined ? null : Number(view.windows);
     result.workers = view.workers === undefined ? null : Number(view.workers);
+    result.scoring = view.scoring === undefined ? null : JSON.parse(view.scoring);
+    result.slide_score = view.slideScore === undefined ? null : Number(view.slideScore);
+    if (result.seconds !== null) {
+      // The page's tiles.csv, to compare with `celnet heatmap` on the same file.
+      result.csv = join(OUT, `slide-${basename(file)}-${config}.csv`);
+      writeFileSync(result.csv, await page.evaluate(() => window.celnet.slide().report.csv));
+    }
     result.backend = await page.evaluate(() => document.body.dataset.backend);
     result.wall_ms = Date.now() - t0;
   } finally {
@@ -193,7 +201,7 @@ async function slides(browser, origin, files) {
   for (const file of files) {
     for (const config of configs) {
       const r = await slideOnce(browser, origin, file, config);
-      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s)`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_first_view_bytes)} MB at first view, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
+      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s)${r.scoring?.pool_seconds ? ` (pool seconds ${JSON.stringify(r.scoring.pool_seconds)})` : ''}`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_first_view_bytes)} MB at first view, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
       runs.push(r);
     }
   }

@@ -69,6 +69,18 @@ function profileLine(result) {
   $('profiles').append(p);
 }
 
+// Where one tile of the slide view's dense pass spends its time (the CPU path only).
+function denseLine(result) {
+  const dense = result.dense_tile_profile_ms;
+  if (!dense) return;
+  const named = Object.entries(dense.parts).map(([kind, ms]) => `${kind} ${ms.toFixed(0)}`);
+  const other = dense.total - Object.values(dense.parts).reduce((a, b) => a + b, 0);
+  const p = document.createElement('p');
+  p.dataset.backend = result.backend;
+  p.textContent = `One ${dense.side} px tile of the slide view's dense pass on ${result.backend}, ${dense.total.toFixed(0)} ms: ${named.join(' · ')} · other ${other.toFixed(0)}.`;
+  $('profiles').append(p);
+}
+
 function row(result) {
   const tr = document.createElement('tr');
   tr.dataset.backend = result.backend;
@@ -109,7 +121,10 @@ async function main() {
     const result = await benchBackend(backend, bytes.slice(0));
     results.push(result);
     row(result);
-    if (!result.skipped) profileLine(result);
+    if (!result.skipped) {
+      profileLine(result);
+      denseLine(result);
+    }
   }
   const report = { sizes, user_agent: navigator.userAgent, sample: SAMPLE, results };
   document.body.dataset.report = JSON.stringify(report);

@@ -5,7 +5,9 @@
 
 // Scores every tile of `plan` and calls `progress({windows, probabilities})` after each.
 // `call(type, payload, transfer)` talks to the inference worker, `pool` is the list of extra
-// workers (empty for none). Resolves with the number of workers that scored.
+// workers (empty for none). Resolves with `{workers, seconds}`: how many workers scored, and
+// with a pool the seconds its workers spent, summed over them, waiting for crops (`crop`),
+// scoring (`score`) and handing results back (`accept`).
 export async function scoreTiles({ call, pool, plan, current, progress }) {
   let next = 0;
   if (pool.length === 0) {
@@ -13,18 +15,25 @@ export async function scoreTiles({ call, pool, plan, current, progress }) {
       const scored = await call('slideScore', { index: next });
       if (current()) progress(scored);
     }
-    return 1;
+    return { workers: 1, seconds: null };
   }
+  const seconds = { crop: 0, score: 0, accept: 0 };
+  const timed = async (part, promise) => {
+    const start = performance.now();
+    const value = await promise;
+    seconds[part] += (performance.now() - start) / 1000;
+    return value;
+  };
   const drain = async (scorer) => {
     while (current() && next < plan.tiles) {
       const index = next++;
-      const { rgb, width, height } = await call('slideCrop', { index });
+      const { rgb, width, height } = await timed('crop', call('slideCrop', { index }));
       const request = { rgb, width, height, stride: plan.stride, tta: plan.tta };
-      const { logits } = await scorer.call('windowLogits', request, [rgb.buffer]);
+      const { logits } = await timed('score', scorer.call('windowLogits', request, [rgb.buffer]));
       if (!current()) return;
-      progress(await call('slideAccept', { index, logits }, [logits.buffer]));
+      progress(await timed('accept', call('slideAccept', { index, logits }, [logits.buffer])));
     }
   };
   await Promise.all(pool.map(drain));
-  return pool.length;
+  return { workers: pool.length, seconds };
 }

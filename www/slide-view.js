@@ -222,7 +222,7 @@ export class SlideView {
     try {
       const pool = plan.tiles > 1 ? await this.scorers() : [];
       if (!current()) return;
-      const workers = await scoreTiles({ call: this.call, pool, plan, current, progress });
+      const { workers, seconds: poolSeconds } = await scoreTiles({ call: this.call, pool, plan, current, progress });
       const scoringSeconds = (performance.now() - started) / 1000;
       if (!current()) return;
       this.setProgress({ text: 'Explaining the top windows…' });
@@ -235,6 +235,7 @@ export class SlideView {
       if (report.summary.scoring) {
         report.summary.scoring.seconds = scoringSeconds;
         report.summary.scoring.windows_per_second = report.summary.windows / Math.max(scoringSeconds, 1e-9);
+        if (poolSeconds) report.summary.scoring.pool_seconds = poolSeconds;
       }
       this.setReport(report);
       this.setProgress(null);
@@ -302,7 +303,7 @@ export class SlideView {
     $('slide-lesions').hidden = true;
     const root = this.root;
     if (!report) {
-      for (const key of ['slideScore', 'slideProbability', 'slideCategory', 'lesions', 'windows', 'backend', 'points', 'seconds', 'workers']) delete root.dataset[key];
+      for (const key of ['slideScore', 'slideProbability', 'slideCategory', 'lesions', 'windows', 'backend', 'points', 'seconds', 'workers', 'scoring']) delete root.dataset[key];
       $('slide-result').textContent = '';
       $('slide-verdict').textContent = '';
       return;
@@ -319,6 +320,7 @@ export class SlideView {
     root.dataset.backend = s.backend;
     root.dataset.seconds = String(s.seconds);
     root.dataset.workers = String(s.workers);
+    root.dataset.scoring = JSON.stringify(s.scoring ?? null);
     root.dataset.points = JSON.stringify(s.points.map(({ x, y, probability }) => ({ x, y, probability })));
     $('slide-result').textContent = describeReport(s, this.facts);
     s.points.forEach((point, i) => this.addPoint(point, i));

@@ -2,7 +2,9 @@
 // overhead): predict and explain timings, where their time goes, and the network alone on a
 // batch.
 
-import { bench_explain_phases, bench_forward_profile, bench_logits_batch } from '../pkg/celnet.js';
+import {
+  bench_dense_profile, bench_explain_phases, bench_forward_profile, bench_logits_batch, page_facts,
+} from '../pkg/celnet.js';
 
 function median(values) {
   const s = [...values].sort((a, b) => a - b);
@@ -69,6 +71,11 @@ export async function bench(session, wasm, { bytes, runs, batchRuns }) {
     total: median(profiles.map((p) => p.total)),
     parts: Object.fromEntries(profiles[0].parts.map(([kind], i) => [kind, median(profiles.map((p) => p.parts[i][1]))])),
   };
+  // One full tile of the slide view's dense pass, on the CPU only: a GPU runs queued work
+  // later, so its spans would not hold their own time (and SwiftShader takes minutes).
+  const denseProfile = session.backend === 'cpu'
+    ? await bench_dense_profile(session, image, page_facts().default_stride)
+    : null;
   // The network alone on decoded pixels, one glimpse per call and 64 per call.
   const sample = await session.explain(image);
   const { width, height } = sample.summary();
@@ -94,6 +101,11 @@ export async function bench(session, wasm, { bytes, runs, batchRuns }) {
     explain_median_ms: median(explainTimes),
     explain_phases_median_ms: explainPhases,
     forward_profile_median_ms: forwardProfile,
+    dense_tile_profile_ms: denseProfile && {
+      side: denseProfile.side,
+      total: denseProfile.total,
+      parts: Object.fromEntries(denseProfile.parts),
+    },
     batch1_per_image_median_ms: median(batch1.times),
     batch64_per_image_median_ms: median(batch64.times),
     batch64_max_logit_difference: difference,

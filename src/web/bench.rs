@@ -10,6 +10,9 @@ use super::{Session, js_error, now_ms, to_js};
 use crate::explain::engine::ExplainPhases;
 use crate::explain::{CelmParams, PreparedEvidence};
 use crate::input;
+use crate::network::classifier::Tta;
+use crate::network::profile::Profile;
+use crate::slide::scan::{DENSE_CONTEXT, PAGE_TILE};
 
 /// The logits of a batch of same-sized images in one forward pass: `rgb` holds the images'
 /// `width` x `height` RGB bytes one after another.
@@ -48,6 +51,42 @@ pub async fn bench_forward_profile(session: &Session, bytes: Vec<u8>) -> Result<
         .await
         .map_err(js_error)?;
     to_js(&profile)
+}
+
+/// Where one tile of the slide view's dense pass spends its time: the decoded `bytes` repeated
+/// over a full tile's crop of the page ([`PAGE_TILE`] px of windows and [`DENSE_CONTEXT`] px of context on
+/// each side), scored once to warm up, then profiled at `stride` without test-time augmentation:
+/// `{side, parts: [[kind, ms]], total}`.
+#[wasm_bindgen]
+pub async fn bench_dense_profile(
+    session: &Session,
+    bytes: Vec<u8>,
+    stride: usize,
+) -> Result<JsValue, JsError> {
+    #[derive(Serialize)]
+    struct DenseProfile {
+        side: usize,
+        #[serde(flatten)]
+        profile: Profile,
+    }
+    let patch = input::decode_image(&bytes).map_err(js_error)?;
+    let side = PAGE_TILE + 2 * DENSE_CONTEXT;
+    let mut crop = RgbImage::new(side as u32, side as u32);
+    for y in (0..side).step_by(patch.height() as usize) {
+        for x in (0..side).step_by(patch.width() as usize) {
+            image::imageops::replace(&mut crop, &patch, x as i64, y as i64);
+        }
+    }
+    let classifier = session.classifier().clone().with_tta(Tta::Off);
+    classifier
+        .crop_window_logits(&crop, stride)
+        .await
+        .map_err(js_error)?;
+    let profile = classifier
+        .profile_window_logits(&crop, stride, now_ms)
+        .await
+        .map_err(js_error)?;
+    to_js(&DenseProfile { side, profile })
 }
 
 /// Where an explanation's time goes: `{forward, grad_cam_backward, guided_backward, read,

@@ -1,6 +1,6 @@
 // The bench page on the wasm CPU path: the report other tools read (sizes, medians, the batch
-// and phase figures), a batch of 64 that agrees with one glimpse, and the wasm and the default
-// weights sent compressed.
+// and phase figures, where a glimpse's and a slide tile's time goes), a batch of 64 that
+// agrees with one glimpse, and the wasm and the default weights sent compressed.
 //
 // Needs: target/release/celnet (cargo build --release), pkg/ (scripts/build-web.sh), chromium.
 
@@ -51,6 +51,10 @@ test('the report has the sizes and one CPU result with every figure', () => {
   assert.ok(profile.parts['3x3 convolutions'] > 0, JSON.stringify(profile));
   const spans = Object.values(profile.parts).reduce((a, b) => a + b, 0);
   assert.ok(spans <= profile.total * 1.001, `the parts (${spans} ms) exceed the forward pass (${profile.total} ms)`);
+  const dense = cpu.dense_tile_profile_ms;
+  assert.ok(dense.side > 96 && dense.parts['3x3 convolutions'] > 0, JSON.stringify(dense));
+  const denseSpans = Object.values(dense.parts).reduce((a, b) => a + b, 0);
+  assert.ok(denseSpans <= dense.total * 1.001, `the tile's parts (${denseSpans} ms) exceed its pass (${dense.total} ms)`);
 });
 
 test('a batch of 64 copies gives 64 times the single glimpse\'s logit', () => {
