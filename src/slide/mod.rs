@@ -25,6 +25,7 @@ pub mod lesions;
 pub mod probability;
 pub mod scale;
 pub mod scan;
+pub mod tiling;
 pub mod tissue;
 
 pub use analysis::{Analysis, CellLayout, DEFAULT_TOP_K, Plan, TissuePlan, WindowBounds};

@@ -12,6 +12,7 @@ use crate::network::model::GLIMPSE;
 use crate::slide::grid::{DEFAULT_STRIDE, WindowGrid};
 use crate::slide::heatmap::Heatmap;
 use crate::slide::image::ModelScaleImage;
+use crate::slide::tiling::tissue_blocks;
 use crate::slide::tissue::{TISSUE_CELL, TissueMask};
 
 /// Largest tile side, in model-scale pixels, of the dense pass: big enough that the overlap
@@ -141,7 +142,8 @@ pub struct DenseTile {
 /// Dense: tiles of up to `tile` px overlap by `96 - stride` px so that every window lies whole
 /// in one tile, and each carries [`DENSE_CONTEXT`] px of context around its windows; tiles
 /// without a tissue window are left out, and the others shrink to the bounding box of their
-/// tissue windows. Each tile is cropped ([`Scan::crop`]), scored in one
+/// tissue windows, cut in two where that computes fewer pixels ([`tissue_blocks`]). Each tile
+/// is cropped ([`Scan::crop`]), scored in one
 /// fully convolutional pass ([`Classifier::window_logits`]) anywhere, and accepted
 /// ([`Scan::accept`]) in any order. Exact: windows are cropped and scored `batch` at a time.
 #[derive(Clone, Debug)]
@@ -187,54 +189,43 @@ impl Scan {
             )));
         }
         let mut scan = Scan::exact(grid, tissue, 0);
-        let in_tissue = &scan.in_tissue;
         let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
         let context = context.div_ceil(grid.stride);
         let span = |windows: usize| (windows - 1) * grid.stride + GLIMPSE;
-        let mut tiles = Vec::new();
-        for row in (0..grid.rows).step_by(per_tile) {
-            for col in (0..grid.cols).step_by(per_tile) {
-                let (cols, rows) = (per_tile.min(grid.cols - col), per_tile.min(grid.rows - row));
-                let tissue: Vec<(usize, usize)> = (row..row + rows)
-                    .flat_map(|r| (col..col + cols).map(move |c| (c, r)))
-                    .filter(|&(c, r)| in_tissue[grid.index(c, r)])
-                    .collect();
-                // The tile shrinks to the bounding box of its tissue windows (found in reading
-                // order): at the edge of the tissue most of a tile is glass, which costs as much
-                // as tissue to compute.
-                let Some((&(_, top), &(_, bottom))) = tissue.first().zip(tissue.last()) else {
-                    continue;
-                };
-                let left = tissue.iter().map(|w| w.0).min().unwrap_or(col);
-                let right = tissue.iter().map(|w| w.0).max().unwrap_or(col);
-                let windows = tissue.len();
-                let (col, row, cols, rows) = (left, top, right + 1 - left, bottom + 1 - top);
+        let blocks = tissue_blocks(grid, &scan.in_tissue, per_tile, context);
+        let tiles = blocks
+            .into_iter()
+            .map(|b| {
+                let windows = (b.row..b.row + b.rows)
+                    .flat_map(|r| (b.col..b.col + b.cols).map(move |c| grid.index(c, r)))
+                    .filter(|&i| scan.in_tissue[i])
+                    .count();
                 // Up to `context` more windows of the grid around the tile's: context for its
-                // border windows, which see and attend to their neighbours as they would in any
-                // other tile.
-                let (col0, row0) = (col.saturating_sub(context), row.saturating_sub(context));
+                // border windows, which see and attend to their neighbours as they would in
+                // any other tile.
+                let (col0, row0) = (b.col.saturating_sub(context), b.row.saturating_sub(context));
                 let (col1, row1) = (
-                    (col + cols + context).min(grid.cols),
-                    (row + rows + context).min(grid.rows),
+                    (b.col + b.cols + context).min(grid.cols),
+                    (b.row + b.rows + context).min(grid.rows),
                 );
                 let (x, y) = grid.origin(col0, row0);
-                tiles.push(DenseTile {
-                    col,
-                    row,
-                    cols,
-                    rows,
+                DenseTile {
+                    col: b.col,
+                    row: b.row,
+                    cols: b.cols,
+                    rows: b.rows,
                     x,
                     y,
                     width: span(col1 - col0),
                     height: span(row1 - row0),
                     windows,
-                    context_col: col - col0,
-                    context_row: row - row0,
+                    context_col: b.col - col0,
+                    context_row: b.row - row0,
                     crop_cols: col1 - col0,
                     crop_rows: row1 - row0,
-                });
-            }
-        }
+                }
+            })
+            .collect();
         scan.tiles = tiles;
         Ok(scan)
     }
