@@ -203,12 +203,8 @@ impl Scan {
                 // Up to `context` more windows of the grid around the tile's: context for its
                 // border windows, which see and attend to their neighbours as they would in
                 // any other tile.
-                let (col0, row0) = (b.col.saturating_sub(context), b.row.saturating_sub(context));
-                let (col1, row1) = (
-                    (b.col + b.cols + context).min(grid.cols),
-                    (b.row + b.rows + context).min(grid.rows),
-                );
-                let (x, y) = grid.origin(col0, row0);
+                let crop = b.with_context(grid, context);
+                let (x, y) = grid.origin(crop.col, crop.row);
                 DenseTile {
                     col: b.col,
                     row: b.row,
@@ -216,13 +212,13 @@ impl Scan {
                     rows: b.rows,
                     x,
                     y,
-                    width: span(col1 - col0),
-                    height: span(row1 - row0),
+                    width: span(crop.cols),
+                    height: span(crop.rows),
                     windows,
-                    context_col: b.col - col0,
-                    context_row: b.row - row0,
-                    crop_cols: col1 - col0,
-                    crop_rows: row1 - row0,
+                    context_col: b.col - crop.col,
+                    context_row: b.row - crop.row,
+                    crop_cols: crop.cols,
+                    crop_rows: crop.rows,
                 }
             })
             .collect();
