@@ -367,7 +367,10 @@ impl Scan {
         use rayon::prelude::*;
         let (total, stride) = (self.total(), self.grid.stride);
         let mut done = 0;
-        let indices: Vec<usize> = (0..self.tiles.len()).collect();
+        // Largest first, so that the tiles scored side by side are about the same size and
+        // neither core waits long for the other (most tiles are cut to their tissue).
+        let mut indices: Vec<usize> = (0..self.tiles.len()).collect();
+        indices.sort_by_key(|&i| std::cmp::Reverse(self.tiles[i].width * self.tiles[i].height));
         for batch in indices.chunks(rayon::current_num_threads().max(1)) {
             let crops = batch
                 .iter()
