@@ -24,6 +24,27 @@ pub struct WindowBlock {
 }
 
 impl WindowBlock {
+    /// The block's first `at` columns and the rest.
+    fn cut_across(self, at: usize) -> (WindowBlock, WindowBlock) {
+        let first = WindowBlock { cols: at, ..self };
+        let second = WindowBlock {
+            col: self.col + at,
+            cols: self.cols - at,
+            ..self
+        };
+        (first, second)
+    }
+
+    /// Rows for columns: cutting down is cutting the transposed block across.
+    fn transposed(self) -> WindowBlock {
+        WindowBlock {
+            col: self.row,
+            row: self.col,
+            cols: self.rows,
+            rows: self.cols,
+        }
+    }
+
     /// The block grown by up to `context` windows on every side, within `grid`: the windows
     /// whose pixels a tile of this block crops.
     pub fn with_context(&self, grid: WindowGrid, context: usize) -> WindowBlock {
@@ -145,21 +166,10 @@ fn cut(
     };
     let halves = |across: bool, at: usize| {
         let (first, second) = if across {
-            let first = WindowBlock { cols: at, ..block };
-            let second = WindowBlock {
-                col: block.col + at,
-                cols: block.cols - at,
-                ..block
-            };
-            (first, second)
+            block.cut_across(at)
         } else {
-            let first = WindowBlock { rows: at, ..block };
-            let second = WindowBlock {
-                row: block.row + at,
-                rows: block.rows - at,
-                ..block
-            };
-            (first, second)
+            let (first, second) = block.transposed().cut_across(at);
+            (first.transposed(), second.transposed())
         };
         let cost: u64 = [first, second]
             .iter()
