@@ -50,6 +50,11 @@ impl WindowGrid {
         (col * self.stride, row * self.stride)
     }
 
+    /// Pixels that `windows` consecutive windows of a row or column cover.
+    pub fn span(&self, windows: usize) -> usize {
+        (windows - 1) * self.stride + GLIMPSE
+    }
+
     /// The centre of window `(col, row)`.
     pub fn centre(&self, col: usize, row: usize) -> (usize, usize) {
         let (x, y) = self.origin(col, row);

@@ -191,15 +191,9 @@ impl Scan {
         let mut scan = Scan::exact(grid, tissue, 0);
         let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
         let context = context.div_ceil(grid.stride);
-        let span = |windows: usize| (windows - 1) * grid.stride + GLIMPSE;
-        let blocks = tissue_blocks(grid, &scan.in_tissue, per_tile, context);
-        let tiles = blocks
+        let tiles = tissue_blocks(grid, &scan.in_tissue, per_tile, context)
             .into_iter()
-            .map(|b| {
-                let windows = (b.row..b.row + b.rows)
-                    .flat_map(|r| (b.col..b.col + b.cols).map(move |c| grid.index(c, r)))
-                    .filter(|&i| scan.in_tissue[i])
-                    .count();
+            .map(|(b, windows)| {
                 // Up to `context` more windows of the grid around the tile's: context for its
                 // border windows, which see and attend to their neighbours as they would in
                 // any other tile.
@@ -212,8 +206,8 @@ impl Scan {
                     rows: b.rows,
                     x,
                     y,
-                    width: span(crop.cols),
-                    height: span(crop.rows),
+                    width: grid.span(crop.cols),
+                    height: grid.span(crop.rows),
                     windows,
                     context_col: b.col - crop.col,
                     context_row: b.row - crop.row,

@@ -7,7 +7,6 @@
 //! whole's, and each half is cut again the same way (a greedy search over single cuts, which
 //! computed 2% more pixels than the best sequence of cuts on a region of scattered tissue).
 
-use crate::network::model::GLIMPSE;
 use crate::slide::grid::WindowGrid;
 
 /// Fewest windows on either side of a cut: thinner halves saved about 1% more pixels on a
@@ -124,19 +123,19 @@ impl TissueCounts {
 
 /// The blocks of the dense pass over `grid`'s tissue windows (`in_tissue`, row-major): the
 /// grid cut into squares of `per_tile` windows, each shrunk to its tissue and cut further
-/// where that computes fewer pixels, with `context` windows of context on every side.
+/// where that computes fewer pixels, with `context` windows of context on every side; each
+/// with the number of tissue windows it holds.
 pub fn tissue_blocks(
     grid: WindowGrid,
     in_tissue: &[bool],
     per_tile: usize,
     context: usize,
-) -> Vec<WindowBlock> {
+) -> Vec<(WindowBlock, usize)> {
     let counts = TissueCounts::new(grid, in_tissue);
     // Model-scale pixels of a block's crop: its windows and their context within the grid.
-    let span = |windows: usize| ((windows - 1) * grid.stride + GLIMPSE) as u64;
     let pixels = |b: &WindowBlock| {
         let crop = b.with_context(grid, context);
-        span(crop.cols) * span(crop.rows)
+        (grid.span(crop.cols) * grid.span(crop.rows)) as u64
     };
     let mut blocks = Vec::new();
     for row in (0..grid.rows).step_by(per_tile) {
@@ -150,7 +149,7 @@ pub fn tissue_blocks(
             cut(&counts, &pixels, square, &mut blocks);
         }
     }
-    blocks
+    blocks.into_iter().map(|b| (b, counts.count(&b))).collect()
 }
 
 /// Appends `block`, shrunk to its tissue, or its halves cut the same way if they compute
@@ -212,6 +211,13 @@ mod tests {
         t
     }
 
+    fn blocks(grid: WindowGrid, in_tissue: &[bool], per_tile: usize) -> Vec<WindowBlock> {
+        let blocks = tissue_blocks(grid, in_tissue, per_tile, 2);
+        let windows: usize = blocks.iter().map(|&(_, windows)| windows).sum();
+        assert_eq!(windows, in_tissue.iter().filter(|&&t| t).count());
+        blocks.into_iter().map(|(block, _)| block).collect()
+    }
+
     fn covered(grid: WindowGrid, blocks: &[WindowBlock]) -> Vec<usize> {
         let mut times = vec![0; grid.cols * grid.rows];
         for b in blocks {
@@ -228,7 +234,7 @@ mod tests {
     fn two_distant_patches_of_tissue_get_a_tile_each() {
         let g = grid(30, 30);
         let windows = [(1, 1), (2, 2), (27, 26), (28, 28)];
-        let blocks = tissue_blocks(g, &tissue(g, &windows), 30, 2);
+        let blocks = blocks(g, &tissue(g, &windows), 30);
         assert_eq!(
             blocks,
             vec![
@@ -251,7 +257,7 @@ mod tests {
     #[test]
     fn solid_tissue_keeps_whole_squares() {
         let g = grid(40, 25);
-        let blocks = tissue_blocks(g, &vec![true; 40 * 25], 16, 2);
+        let blocks = blocks(g, &vec![true; 40 * 25], 16);
         let square = |col, row, cols, rows| WindowBlock {
             col,
             row,
@@ -275,7 +281,7 @@ mod tests {
                 (state >> 16) % 100 < if band { 60 } else { 4 }
             })
             .collect();
-        let blocks = tissue_blocks(g, &in_tissue, 18, 2);
+        let blocks = blocks(g, &in_tissue, 18);
         let times = covered(g, &blocks);
         for (i, &t) in in_tissue.iter().enumerate() {
             if t {
