@@ -116,7 +116,7 @@ fn heatmap(c: &mut Criterion) {
                 pollster::block_on(Scan::exact(grid, &tissue, 64).score(
                     &classifier,
                     black_box(&region),
-                    |_, _| {},
+                    |_| {},
                 ))
                 .unwrap()
             })
@@ -126,7 +126,7 @@ fn heatmap(c: &mut Criterion) {
                 pollster::block_on(Scan::dense(grid, &tissue, DENSE_TILE).unwrap().score(
                     &classifier,
                     black_box(&region),
-                    |_, _| {},
+                    |_| {},
                 ))
                 .unwrap()
             })
@@ -184,7 +184,7 @@ fn halo(_: &mut Criterion) {
     let score = |tile: usize, context: usize| {
         let scan = Scan::dense_with_context(grid, &tissue, tile, context).unwrap();
         let tiles = scan.tiles().len();
-        let heatmap = pollster::block_on(scan.score(&classifier, &mosaic, |_, _| {})).unwrap();
+        let heatmap = pollster::block_on(scan.score(&classifier, &mosaic, |_| {})).unwrap();
         (heatmap, tiles)
     };
     let (whole, _) = score(side, 0);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use celnet::network::classifier::Classifier;
 use celnet::slide::scan::DENSE_TILE;
-use celnet::slide::{Heatmap, Scan, TissueMask, WindowGrid};
+use celnet::slide::{Heatmap, Progress, Scan, TissueMask, WindowGrid};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
@@ -365,12 +365,12 @@ fn patchwork_case() -> (Classifier, RgbImage, TissueMask, WindowGrid) {
 fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
     let (classifier, region, tissue, grid) = patchwork_case();
     let exact =
-        pollster::block_on(Scan::exact(grid, &tissue, 64).score(&classifier, &region, |_, _| {}))
+        pollster::block_on(Scan::exact(grid, &tissue, 64).score(&classifier, &region, |_| {}))
             .unwrap();
     let dense = pollster::block_on(Scan::dense(grid, &tissue, DENSE_TILE).unwrap().score(
         &classifier,
         &region,
-        |_, _| {},
+        |_| {},
     ))
     .unwrap();
     assert!(exact.scored() > 80, "{} windows in tissue", exact.scored());
@@ -403,7 +403,7 @@ fn dense_scores_follow_exact_scores_within_the_documented_tolerance() {
     let small = pollster::block_on(Scan::dense(grid, &tissue, 192).unwrap().score(
         &classifier,
         &region,
-        |_, _| {},
+        |_| {},
     ))
     .unwrap();
     let (mean, p99, max) = differences(&dense, &small);
@@ -430,7 +430,7 @@ fn dense_tiles_shrink_to_their_tissue_and_score_it_as_the_whole_image_does() {
         "the tile was not shrunk: {tile:?}"
     );
     assert_eq!(tile.windows, scan.total());
-    let shrunk = pollster::block_on(scan.score(&classifier, &region, |_, _| {})).unwrap();
+    let shrunk = pollster::block_on(scan.score(&classifier, &region, |_| {})).unwrap();
     let whole = pollster::block_on(classifier.crop_window_logits(&region, grid.stride)).unwrap();
     let mut worst = 0.0f32;
     for (probability, logit) in shrunk.probabilities.iter().zip(&whole) {
@@ -449,7 +449,7 @@ fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     let sequential = pollster::block_on(Scan::dense(grid, &tissue, 192).unwrap().score(
         &classifier,
         &region,
-        |_, _| {},
+        |_| {},
     ))
     .unwrap();
     let mut scan = Scan::dense(grid, &tissue, 192).unwrap();
@@ -697,4 +697,32 @@ fn the_dense_pass_takes_the_tile_side_asked_for_and_reports_it() {
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("--tile"), "{message}");
+}
+
+#[test]
+fn dense_progress_counts_windows_and_the_pixels_their_time_follows() {
+    // Tiles come largest first; progress reports after each, its pixels summing to the plan's
+    // and its windows to the tissue windows.
+    let (classifier, region, tissue, grid) = patchwork_case();
+    let scan = Scan::dense(grid, &tissue, 192).unwrap();
+    let sizes: Vec<u64> = scan.tiles().iter().map(|t| t.pixels()).collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "not largest first: {sizes:?}"
+    );
+    let (total_windows, total_pixels) = (scan.total(), scan.pixels());
+    assert_eq!(total_pixels, sizes.iter().sum::<u64>());
+    let mut seen: Vec<Progress> = Vec::new();
+    pollster::block_on(scan.score(&classifier, &region, |p| seen.push(p))).unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].pixels < w[1].pixels && w[0].windows <= w[1].windows)
+    );
+    let last = seen.last().unwrap();
+    assert_eq!((last.windows, last.pixels), (total_windows, total_pixels));
+    assert!(
+        seen.iter()
+            .all(|p| p.total_windows == total_windows && p.total_pixels == total_pixels)
+    );
 }

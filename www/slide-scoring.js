@@ -3,7 +3,7 @@
 // tile's crop and keeps the results, the pool runs the network. Cancelling is asking
 // `current()`: once it answers false, no new tile starts.
 
-// Scores every tile of `plan` and calls `progress({windows, probabilities})` after each.
+// Scores every tile of `plan` and calls `progress({windows, pixels, probabilities})` after each.
 // `call(type, payload, transfer)` talks to the inference worker, `pool` is the list of extra
 // workers (empty for none). Resolves with `{workers, seconds}`: how many workers scored, and
 // with a pool the seconds its workers spent, summed over them, waiting for crops (`crop`),

@@ -190,6 +190,20 @@ pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A bar whose position is work (what the time follows, so the estimate is right) while it
+/// shows another count in its message (`done/total` of `what`).
+pub fn work_progress(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{msg}} eta {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 /// Milliseconds since `start`.
 pub fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3

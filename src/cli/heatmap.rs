@@ -16,7 +16,7 @@ use celnet::slide::{
 };
 use celnet::{CelnetError, Result};
 
-use super::common::{ModelArgs, PrintReport, TtaArgs, emit, json_line, progress};
+use super::common::{ModelArgs, PrintReport, TtaArgs, emit, json_line, work_progress};
 use super::slide_eval::read_slide_model;
 
 #[derive(clap::Args)]
@@ -194,11 +194,12 @@ pub fn run(args: Args) -> Result<()> {
         analysis.set_slide_model(model);
     }
 
-    let bar = progress(0, "windows");
+    let bar = work_progress("windows");
     let scoring = Instant::now();
-    pollster::block_on(analysis.run(&loaded.classifier(), |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
+    pollster::block_on(analysis.run(&loaded.classifier(), |done| {
+        bar.set_length(done.total_pixels);
+        bar.set_position(done.pixels);
+        bar.set_message(format!("{}/{}", done.windows, done.total_windows));
     }))?;
     let scoring = scoring.elapsed().as_secs_f64();
     bar.finish_and_clear();

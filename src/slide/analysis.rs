@@ -29,7 +29,7 @@ use crate::slide::image::{ModelScaleImage, ScaledInput};
 use crate::slide::lesions::Lesion;
 use crate::slide::probability::{SlideAnswer, SlideModel};
 use crate::slide::scale::{ModelScale, MppSource, PixelSize};
-use crate::slide::scan::{Mode, Scan, ScanConfig, Survey};
+use crate::slide::scan::{Mode, Progress, Scan, ScanConfig, Survey};
 use crate::slide::tissue::{TISSUE_CELL, TissueMask};
 
 /// Windows explained for a report by default: those of the most probable tumour points.
@@ -140,11 +140,11 @@ impl<R: Read + Seek> Analysis<R> {
         self.scan.score_tile(&classifier, &self.image, index).await
     }
 
-    /// Scores every tissue window; `progress(done, total)` counts windows.
+    /// Scores every tissue window, calling `progress` after each tile or batch.
     pub async fn run(
         &mut self,
         classifier: &Classifier,
-        progress: impl FnMut(usize, usize),
+        progress: impl FnMut(Progress),
     ) -> Result<()> {
         let classifier = self.scorer(classifier);
         self.scan.run(&classifier, &self.image, progress).await
@@ -311,6 +311,7 @@ impl<R: Read + Seek> Analysis<R> {
             grid: [grid.cols, grid.rows],
             windows: self.scan.total(),
             tiles: self.scan.tiles().len(),
+            pixels: self.scan.pixels(),
             window_side: scale.to_input(GLIMPSE as f64),
             // Each window's probability covers the stride square around its centre, so that
             // a pixel shows the window whose centre is nearest (as the CLI's overlay does).
@@ -411,6 +412,9 @@ pub struct Plan {
     pub windows: usize,
     /// Tiles of the dense pass.
     pub tiles: usize,
+    /// Model-scale pixels the network computes: the work, which estimates of the time left
+    /// follow (see [`Progress`]).
+    pub pixels: u64,
     /// A window's side in the input's pixels.
     pub window_side: f64,
     pub cells: CellLayout,
@@ -449,7 +453,7 @@ mod tests {
         let classifier = classifier();
         // 0.8 µm/px: shrunk to the model's scale, so input and model pixels differ.
         let mut whole = Analysis::new(region(), Some(0.8), None, small_tiles()).unwrap();
-        pollster::block_on(whole.run(&classifier, |_, _| {})).unwrap();
+        pollster::block_on(whole.run(&classifier, |_| {})).unwrap();
         let mut pieces = Analysis::new(region(), Some(0.8), None, small_tiles()).unwrap();
         let tiles = pieces.scan().tiles().len();
         assert!(tiles >= 2, "{tiles} tiles");

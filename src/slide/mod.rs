@@ -40,5 +40,5 @@ pub use image::{ModelScaleImage, ScaledInput};
 pub use lesions::{Category, Hysteresis, Lesion, find_lesions};
 pub use probability::{SlideFeatures, SlideModel};
 pub use scale::{ModelScale, MppSource, PixelSize};
-pub use scan::{DenseTile, Mode, Scan, ScanConfig, Survey};
+pub use scan::{DenseTile, Mode, Progress, Scan, ScanConfig, Survey};
 pub use tissue::TissueMask;

@@ -136,6 +136,26 @@ pub struct DenseTile {
     crop_rows: usize,
 }
 
+/// How far a scan has come: the windows scored, and the work done as model-scale pixels
+/// computed, which is what its time follows (a tile's time goes with its pixels, not its
+/// windows; one glimpse per window when scoring exactly). Estimates of the time left should
+/// come from the pixels: tiles are scored largest first, and the large ones hold more windows
+/// per pixel than the slivers at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub windows: usize,
+    pub total_windows: usize,
+    pub pixels: u64,
+    pub total_pixels: u64,
+}
+
+impl DenseTile {
+    /// Model-scale pixels the network computes for this tile (its crop).
+    pub fn pixels(&self) -> u64 {
+        (self.width * self.height) as u64
+    }
+}
+
 /// The scoring of a grid's tissue windows (those whose centre lies in tissue), and their
 /// probabilities as they come in.
 ///
@@ -191,7 +211,7 @@ impl Scan {
         let mut scan = Scan::exact(grid, tissue, 0);
         let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
         let context = context.div_ceil(grid.stride);
-        let tiles = tissue_blocks(grid, &scan.in_tissue, per_tile, context)
+        let mut tiles: Vec<DenseTile> = tissue_blocks(grid, &scan.in_tissue, per_tile, context)
             .into_iter()
             .map(|(b, windows)| {
                 // Up to `context` more windows of the grid around the tile's: context for its
@@ -216,6 +236,10 @@ impl Scan {
                 }
             })
             .collect();
+        // Largest first: wherever tiles are scored side by side (natively on every core, in the
+        // page by a pool of workers), the last ones are small and no core waits long for
+        // another (most tiles are cut to their tissue). Ties stay in reading order.
+        tiles.sort_by_key(|t| std::cmp::Reverse(t.width * t.height));
         scan.tiles = tiles;
         Ok(scan)
     }
@@ -239,7 +263,7 @@ impl Scan {
         self.grid
     }
 
-    /// The dense pass's tiles, in reading order (none when scoring exactly).
+    /// The dense pass's tiles, largest first (none when scoring exactly).
     pub fn tiles(&self) -> &[DenseTile] {
         &self.tiles
     }
@@ -250,7 +274,7 @@ impl Scan {
         if self.tiles.is_empty() {
             return (self.total() * GLIMPSE * GLIMPSE) as u64;
         }
-        self.tiles.iter().map(|t| (t.width * t.height) as u64).sum()
+        self.tiles.iter().map(DenseTile::pixels).sum()
     }
 
     /// Tissue windows to score.
@@ -304,15 +328,18 @@ impl Scan {
     }
 
     /// Scores every tissue window of `image` (model scale): every tile of the dense pass, or
-    /// every window on its own. `progress(done, total)` counts windows.
+    /// every window on its own, calling `progress` after each tile or batch.
     pub async fn run(
         &mut self,
         classifier: &Classifier,
         image: &(impl ModelScaleImage + ?Sized),
-        mut progress: impl FnMut(usize, usize),
+        mut progress: impl FnMut(Progress),
     ) -> Result<()> {
-        let total = self.total();
-        let mut done = 0;
+        let mut done = Progress {
+            total_windows: self.total(),
+            total_pixels: self.pixels(),
+            ..Progress::default()
+        };
         if self.tiles.is_empty() {
             let kept: Vec<usize> = (0..self.in_tissue.len())
                 .filter(|&i| self.in_tissue[i])
@@ -328,8 +355,9 @@ impl Scan {
                 for (&i, logit) in chunk.iter().zip(classifier.image_logits(&windows).await?) {
                     self.probabilities[i] = Some(sigmoid(logit));
                 }
-                done += chunk.len();
-                progress(done, total);
+                done.windows += chunk.len();
+                done.pixels += (chunk.len() * GLIMPSE * GLIMPSE) as u64;
+                progress(done);
             }
             return Ok(());
         }
@@ -338,11 +366,12 @@ impl Scan {
             classifier.device().as_dispatch(),
             burn::backend::DispatchDevice::Flex(_)
         ) {
-            return self.run_tiles_in_parallel(classifier, image, progress);
+            return self.run_tiles_in_parallel(classifier, image, done, progress);
         }
         for index in 0..self.tiles.len() {
-            done += self.score_tile(classifier, image, index).await?;
-            progress(done, total);
+            done.windows += self.score_tile(classifier, image, index).await?;
+            done.pixels += self.tiles[index].pixels();
+            progress(done);
         }
         Ok(())
     }
@@ -356,15 +385,13 @@ impl Scan {
         &mut self,
         classifier: &Classifier,
         image: &(impl ModelScaleImage + ?Sized),
-        mut progress: impl FnMut(usize, usize),
+        mut done: Progress,
+        mut progress: impl FnMut(Progress),
     ) -> Result<()> {
         use rayon::prelude::*;
-        let (total, stride) = (self.total(), self.grid.stride);
-        let mut done = 0;
-        // Largest first, so that the tiles scored side by side are about the same size and
-        // neither core waits long for the other (most tiles are cut to their tissue).
-        let mut indices: Vec<usize> = (0..self.tiles.len()).collect();
-        indices.sort_by_key(|&i| std::cmp::Reverse(self.tiles[i].width * self.tiles[i].height));
+        let stride = self.grid.stride;
+        // The tiles are largest first, so the tiles of a batch are about the same size.
+        let indices: Vec<usize> = (0..self.tiles.len()).collect();
         for batch in indices.chunks(rayon::current_num_threads().max(1)) {
             let crops = batch
                 .iter()
@@ -375,9 +402,10 @@ impl Scan {
                 .map(|crop| pollster::block_on(classifier.crop_window_logits(crop, stride)))
                 .collect();
             for (&index, logits) in batch.iter().zip(logits) {
-                done += self.accept(index, &logits?)?;
+                done.windows += self.accept(index, &logits?)?;
+                done.pixels += self.tiles[index].pixels();
             }
-            progress(done, total);
+            progress(done);
         }
         Ok(())
     }
@@ -387,7 +415,7 @@ impl Scan {
         mut self,
         classifier: &Classifier,
         image: &(impl ModelScaleImage + ?Sized),
-        progress: impl FnMut(usize, usize),
+        progress: impl FnMut(Progress),
     ) -> Result<Heatmap> {
         self.run(classifier, image, progress).await?;
         Ok(self.into_heatmap())
@@ -414,7 +442,8 @@ impl Scan {
         }
     }
 
-    fn tile(&self, index: usize) -> Result<&DenseTile> {
+    /// Tile `index` of the dense pass, or an error that says how many there are.
+    pub fn tile(&self, index: usize) -> Result<&DenseTile> {
         self.tiles.get(index).ok_or_else(|| {
             CelnetError::InvalidParameter(format!(
                 "no tile {index}: the scan has {}",

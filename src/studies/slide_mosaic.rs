@@ -416,7 +416,7 @@ pub fn score_slides(
         let input = OpenedImage::<std::io::Empty>::decoded(image, file_resolution(&bytes));
         let mut analysis =
             Analysis::new(Rc::new(input), None, None, *config).in_file(&image_path)?;
-        pollster::block_on(analysis.run(classifier, |_, _| {}))?;
+        pollster::block_on(analysis.run(classifier, |_| {}))?;
         slides.push(ScoredSlide {
             image: entry.image.clone(),
             mpp: analysis.pixel_size().mpp,

@@ -188,6 +188,15 @@ impl SlideJob {
         self.with_mut(|a| a.accept(index, &logits).map_err(js_error))
     }
 
+    /// The model-scale pixels tile `index` computes: its share of the plan's `pixels`, the
+    /// work that estimates of the time left follow.
+    pub fn tile_pixels(&self, index: usize) -> Result<f64, JsError> {
+        self.with(|a| {
+            let tile = a.scan().tile(index).map_err(js_error)?;
+            Ok(tile.pixels() as f64)
+        })
+    }
+
     /// Crops, scores (on `session`) and keeps tile `index`; returns how many windows it scored.
     pub async fn score_tile(&self, session: &Session, index: usize) -> Result<usize, JsError> {
         let mut analysis = self.take()?;
