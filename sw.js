@@ -1,7 +1,7 @@
 // Service worker: keeps a copy of the page so it works offline after the first visit.
 // Network first (a rebuilt page is picked up at once), the cached copy when offline.
 
-const CACHE = 'celnet-v5';
+const CACHE = 'celnet-v6';
 const FILES = [
   './',
   'index.html',
@@ -22,6 +22,7 @@ const FILES = [
   'www/samples/field-of-view.tif',
   'pkg/celnet.js',
   'pkg/celnet_bg.wasm',
+  'pkg/celnet_relaxed_bg.wasm',
   'weights/celnet-pcam.bpk',
 ];
 

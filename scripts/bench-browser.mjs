@@ -2,6 +2,7 @@
 //
 //   node scripts/bench-browser.mjs [cpu|webgpu]   www/bench.html: predict and explain medians per
 //                                                 backend; target/browser/bench[-BACKEND].json
+//                                                 (SIMD=simd128: the build without relaxed SIMD)
 //   node scripts/bench-browser.mjs startup [N]    the page on the wasm CPU path, N loads (5): time
 //                                                 to a ready engine and to the first result, and
 //                                                 the memory of the page with its worker;
@@ -10,8 +11,10 @@
 //                                                 on the wasm CPU path with one worker and with
 //                                                 the pool, and on WebGPU (SLIDE_CONFIGS=cpu-1,
 //                                                 cpu-pool,webgpu picks; cpu-4 is a pool of 4
-//                                                 whatever the cores): time to the first full
-//                                                 view, seconds to the finished heatmap, the
+//                                                 whatever the cores; cpu-pool-simd128 the pool
+//                                                 on the build without relaxed SIMD): time to
+//                                                 the first full view, seconds to the finished
+//                                                 heatmap, the
 //                                                 renderer processes' peak memory (PSS, sampled
 //                                                 every 200 ms); target/browser/slide.json and
 //                                                 each run's tiles.csv beside it.
@@ -40,16 +43,19 @@ async function benchPage(browser, origin, backend) {
   page.on('console', (m) => console.error(`console ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
   page.on('crash', () => console.error('the page crashed'));
-  await page.goto(`${origin}/www/bench.html${backend ? `?backend=${backend}` : ''}`);
+  const query = new URLSearchParams();
+  if (backend) query.set('backend', backend);
+  if (process.env.SIMD) query.set('simd', process.env.SIMD);
+  await page.goto(`${origin}/www/bench.html?${query}`);
   await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 3_600_000 });
   const report = JSON.parse(await page.evaluate(() => document.body.dataset.report));
   if (report.error) throw new Error(`bench page: ${report.error}`);
-  const name = backend ? `bench-${backend}` : 'bench';
+  const name = ['bench', backend, process.env.SIMD].filter(Boolean).join('-');
   writeFileSync(join(OUT, `${name}.json`), JSON.stringify(report, null, 1));
   await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
   for (const r of report.results) {
     console.log(r.skipped ? `${r.backend}: ${r.skipped}`
-      : `${r.backend}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms, first predict ${r.first_predict_ms.toFixed(0)} ms; network per image at batch 1 ${r.batch1_per_image_median_ms.toFixed(1)} ms, at batch 64 ${r.batch64_per_image_median_ms.toFixed(1)} ms; explain phases ${JSON.stringify(r.explain_phases_median_ms)}; forward by kind ${JSON.stringify(r.forward_profile_median_ms)}${r.dense_tile_profile_ms ? `; dense tile by kind ${JSON.stringify(r.dense_tile_profile_ms)}` : ''}`);
+      : `${r.backend}${r.simd ? ` (${r.simd})` : ''}: predict ${r.predict_median_ms.toFixed(1)} ms, explain ${r.explain_median_ms.toFixed(1)} ms (median of ${r.runs}), warm-up ${r.warmup_ms.toFixed(0)} ms, first predict ${r.first_predict_ms.toFixed(0)} ms; network per image at batch 1 ${r.batch1_per_image_median_ms.toFixed(1)} ms, at batch 64 ${r.batch64_per_image_median_ms.toFixed(1)} ms; explain phases ${JSON.stringify(r.explain_phases_median_ms)}; forward by kind ${JSON.stringify(r.forward_profile_median_ms)}${r.dense_tile_profile_ms ? `; dense tile by kind ${JSON.stringify(r.dense_tile_profile_ms)}` : ''}`);
   }
   console.log(`wasm ${report.sizes.raw} bytes, ${report.sizes.gzip} gzipped, ${report.sizes.transferred} transferred (${report.sizes.content_encoding}); default weights ${report.sizes.weights.raw} bytes, ${report.sizes.weights.transferred} transferred; ${report.user_agent}`);
 }
@@ -145,6 +151,7 @@ const SLIDE_CONFIGS = {
   'cpu-1': '?backend=cpu&workers=1',
   'cpu-pool': '?backend=cpu',
   'cpu-4': '?backend=cpu&workers=4',
+  'cpu-pool-simd128': '?backend=cpu&simd=simd128',
   webgpu: '?backend=webgpu',
 };
 
@@ -185,6 +192,7 @@ async function slideOnce(browser, origin, file, config) {
       writeFileSync(result.csv, await page.evaluate(() => window.celnet.slide().report.csv));
     }
     result.backend = await page.evaluate(() => document.body.dataset.backend);
+    result.simd = await page.evaluate(() => document.body.dataset.simd);
     result.wall_ms = Date.now() - t0;
   } finally {
     clearInterval(sampler);
@@ -201,7 +209,7 @@ async function slides(browser, origin, files) {
   for (const file of files) {
     for (const config of configs) {
       const r = await slideOnce(browser, origin, file, config);
-      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s)${r.scoring?.pool_seconds ? ` (pool seconds ${JSON.stringify(r.scoring.pool_seconds)})` : ''}`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_first_view_bytes)} MB at first view, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
+      console.log(`${file} ${config}: first view ${r.first_view_ms} ms, ${r.seconds === null ? `stopped (${r.progress})` : `${r.seconds.toFixed(1)} s for ${r.windows} windows on ${r.workers} worker(s), ${r.simd}${r.scoring?.pool_seconds ? ` (pool seconds ${JSON.stringify(r.scoring.pool_seconds)})` : ''}`}, renderer PSS ${mb(r.renderer_pss_idle_bytes)} MB idle, ${mb(r.renderer_pss_first_view_bytes)} MB at first view, ${mb(r.renderer_pss_peak_bytes)} MB peak`);
       runs.push(r);
     }
   }

@@ -26,16 +26,30 @@ if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ];
 fi
 
 # The `web` profile (Cargo.toml): release, with the WebGPU kernel generators optimised for size.
-cargo build --profile web --lib --target wasm32-unknown-unknown
-raw=${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/web/celnet.wasm
+# Built twice: for every browser with WebAssembly SIMD, and with the `relaxed-simd` feature,
+# whose CPU kernels use relaxed SIMD's fused multiply-add; the page loads the second where the
+# browser validates it. The dependencies are shared (only this crate is compiled twice), and so
+# is the JavaScript binding.
+target=${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/web
 out=target/pkg-staging
-rm -rf "$out"
-wasm-bindgen --target web --no-typescript --out-dir "$out" "$raw"
+rm -rf "$out" "$out-relaxed"
+cargo build --profile web --lib --target wasm32-unknown-unknown
+wasm-bindgen --target web --no-typescript --out-dir "$out" "$target/celnet.wasm"
+cargo build --profile web --lib --target wasm32-unknown-unknown --features relaxed-simd
+wasm-bindgen --target web --no-typescript --out-dir "$out-relaxed" "$target/celnet.wasm"
+if ! cmp -s "$out/celnet.js" "$out-relaxed/celnet.js"; then
+  echo "build-web: the two builds' JavaScript bindings differ; the page needs them equal" >&2
+  exit 1
+fi
+mv "$out-relaxed/celnet_bg.wasm" "$out/celnet_relaxed_bg.wasm"
+rm -rf "$out-relaxed"
 # WASM_OPT=-Oz (or -O3, ...) picks another level; WASM_OPT=none skips it (quicker builds).
 level=${WASM_OPT:--O2}
 if [ "$level" != none ]; then
-  node_modules/.bin/wasm-opt "$level" "$out/celnet_bg.wasm" -o "$out/celnet_bg.opt.wasm"
-  mv "$out/celnet_bg.opt.wasm" "$out/celnet_bg.wasm"
+  for wasm in celnet_bg celnet_relaxed_bg; do
+    node_modules/.bin/wasm-opt "$level" --enable-relaxed-simd "$out/$wasm.wasm" -o "$out/$wasm.opt.wasm"
+    mv "$out/$wasm.opt.wasm" "$out/$wasm.wasm"
+  done
 fi
 # Compressed copies beside each file (and beside the default weights, which the page fetches),
 # which `celnet serve` sends to browsers that accept them.
@@ -48,9 +62,10 @@ node -e '
       [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
       [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
     } }));
-  }' "$out/celnet_bg.wasm" "$out/celnet.js" weights/celnet-pcam.bpk
+  }' "$out/celnet_bg.wasm" "$out/celnet_relaxed_bg.wasm" "$out/celnet.js" weights/celnet-pcam.bpk
 rm -rf pkg
 mv "$out" pkg
-printf 'build-web: pkg/celnet_bg.wasm %s bytes (%s gzipped, %s brotli)\n' \
-  "$(stat -c %s pkg/celnet_bg.wasm)" "$(stat -c %s pkg/celnet_bg.wasm.gz)" \
-  "$(stat -c %s pkg/celnet_bg.wasm.br)"
+for wasm in celnet_bg celnet_relaxed_bg; do
+  printf 'build-web: pkg/%s.wasm %s bytes (%s gzipped, %s brotli)\n' "$wasm" \
+    "$(stat -c %s pkg/$wasm.wasm)" "$(stat -c %s pkg/$wasm.wasm.gz)" "$(stat -c %s pkg/$wasm.wasm.br)"
+done

@@ -22,10 +22,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      frame-ancestors 'none'";
 
 /// Files that must exist before the page can work.
-const REQUIRED: [&str; 4] = [
+const REQUIRED: [&str; 5] = [
     "index.html",
     "pkg/celnet.js",
     "pkg/celnet_bg.wasm",
+    "pkg/celnet_relaxed_bg.wasm",
     "weights/celnet-pcam.bpk",
 ];
 

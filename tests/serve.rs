@@ -26,6 +26,7 @@ fn site(name: &str) -> PathBuf {
     std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
     std::fs::write(root.join("pkg/celnet.js"), "export default 1;").unwrap();
     std::fs::write(root.join("pkg/celnet_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(root.join("pkg/celnet_relaxed_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(root.join("weights/celnet-pcam.bpk"), b"BURNPACK").unwrap();
     std::fs::write(root.join(".secret"), "hidden").unwrap();
     root

@@ -42,10 +42,13 @@ function setStatus(text, busy = false) {
 }
 
 function showEngine(info) {
-  const name = info.backend === 'webgpu' ? `WebGPU (${info.adapter})` : 'CPU (WebAssembly)';
+  const name = info.backend === 'webgpu'
+    ? `WebGPU (${info.adapter})`
+    : `CPU (WebAssembly, ${info.simd === 'relaxed-simd' ? 'relaxed SIMD' : 'SIMD'})`;
   const why = info.reason ? ` — ${info.reason}` : '';
   setStatus(`Backend: ${name}${why}. Weights: ${info.weights}. Ready (warm-up ${Math.round(info.warmup_ms)} ms).`);
   document.body.dataset.backend = info.backend;
+  document.body.dataset.simd = info.simd;
 }
 
 function showError(message) {

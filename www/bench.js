@@ -27,11 +27,13 @@ async function fileSizes(path) {
   };
 }
 
-// The wasm's sizes, with the default weights' (fetched beside it) as `weights`.
+// The sizes of both wasm builds (`relaxed`: the one with relaxed SIMD), with the default
+// weights' (fetched beside them) as `weights`.
 async function downloadSizes() {
   const wasm = await fileSizes('../pkg/celnet_bg.wasm');
+  const relaxed = await fileSizes('../pkg/celnet_relaxed_bg.wasm');
   const weights = await fileSizes('../weights/celnet-pcam.bpk');
-  return { ...wasm, weights };
+  return { ...wasm, relaxed, weights };
 }
 
 async function benchBackend(backend, bytes) {
@@ -41,7 +43,7 @@ async function benchBackend(backend, bytes) {
     const info = await engine.start(backend);
     if (info.backend !== backend) return { backend, skipped: info.reason };
     const result = await engine.call('bench', { bytes, runs: RUNS, batchRuns: BATCH_RUNS[backend] });
-    return { ...result, warmup_ms: info.warmup_ms, adapter: info.adapter };
+    return { ...result, warmup_ms: info.warmup_ms, adapter: info.adapter, simd: info.simd };
   } catch (e) {
     return { backend, skipped: e.message };
   } finally {
@@ -87,7 +89,7 @@ function row(result) {
   const cells = result.skipped
     ? [result.backend, `not available: ${result.skipped}`, '', '', '', '', '', '', '']
     : [
-      result.backend === 'webgpu' ? `webgpu (${result.adapter})` : 'cpu (wasm)',
+      result.backend === 'webgpu' ? `webgpu (${result.adapter})` : `cpu (wasm, ${result.simd})`,
       result.predict_median_ms.toFixed(1),
       result.predict_tta_median_ms.toFixed(1),
       result.explain_median_ms.toFixed(1),
@@ -109,7 +111,8 @@ async function main() {
   const sizes = await downloadSizes();
   const mb = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
   const sent = (s) => (s.transferred ? `; ${mb(s.transferred)} over the network (${s.content_encoding})` : '');
-  $('sizes').textContent = `celnet_bg.wasm: ${mb(sizes.raw)} raw, ${mb(sizes.gzip)} gzipped${sent(sizes)}. `
+  $('sizes').textContent = `celnet_bg.wasm: ${mb(sizes.raw)} raw, ${mb(sizes.gzip)} gzipped${sent(sizes)}; `
+    + `celnet_relaxed_bg.wasm (relaxed SIMD): ${mb(sizes.relaxed.raw)} raw, ${mb(sizes.relaxed.gzip)} gzipped. `
     + `Default weights (fetched beside it): ${mb(sizes.weights.raw)}${sent(sizes.weights)}.`;
   $('agent').textContent = `Browser: ${navigator.userAgent}; ${navigator.hardwareConcurrency} logical cores.`;
   const bytes = await (await fetch(SAMPLE)).arrayBuffer();

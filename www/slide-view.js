@@ -212,12 +212,14 @@ export class SlideView {
     this.styleOverlays();
     const started = performance.now();
     let done = 0;
+    let work = 0; // model-scale pixels computed: the time follows them, not the windows
     this.setProgress({ done, total: plan.windows });
-    const progress = ({ windows, probabilities }) => {
+    const progress = ({ windows, pixels, probabilities }) => {
       done += windows;
+      work += pixels;
       this.overlay.paint(probabilities);
       const seconds = (performance.now() - started) / 1000;
-      this.setProgress({ done, total: plan.windows, left: done ? (seconds / done) * (plan.windows - done) : null });
+      this.setProgress({ done, total: plan.windows, left: work ? (seconds / work) * (plan.pixels - work) : null });
     };
     try {
       const pool = plan.tiles > 1 ? await this.scorers() : [];
@@ -236,6 +238,8 @@ export class SlideView {
         report.summary.scoring.seconds = scoringSeconds;
         report.summary.scoring.windows_per_second = report.summary.windows / Math.max(scoringSeconds, 1e-9);
         if (poolSeconds) report.summary.scoring.pool_seconds = poolSeconds;
+        // Which wasm build the workers ran (app.js shows it): 'relaxed-simd' or 'simd128'.
+        report.summary.scoring.wasm_simd = document.body.dataset.simd;
       }
       this.setReport(report);
       this.setProgress(null);

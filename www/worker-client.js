@@ -23,7 +23,11 @@ export class WorkerClient {
   async open() {
     this.stop();
     this.generation += 1;
-    this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    const url = new URL('./worker.js', import.meta.url);
+    // `?simd=simd128` on the page picks the build without relaxed SIMD (worker.js).
+    const simd = new URLSearchParams(location.search).get('simd');
+    if (simd) url.searchParams.set('simd', simd);
+    this.worker = new Worker(url, { type: 'module' });
     this.worker.onmessage = ({ data }) => {
       const request = this.pending.get(data.id);
       if (!request) return;
@@ -39,7 +43,7 @@ export class WorkerClient {
   }
 
   // Loads the model on `backend` ('auto', 'webgpu' or 'cpu'); resolves with
-  // {backend, reason, adapter, weights, warmup_ms}.
+  // {backend, reason, adapter, weights, simd, warmup_ms}.
   async start(backend) {
     this.info = await this.call('start', { backend });
     return this.info;

@@ -26,6 +26,34 @@ const defaultWeights = fetch(new URL('../weights/celnet-pcam.bpk', import.meta.u
   });
 defaultWeights.catch(() => {}); // reported when start() awaits it
 
+// A module of one function using f32x4.relaxed_madd: it validates only where the browser has
+// relaxed SIMD.
+const V128_ZERO = [0xfd, 0x0c, ...new Array(16).fill(0)];
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // one type: () -> v128
+  0x03, 0x02, 0x01, 0x00, // one function of that type
+  0x0a, 0x3d, 0x01, 0x3b, 0x00, // its code, no locals:
+  ...V128_ZERO, ...V128_ZERO, ...V128_ZERO, 0xfd, 0x85, 0x02, 0x0b, // relaxed_madd(0, 0, 0), end
+]);
+
+// Which build of the crate to run: the one with relaxed SIMD (its CPU kernels use fused
+// multiply-add) where the browser validates it, else the one for every browser with SIMD.
+// `?simd=simd128` on the page (passed on to this worker) forces the second.
+function chooseBuild() {
+  const forced = new URL(self.location.href).searchParams.get('simd');
+  if (forced === 'simd128') return { simd: 'simd128', file: 'celnet_bg.wasm' };
+  if (WebAssembly.validate(RELAXED_SIMD_PROBE)) {
+    return { simd: 'relaxed-simd', file: 'celnet_relaxed_bg.wasm' };
+  }
+  return { simd: 'simd128', file: 'celnet_bg.wasm' };
+}
+const build = chooseBuild();
+
+async function load() {
+  wasm ??= await init({ module_or_path: new URL(`../pkg/${build.file}`, import.meta.url) });
+}
+
 // Picks a backend. `requested` is 'webgpu', 'cpu' or 'auto'. Automatic choice takes WebGPU only
 // on a hardware adapter: a software fallback adapter (SwiftShader) is ~20x slower than wasm CPU.
 async function chooseBackend(requested) {
@@ -69,12 +97,12 @@ function warmupImage() {
 
 // Loads the wasm module and answers with what the page shows that the crate decides.
 async function facts() {
-  if (!wasm) wasm = await init();
+  await load();
   return page_facts();
 }
 
 async function start({ backend: requested }) {
-  if (!wasm) wasm = await init();
+  await load();
   const choice = await chooseBackend(requested);
   const weights = await defaultWeights;
   let reason = choice.reason;
@@ -92,6 +120,7 @@ async function start({ backend: requested }) {
     reason,
     adapter: session.backend === 'webgpu' ? choice.adapter : '',
     weights: session.weights,
+    simd: build.simd,
     warmup_ms: performance.now() - t0,
   };
 }
@@ -136,18 +165,19 @@ function openSlide() {
   return slide;
 }
 
-// Scores tile `index` of the open slide here: {windows, probabilities}.
+// Scores tile `index` of the open slide here: {windows, pixels, probabilities} (`pixels`: the
+// tile's share of the plan's work).
 async function slideScore({ index }) {
   const job = openSlide();
   const windows = await job.score_tile(session, index);
-  return { windows, probabilities: job.probabilities() };
+  return { windows, pixels: job.tile_pixels(index), probabilities: job.probabilities() };
 }
 
-// Keeps logits another worker computed for tile `index`: {windows, probabilities}.
+// Keeps logits another worker computed for tile `index`: {windows, pixels, probabilities}.
 function slideAccept({ index, logits }) {
   const job = openSlide();
   const windows = job.accept(index, new Float32Array(logits));
-  return { windows, probabilities: job.probabilities() };
+  return { windows, pixels: job.tile_pixels(index), probabilities: job.probabilities() };
 }
 
 // CELM of the window around (x, y) of the open slide, kept like `explain`'s results.

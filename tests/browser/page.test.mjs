@@ -183,6 +183,13 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
     assert.equal(session.wasmLoads.length, 1, `wasm fetched ${session.wasmLoads.length} times`);
   });
 
+  test('Chromium gets the build with relaxed SIMD, and the page says so', async () => {
+    const { page, wasmLoads } = session;
+    assert.match(wasmLoads[0], /\/pkg\/celnet_relaxed_bg\.wasm$/);
+    assert.equal(await page.evaluate(() => document.body.dataset.simd), 'relaxed-simd');
+    assert.match(await page.textContent('#status'), /CPU \(WebAssembly, relaxed SIMD\)/);
+  });
+
   test('cards show every map the CLI writes, and export the CLI\'s JSON fields', async () => {
     const { page } = session;
     const { panels, exported } = await page.evaluate(() => {
@@ -276,10 +283,13 @@ describe('CPU path (no WebGPU in the browser)', { timeout: 4 * TIMEOUT }, () => 
     await page.setViewportSize({ width: 1400, height: 1000 });
   });
 
-  test('?backend=cpu is honoured even where WebGPU exists', async () => {
-    const forced = await openPage(WEBGPU_FLAGS, '?backend=cpu');
+  test('?backend=cpu is honoured even where WebGPU exists; ?simd=simd128 runs the other build, which matches native too', async () => {
+    const forced = await openPage(WEBGPU_FLAGS, '?backend=cpu&simd=simd128');
     try {
       assert.equal(await forced.page.evaluate(() => document.body.dataset.backend), 'cpu');
+      assert.equal(await forced.page.evaluate(() => document.body.dataset.simd), 'simd128');
+      assert.deepEqual(forced.wasmLoads.map((url) => new URL(url).pathname), ['/pkg/celnet_bg.wasm']);
+      checkAgainstNative(await explainSample(forced.page, SAMPLE, 1), native.tumour, 'cpu');
     } finally {
       await forced.browser.close();
     }

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use super::avx2_fma;
-use super::{CHANNELS, LANES, Shape4, channel_bands, madd, output_side, per_band, per_image};
+use super::{CHANNELS, LANES, Shape4, channel_bands, madd_block, output_side, per_band, per_image};
 
 /// Output rows per band computed by one thread: the input rows a band reads (nine per channel
 /// and column phase at stride 2) stay in cache while every group of output channels reads them.
@@ -326,7 +326,29 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
             unsafe { self.channel_group_avx2_fma(layout, planes, weights, bias, group, rows, out) };
             return;
         }
+        #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+        {
+            self.channel_group_relaxed(layout, planes, weights, bias, group, rows, out);
+            return;
+        }
+        #[allow(unreachable_code)] // in the build with relaxed SIMD
         self.channel_group_with::<false>(layout, planes, weights, bias, group, rows, out);
+    }
+
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    #[target_feature(enable = "relaxed-simd")]
+    #[allow(clippy::too_many_arguments)]
+    fn channel_group_relaxed(
+        &self,
+        layout: &Planes,
+        planes: &[f32],
+        weights: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        group: usize,
+        rows: &Range<usize>,
+        out: &mut [&mut [f32]],
+    ) {
+        self.channel_group_with::<true>(layout, planes, weights, bias, group, rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -383,11 +405,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                             let inputs: &[f32; LANES] =
                                 channel[offset..offset + LANES].try_into().unwrap();
                             let w = &weights[(ci * ROWS + r) * COLS + k];
-                            for c in 0..CHANNELS {
-                                for l in 0..LANES {
-                                    acc[c][l] = madd::<FMA>(acc[c][l], w[c], inputs[l]);
-                                }
-                            }
+                            madd_block::<FMA>(&mut acc, w, inputs);
                         }
                     }
                 }

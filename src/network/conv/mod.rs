@@ -167,6 +167,63 @@ fn madd<const FMA: bool>(acc: f32, w: f32, x: f32) -> f32 {
     if FMA { w.mul_add(x, acc) } else { acc + w * x }
 }
 
+/// `acc[c][l] += w[c] * x[l]`: one input's contribution to [`CHANNELS`] output channels at
+/// [`LANES`] outputs, the inner step of both kernels; fused when `FMA` (natively in code
+/// compiled for AVX2 and FMA, in wasm in code compiled for relaxed SIMD).
+#[inline(always)]
+fn madd_block<const FMA: bool>(
+    acc: &mut [[f32; LANES]; CHANNELS],
+    w: &[f32; CHANNELS],
+    x: &[f32; LANES],
+) {
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    if FMA {
+        relaxed::madd_block(acc, w, x);
+        return;
+    }
+    for c in 0..CHANNELS {
+        for l in 0..LANES {
+            acc[c][l] = madd::<FMA>(acc[c][l], w[c], x[l]);
+        }
+    }
+}
+
+/// The wasm build for browsers with relaxed SIMD (the `relaxed-simd` feature): LLVM does not
+/// turn `a * b + c` into relaxed SIMD's multiply-add by itself (its rounding may differ from one
+/// machine to the next), so the kernels' inner step calls it, which the engine runs as one
+/// fused multiply-add where the CPU has one. Only the kernels are compiled for it; a browser
+/// without relaxed SIMD cannot load this build at all, and gets the other.
+#[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+mod relaxed {
+    use super::{CHANNELS, LANES};
+    use core::arch::wasm32::{f32x4_relaxed_madd, v128, v128_load, v128_load32_splat, v128_store};
+
+    const VECTORS: usize = LANES / 4;
+
+    #[inline(always)]
+    pub(super) fn madd_block(
+        acc: &mut [[f32; LANES]; CHANNELS],
+        w: &[f32; CHANNELS],
+        x: &[f32; LANES],
+    ) {
+        // SAFETY: every pointer is to four floats inside the arrays (wasm loads and stores
+        // need no alignment).
+        unsafe {
+            let inputs: [v128; VECTORS] =
+                std::array::from_fn(|v| v128_load(x.as_ptr().add(4 * v).cast()));
+            for (row, weight) in acc.iter_mut().zip(w) {
+                // One load that fills the four lanes, where a splat of a loaded value takes a
+                // shuffle as well.
+                let weight = v128_load32_splat((weight as *const f32).cast());
+                for (v, input) in inputs.iter().enumerate() {
+                    let at = row.as_mut_ptr().add(4 * v).cast::<v128>();
+                    v128_store(at, f32x4_relaxed_madd(weight, *input, v128_load(at)));
+                }
+            }
+        }
+    }
+}
+
 /// Burn's options for a 3x3 convolution with padding 1.
 fn options(stride: usize) -> ConvOptions<2> {
     ConvOptions::new([stride, stride], [1, 1], [1, 1], 1)

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use super::avx2_fma;
-use super::{CHANNELS, LANES, Shape4, channel_bands, madd, per_band, per_image};
+use super::{CHANNELS, LANES, Shape4, channel_bands, madd_block, per_band, per_image};
 
 /// Tile rows per band of output rows computed by one thread.
 const BAND: usize = 8;
@@ -211,7 +211,26 @@ impl Tiles {
             unsafe { self.convolve_rows_avx2_fma(image, u, bias, rows, out) };
             return;
         }
+        #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+        {
+            self.convolve_rows_relaxed(image, u, bias, rows, out);
+            return;
+        }
+        #[allow(unreachable_code)] // in the build with relaxed SIMD
         self.convolve_rows_with::<false>(image, u, bias, rows, out);
+    }
+
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    #[target_feature(enable = "relaxed-simd")]
+    fn convolve_rows_relaxed(
+        &self,
+        image: &[f32],
+        u: &[[f32; CHANNELS]],
+        bias: Option<&[f32]>,
+        rows: Range<usize>,
+        out: &mut [&mut [f32]],
+    ) {
+        self.convolve_rows_with::<true>(image, u, bias, rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -257,11 +276,7 @@ impl Tiles {
                         for (i, w) in weights.iter().enumerate() {
                             let values: &Lanes =
                                 tiles[i * self.cols_padded..][..LANES].try_into().unwrap();
-                            for c in 0..CHANNELS {
-                                for l in 0..LANES {
-                                    acc[c][l] = madd::<FMA>(acc[c][l], w[c], values[l]);
-                                }
-                            }
+                            madd_block::<FMA>(&mut acc, w, values);
                         }
                         *sums = acc;
                     }
