@@ -239,7 +239,7 @@ impl Scan {
         // Largest first: wherever tiles are scored side by side (natively on every core, in the
         // page by a pool of workers), the last ones are small and no core waits long for
         // another (most tiles are cut to their tissue). Ties stay in reading order.
-        tiles.sort_by_key(|t| std::cmp::Reverse(t.width * t.height));
+        tiles.sort_by_key(|t| std::cmp::Reverse(t.pixels()));
         scan.tiles = tiles;
         Ok(scan)
     }
