@@ -9,9 +9,15 @@
 
 use std::ops::Range;
 
+use super::{
+    CHANNELS, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, output_side, per_band,
+    per_image, unwritten, written,
+};
 #[cfg(target_arch = "x86_64")]
-use super::avx2_fma;
-use super::{CHANNELS, LANES, Shape4, channel_bands, madd_block, output_side, per_band, per_image};
+use super::{avx2_fma, avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Output rows per band computed by one thread: the input rows a band reads (nine per channel
 /// and column phase at stride 2) stay in cache while every group of output channels reads them.
@@ -27,6 +33,19 @@ struct Tap {
 
 /// [`super::conv3x3_f32`] by the direct kernel (stride 1 or 2; shapes checked there).
 pub fn direct3x3(
+    x: &[f32],
+    shape: Shape4,
+    weight: &[f32],
+    c_out: usize,
+    bias: Option<&[f32]>,
+    stride: usize,
+) -> Vec<f32> {
+    direct3x3_with(Kernel::best(), x, shape, weight, c_out, bias, stride)
+}
+
+/// [`direct3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]).
+pub(super) fn direct3x3_with(
+    kernel: Kernel,
     x: &[f32],
     shape: Shape4,
     weight: &[f32],
@@ -51,22 +70,50 @@ pub fn direct3x3(
         row_step: stride,
         w_out,
     };
-    let packed = pack_weights(c_out, c_in * 9, |o, k| weight[o * c_in * 9 + k]);
+    let weight_of = |o: usize, k: usize| weight[o * c_in * 9 + k];
     let image_out = c_out * h_out * w_out;
-    let mut out = vec![0.0; batch * image_out];
+    let mut out = unwritten(batch * image_out);
+    // A band computes all output channels for its rows, so the input rows it reads are read
+    // from memory once and from cache by every later group.
+    let band_rows = |band: usize| band * BAND..((band + 1) * BAND).min(h_out);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512 {
+        assert!(avx512(), "the CPU has no AVX-512");
+        let packed = pack_weights::<{ avx512::GROUP }>(c_out, c_in * 9, weight_of);
+        per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
+            let padded = planes.fill(x);
+            let bands = channel_bands(out, h_out * w_out, BAND * w_out);
+            per_band(bands, |band, mut out| {
+                let rows = band_rows(band);
+                for (group, out) in out.chunks_mut(avx512::GROUP).enumerate() {
+                    let weights = &packed[group];
+                    // SAFETY: the CPU has AVX-512 (asserted above).
+                    unsafe {
+                        avx512::channel_group(
+                            &pass, &planes, &padded, weights, bias, group, &rows, out,
+                        )
+                    };
+                }
+            });
+        });
+        // SAFETY: as below.
+        return unsafe { written(out) };
+    }
+    let packed = pack_weights::<CHANNELS>(c_out, c_in * 9, weight_of);
     per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
         let padded = planes.fill(x);
-        // A band computes all output channels for its rows, so the input rows it reads are
-        // read from memory once and from cache by every later group.
         let bands = channel_bands(out, h_out * w_out, BAND * w_out);
         per_band(bands, |band, mut out| {
-            let rows = band * BAND..((band + 1) * BAND).min(h_out);
+            let rows = band_rows(band);
             for (group, out) in out.chunks_mut(CHANNELS).enumerate() {
-                pass.channel_group(&planes, &padded, &packed[group], bias, group, &rows, out);
+                let weights = &packed[group];
+                pass.channel_group(kernel, &planes, &padded, weights, bias, group, &rows, out);
             }
         });
     });
-    out
+    // SAFETY: the bands cover every output row, their groups every channel, and each row is
+    // written whole.
+    unsafe { written(out) }
 }
 
 /// The gradient with respect to the input `[batch, c_in, height, width]` of a 3x3 convolution
@@ -170,7 +217,7 @@ impl Parity {
         }
         // Output channel ci of this pass takes input channel co of the gradient.
         let n = kernel_taps.len();
-        let packed = pack_weights(c_in, c_out * n, |ci, k| {
+        let packed = pack_weights::<CHANNELS>(c_in, c_out * n, |ci, k| {
             let (co, t) = (k / n, k % n);
             weight[(co * c_in + ci) * 9 + kernel_taps[t]]
         });
@@ -197,31 +244,42 @@ impl Parity {
             row_step: 1,
             w_out: self.cols,
         };
-        let mut part = vec![0.0; self.c_in.next_multiple_of(CHANNELS) * self.rows * self.cols];
-        let mut channels: Vec<&mut [f32]> = part.chunks_mut(self.rows * self.cols).collect();
+        let mut part = unwritten(self.c_in.next_multiple_of(CHANNELS) * self.rows * self.cols);
+        let mut channels: Vec<_> = part.chunks_mut(self.rows * self.cols).collect();
         for (index, group) in channels.chunks_mut(CHANNELS).enumerate() {
             let packed = &self.packed[index];
-            pass.channel_group(planes, padded, packed, None, index, &(0..self.rows), group);
+            let kernel = Kernel::best_plain();
+            pass.channel_group(
+                kernel,
+                planes,
+                padded,
+                packed,
+                None,
+                index,
+                &(0..self.rows),
+                group,
+            );
         }
-        part
+        // SAFETY: each group wrote every row and column of its channels.
+        unsafe { written(part) }
     }
 }
 
-/// Weights regrouped per block of [`CHANNELS`] output channels as `[taps][CHANNELS]` (channels
-/// past `c_out` zero), so one tap's weights for the block are adjacent; `weight(o, k)` is tap
-/// `k` (input channel major) of output channel `o`.
-fn pack_weights(
+/// Weights regrouped per block of `N` output channels as `[taps][N]` (channels past `c_out`
+/// zero), so one tap's weights for the block are adjacent; `weight(o, k)` is tap `k` (input
+/// channel major) of output channel `o`.
+fn pack_weights<const N: usize>(
     c_out: usize,
     taps: usize,
     weight: impl Fn(usize, usize) -> f32,
-) -> Vec<Vec<[f32; CHANNELS]>> {
-    (0..c_out.div_ceil(CHANNELS))
+) -> Vec<Vec<[f32; N]>> {
+    (0..c_out.div_ceil(N))
         .map(|group| {
             (0..taps)
                 .map(|k| {
-                    let mut block = [0.0; CHANNELS];
+                    let mut block = [0.0; N];
                     for (c, value) in block.iter_mut().enumerate() {
-                        let o = group * CHANNELS + c;
+                        let o = group * N + c;
                         if o < c_out {
                             *value = weight(o, k);
                         }
@@ -263,33 +321,73 @@ impl Planes {
         self.rows * self.row
     }
 
+    /// The padded planes of `image` (`[channels, height, width]`), each channel's planes filled
+    /// by one task; every value is written once, the padding with zeros.
     fn fill(&self, image: &[f32]) -> Vec<f32> {
         let plane = self.plane();
-        let mut planes = vec![0.0; self.stride * self.channels * plane];
-        // One plane (phase and channel) per task.
-        let tasks: Vec<&mut [f32]> = planes.chunks_mut(plane).collect();
-        per_band(tasks, |index, dst| {
-            let (phase, c) = (index / self.channels, index % self.channels);
+        let mut planes = unwritten(self.stride * self.channels * plane);
+        let mut tasks: Vec<Vec<&mut [Unwritten]>> = Vec::new();
+        tasks.resize_with(self.channels, Vec::new);
+        for phase in planes.chunks_mut(self.channels * plane) {
+            for (task, channel) in tasks.iter_mut().zip(phase.chunks_mut(plane)) {
+                task.push(channel);
+            }
+        }
+        per_band(tasks, |c, mut phases| {
             let src = &image[c * self.height * self.width..][..self.height * self.width];
-            for (y, src_row) in src.chunks_exact(self.width).enumerate() {
-                let dst_row = &mut dst[(y + 1) * self.row..][..self.row];
-                if self.stride == 1 {
-                    dst_row[1..=self.width].copy_from_slice(src_row);
-                    continue;
-                }
-                // Padded column p + stride j is input column p + stride j - 1: from the first j
-                // where that is a column, every stride-th input column until the row ends.
-                let first = (1usize.saturating_sub(phase)).div_ceil(self.stride);
-                let columns = src_row[phase + self.stride * first - 1..].iter();
-                for (value, &x) in dst_row[first..]
+            for padded_row in 0..self.rows {
+                let mut dst = phases
                     .iter_mut()
-                    .zip(columns.step_by(self.stride))
-                {
-                    *value = x;
+                    .map(|phase| &mut phase[padded_row * self.row..][..self.row]);
+                let y = padded_row.checked_sub(1).filter(|&y| y < self.height);
+                let src_row = y.map(|y| &src[y * self.width..][..self.width]);
+                match (src_row, dst.next(), dst.next()) {
+                    (Some(src_row), Some(dst), None) => fill_row(src_row, dst),
+                    (Some(src_row), Some(even), Some(odd)) => split_row(src_row, even, odd),
+                    (None, first, second) => first.into_iter().chain(second).for_each(zero),
+                    (Some(_), None, _) => unreachable!("a stride of 1 or 2 has planes"),
                 }
             }
         });
-        planes
+        // SAFETY: every row of every plane was written above.
+        unsafe { written(planes) }
+    }
+}
+
+/// A padded row at stride 1: a zero, the input row, zeros.
+fn fill_row(src: &[f32], dst: &mut [Unwritten]) {
+    let (pad, rest) = dst.split_at_mut(1);
+    let (values, end) = rest.split_at_mut(src.len());
+    zero(pad);
+    values.write_copy_of_slice(src);
+    zero(end);
+}
+
+/// A padded row at stride 2, split into the padded row's even columns (`even`: a zero, then
+/// input columns 1, 3, ...) and its odd ones (`odd`: input columns 0, 2, ...), then zeros.
+fn split_row(src: &[f32], even: &mut [Unwritten], odd: &mut [Unwritten]) {
+    even[0].write(0.0);
+    // Whole pairs in one loop without branches, which vectorises.
+    let pairs = src.chunks_exact(2);
+    let (n, last) = (pairs.len(), pairs.remainder().first().copied());
+    for ((o, e), pair) in odd.iter_mut().zip(&mut even[1..=n]).zip(pairs) {
+        o.write(pair[0]);
+        e.write(pair[1]);
+    }
+    let odd_end = match last {
+        Some(last) => {
+            odd[n].write(last);
+            n + 1
+        }
+        None => n,
+    };
+    zero(&mut odd[odd_end..]);
+    zero(&mut even[n + 1..]);
+}
+
+fn zero(values: &mut [Unwritten]) {
+    for value in values {
+        value.write(0.0);
     }
 }
 
@@ -308,20 +406,24 @@ struct Pass<const ROWS: usize, const COLS: usize> {
 impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
     /// Output rows `rows` of channels `group * CHANNELS ..` of one image into `out` (one slice of
     /// those rows per channel, fewer than [`CHANNELS`] for the last group when the channels are
-    /// not a multiple of it), with AVX2 and fused multiply-add where the CPU has them.
+    /// not a multiple of it), with `kernel`'s instructions (one of the plain loops').
     #[allow(clippy::too_many_arguments)] // one call site per kernel form
     fn channel_group(
         &self,
+        kernel: Kernel,
         layout: &Planes,
         planes: &[f32],
         weights: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         group: usize,
         rows: &Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
+        #[cfg(not(target_arch = "x86_64"))]
+        let Kernel::Baseline = kernel;
         #[cfg(target_arch = "x86_64")]
-        if avx2_fma() {
+        if kernel != Kernel::Baseline {
+            assert!(avx2_fma(), "the CPU has no AVX2 and FMA");
             // SAFETY: the CPU has the features the function is compiled for.
             unsafe { self.channel_group_avx2_fma(layout, planes, weights, bias, group, rows, out) };
             return;
@@ -346,7 +448,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         bias: Option<&[f32]>,
         group: usize,
         rows: &Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
         self.channel_group_with::<true>(layout, planes, weights, bias, group, rows, out);
     }
@@ -362,7 +464,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         bias: Option<&[f32]>,
         group: usize,
         rows: &Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
         self.channel_group_with::<true>(layout, planes, weights, bias, group, rows, out);
     }
@@ -377,7 +479,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         bias: Option<&[f32]>,
         group: usize,
         rows: &Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
         let plane = layout.plane();
         let (in_channels, row_len) = (layout.channels, layout.row);
@@ -412,7 +514,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                 let n = LANES.min(w_out - x0);
                 let at = (y - rows.start) * w_out + x0;
                 for (out, values) in out.iter_mut().zip(&acc) {
-                    out[at..at + n].copy_from_slice(&values[..n]);
+                    out[at..at + n].write_copy_of_slice(&values[..n]);
                 }
             }
         }

@@ -23,6 +23,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
+use std::mem::MaybeUninit;
 
 mod direct;
 mod same;
@@ -104,15 +105,34 @@ pub fn flipped_transposed(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32>
     out
 }
 
+/// Output values not yet written. The kernels write each of their outputs once, so they are
+/// not zeroed first: a dense tile's maps are tens of megabytes each, and zeroing one took as
+/// long as a tenth of the convolution that then overwrote it.
+type Unwritten = MaybeUninit<f32>;
+
+/// Room for `len` outputs, to be written by a kernel before [`written`].
+fn unwritten(len: usize) -> Box<[Unwritten]> {
+    Box::new_uninit_slice(len)
+}
+
+/// The outputs in `out`, every one of which a kernel has written.
+///
+/// # Safety
+/// Every value of `out` must have been written.
+unsafe fn written(out: Box<[Unwritten]>) -> Vec<f32> {
+    // SAFETY: the caller guarantees that every value is initialised.
+    unsafe { out.assume_init() }.into_vec()
+}
+
 /// Runs `f` on each image's input and output, in parallel natively.
-fn per_image(
+fn per_image<T: Send>(
     x: &[f32],
     image_in: usize,
-    out: &mut [f32],
+    out: &mut [T],
     image_out: usize,
-    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
+    f: impl Fn(&[f32], &mut [T]) + Sync + Send,
 ) {
-    let run = |(image, out): (usize, &mut [f32])| f(&x[image * image_in..][..image_in], out);
+    let run = |(image, out): (usize, &mut [T])| f(&x[image * image_in..][..image_in], out);
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
@@ -125,8 +145,8 @@ fn per_image(
 /// One image's output (`[channels][plane]`) cut into bands of `band` values of every channel's
 /// plane (whole rows): band b is each channel's values `b * band ..`, so one thread can compute
 /// every channel for its rows.
-fn channel_bands(out: &mut [f32], plane: usize, band: usize) -> Vec<Vec<&mut [f32]>> {
-    let mut bands: Vec<Vec<&mut [f32]>> = (0..plane.div_ceil(band)).map(|_| Vec::new()).collect();
+fn channel_bands<T>(out: &mut [T], plane: usize, band: usize) -> Vec<Vec<&mut [T]>> {
+    let mut bands: Vec<Vec<&mut [T]>> = (0..plane.div_ceil(band)).map(|_| Vec::new()).collect();
     for channel in out.chunks_mut(plane) {
         for (index, rows) in channel.chunks_mut(band).enumerate() {
             bands[index].push(rows);
@@ -150,6 +170,57 @@ pub(crate) fn per_band<T: Send>(bands: Vec<T>, f: impl Fn(usize, T) + Sync + Sen
         .into_iter()
         .enumerate()
         .for_each(|(index, band)| f(index, band));
+}
+
+/// How the kernels' inner loops are compiled: the instruction sets they use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Sixteen output channels by sixteen outputs in AVX-512 registers, written with intrinsics
+    /// (`winograd::avx512`, `direct::avx512`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// The plain loops compiled for AVX2 with fused multiply-add.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    /// The plain loops for the build's baseline (in wasm with relaxed SIMD's multiply-add where
+    /// the build has it).
+    Baseline,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub(crate) fn best() -> Self {
+        Self::available()[0]
+    }
+
+    /// The fastest of the plain loops (four output channels at a time) this CPU runs.
+    fn best_plain() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_fma() {
+            return Self::Avx2Fma;
+        }
+        Self::Baseline
+    }
+
+    /// The kernels this CPU runs, fastest first.
+    pub(crate) fn available() -> Vec<Self> {
+        [
+            #[cfg(target_arch = "x86_64")]
+            avx512().then_some(Self::Avx512),
+            #[cfg(target_arch = "x86_64")]
+            avx2_fma().then_some(Self::Avx2Fma),
+            Some(Self::Baseline),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Whether the CPU has AVX-512 F, for which the kernels' inner loops are written a third time.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
 }
 
 /// Whether the CPU has AVX2 and fused multiply-add: the kernels' loops are compiled a second
@@ -516,11 +587,17 @@ mod tests {
             let what = format!("{shape:?} -> {c_out}, /{stride}");
             let ours = conv3x3_f32(&xs, shape, &ws, c_out, Some(&bs), stride);
             assert_close(&ours, &expected, &what);
-            let direct = direct::direct3x3(&xs, shape, &ws, c_out, Some(&bs), stride);
-            assert_close(&direct, &expected, &format!("direct {what}"));
+            for kernel in Kernel::available() {
+                let direct =
+                    direct::direct3x3_with(kernel, &xs, shape, &ws, c_out, Some(&bs), stride);
+                assert_close(&direct, &expected, &format!("direct {kernel:?} {what}"));
+            }
             if stride == 1 {
-                let winograd = winograd::winograd3x3(&xs, shape, &ws, c_out, Some(&bs));
-                assert_close(&winograd, &expected, &format!("Winograd {what}"));
+                for kernel in Kernel::available() {
+                    let winograd =
+                        winograd::winograd3x3_with(kernel, &xs, shape, &ws, c_out, Some(&bs));
+                    assert_close(&winograd, &expected, &format!("Winograd {kernel:?} {what}"));
+                }
             }
         }
     }

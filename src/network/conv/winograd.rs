@@ -9,11 +9,18 @@
 //! transforms are additions done on those tiles at once: the padded input is split into even
 //! and odd columns, so a tile row's four inputs for consecutive tiles are four contiguous loads.
 
+use std::cell::Cell;
 use std::ops::Range;
 
+use super::{
+    CHANNELS, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, per_band, per_image,
+    unwritten, written,
+};
 #[cfg(target_arch = "x86_64")]
-use super::avx2_fma;
-use super::{CHANNELS, LANES, Shape4, channel_bands, madd_block, per_band, per_image};
+use super::{avx2_fma, avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Tile rows per band of output rows computed by one thread.
 const BAND: usize = 8;
@@ -32,28 +39,70 @@ pub fn winograd3x3(
     c_out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let [batch, c_in, height, width] = shape;
-    let tiles = Tiles::new(shape);
-    let weights = transform_weights(weight, c_in, c_out);
-    let image_out = c_out * height * width;
-    let mut out = vec![0.0; batch * image_out];
-    per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
-        tiles.convolve(x, &weights, bias, out);
-    });
-    out
+    winograd3x3_with(Kernel::best(), x, shape, weight, c_out, bias)
 }
 
-/// `U = G g G^T` for every pair of channels, grouped as `[c_out / 4][16][c_in][4]` (channels
-/// past `c_out` zero) so the four output channels of one product are adjacent.
-fn transform_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<[f32; CHANNELS]> {
+/// [`winograd3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]).
+pub(super) fn winograd3x3_with(
+    kernel: Kernel,
+    x: &[f32],
+    shape: Shape4,
+    weight: &[f32],
+    c_out: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let [batch, c_in, height, width] = shape;
+    let tiles = Tiles::new(shape);
+    let image_out = c_out * height * width;
+    let mut out = unwritten(batch * image_out);
+    let image_in = c_in * height * width;
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => {
+            assert!(avx512(), "the CPU has no AVX-512");
+            let weights = transform_weights::<{ avx512::GROUP }>(weight, c_in, c_out);
+            per_image(x, image_in, &mut out, image_out, |x, out| {
+                tiles.convolve(out, |rows, out| {
+                    // SAFETY: the CPU has AVX-512 (asserted above).
+                    unsafe { avx512::convolve_rows(&tiles, x, &weights, bias, rows, out) }
+                });
+            });
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma => {
+            assert!(avx2_fma(), "the CPU has no AVX2 and FMA");
+            let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
+            per_image(x, image_in, &mut out, image_out, |x, out| {
+                tiles.convolve(out, |rows, out| {
+                    // SAFETY: the CPU has AVX2 and FMA (asserted above).
+                    unsafe { tiles.convolve_rows_avx2_fma(x, &weights, bias, rows, out) }
+                });
+            });
+        }
+        Kernel::Baseline => {
+            let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
+            per_image(x, image_in, &mut out, image_out, |x, out| {
+                tiles.convolve(out, |rows, out| {
+                    tiles.convolve_rows(x, &weights, bias, rows, out)
+                });
+            });
+        }
+    }
+    // SAFETY: the tiles cover every output row and column of every channel and image.
+    unsafe { written(out) }
+}
+
+/// `U = G g G^T` for every pair of channels, grouped as `[c_out / N][16][c_in][N]` (channels
+/// past `c_out` zero) so the `N` output channels of one product are adjacent.
+fn transform_weights<const N: usize>(weight: &[f32], c_in: usize, c_out: usize) -> Vec<[f32; N]> {
     const G: [[f32; 3]; 4] = [
         [1.0, 0.0, 0.0],
         [0.5, 0.5, 0.5],
         [0.5, -0.5, 0.5],
         [0.0, 0.0, 1.0],
     ];
-    let groups = c_out.div_ceil(CHANNELS);
-    let mut u = vec![[0.0; CHANNELS]; groups * POSITIONS * c_in];
+    let groups = c_out.div_ceil(N);
+    let mut u = vec![[0.0; N]; groups * POSITIONS * c_in];
     for o in 0..c_out {
         for i in 0..c_in {
             let g = &weight[(o * c_in + i) * 9..][..9];
@@ -64,12 +113,29 @@ fn transform_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<[f32; CHA
             for (r, gg_row) in gg.iter().enumerate() {
                 for (c, g_row) in G.iter().enumerate() {
                     let value = (0..3).map(|b| gg_row[b] * g_row[b]).sum();
-                    u[((o / CHANNELS) * POSITIONS + r * 4 + c) * c_in + i][o % CHANNELS] = value;
+                    u[((o / N) * POSITIONS + r * 4 + c) * c_in + i][o % N] = value;
                 }
             }
         }
     }
     u
+}
+
+thread_local! {
+    /// Each thread's transformed inputs of a row of tiles, kept from one band to the next.
+    static TRANSFORMED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on a buffer of `len` values that each thread keeps between calls, so that a band
+/// does not allocate and zero its transformed inputs again (their contents are unspecified).
+fn with_transformed<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buffer = TRANSFORMED.take();
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    let result = f(&mut buffer[..len]);
+    TRANSFORMED.set(buffer);
+    result
 }
 
 /// The tiling of one image: 2x2 output tiles, rows of them padded to whole blocks of
@@ -138,10 +204,23 @@ impl Tiles {
         }
     }
 
-    /// `V = B^T d B` of one row of tiles for every input channel, into `v` (`[16][c_in]
-    /// [cols_padded]`), each channel's four input rows split into `scratch` first (see
-    /// [`Tiles::row_scratch`]) so that a tile row's four inputs for consecutive tiles are four
-    /// contiguous loads.
+    /// Length of [`Tiles::transform_row`]'s output.
+    fn transformed_len(&self) -> usize {
+        POSITIONS * self.c_in * self.cols_padded
+    }
+
+    /// The transformed inputs of the block of [`LANES`] tiles from tile column `col` at
+    /// `position`: `[c_in][LANES]`, contiguous, in [`Tiles::transform_row`]'s output `v`.
+    #[inline(always)]
+    fn block_inputs<'v>(&self, v: &'v [f32], col: usize, position: usize) -> &'v [f32] {
+        let len = self.c_in * LANES;
+        &v[((col / LANES) * POSITIONS + position) * len..][..len]
+    }
+
+    /// `V = B^T d B` of one row of tiles for every input channel, into `v` (`[cols_padded /
+    /// LANES][16][c_in][LANES]`: what one block of tiles multiplies is contiguous), each
+    /// channel's four input rows split into `scratch` first (see [`Tiles::row_scratch`]) so
+    /// that a tile row's four inputs for consecutive tiles are four contiguous loads.
     #[inline(always)]
     fn transform_row(&self, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
         let half_len = self.half_len();
@@ -169,7 +248,8 @@ impl Tiles {
                     let [t0, t1, t2, t3] = [d_b[0][k], d_b[1][k], d_b[2][k], d_b[3][k]];
                     let rows = [sub(t0, t2), add(t1, t2), sub(t2, t1), sub(t1, t3)];
                     for (r, values) in rows.iter().enumerate() {
-                        let at = ((r * 4 + k) * self.c_in + c) * self.cols_padded + col;
+                        let block = (col / LANES) * POSITIONS + r * 4 + k;
+                        let at = (block * self.c_in + c) * LANES;
                         v[at..at + LANES].copy_from_slice(values);
                     }
                 }
@@ -177,40 +257,32 @@ impl Tiles {
         }
     }
 
-    /// The convolution of one image into `out` (`[c_out, height, width]`): bands of [`BAND`]
-    /// tile rows, in parallel natively.
+    /// The convolution of one image into `out` (`[c_out, height, width]`) by `rows`, which
+    /// computes a range of tile rows into each output channel's rows from `2 * rows.start`:
+    /// bands of [`BAND`] tile rows, in parallel natively.
     fn convolve(
         &self,
-        image: &[f32],
-        u: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [Unwritten],
+        rows: impl Fn(Range<usize>, &mut [&mut [Unwritten]]) + Sync + Send,
     ) {
         let plane = self.height * self.width;
         // Band b: the output rows of tile rows b * BAND.. in every output channel.
         let bands = channel_bands(out, plane, 2 * BAND * self.width);
         per_band(bands, |band, mut out| {
-            let rows = band * BAND..((band + 1) * BAND).min(self.rows);
-            self.convolve_rows(image, u, bias, rows, &mut out);
+            rows(band * BAND..((band + 1) * BAND).min(self.rows), &mut out);
         });
     }
 
-    /// Tile rows `rows` into `out` (each output channel's rows from `2 * rows.start`), with
-    /// AVX2 and fused multiply-add where the CPU has them.
+    /// Tile rows `rows` into `out` (each output channel's rows from `2 * rows.start`) with the
+    /// build's baseline instructions.
     fn convolve_rows(
         &self,
         image: &[f32],
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2_fma() {
-            // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { self.convolve_rows_avx2_fma(image, u, bias, rows, out) };
-            return;
-        }
         #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
         {
             self.convolve_rows_relaxed(image, u, bias, rows, out);
@@ -228,7 +300,7 @@ impl Tiles {
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
         self.convolve_rows_with::<true>(image, u, bias, rows, out);
     }
@@ -241,7 +313,7 @@ impl Tiles {
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
         self.convolve_rows_with::<true>(image, u, bias, rows, out);
     }
@@ -256,40 +328,39 @@ impl Tiles {
         u: &[[f32; CHANNELS]],
         bias: Option<&[f32]>,
         rows: Range<usize>,
-        out: &mut [&mut [f32]],
+        out: &mut [&mut [Unwritten]],
     ) {
         let c_out = out.len();
         let first_row = 2 * rows.start;
-        let row_tiles = self.c_in * self.cols_padded;
-        let mut v = vec![0.0; POSITIONS * row_tiles];
         let mut scratch = self.row_scratch();
-        for row in rows {
-            self.transform_row(image, row, &mut scratch, &mut v);
-            for col in (0..self.cols_padded).step_by(LANES) {
-                for group in 0..c_out.div_ceil(CHANNELS) {
-                    let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
-                    for (position, sums) in m.iter_mut().enumerate() {
-                        // A local accumulator stays in registers.
-                        let mut acc = [[0.0f32; LANES]; CHANNELS];
-                        let weights = &u[(group * POSITIONS + position) * self.c_in..][..self.c_in];
-                        let tiles = &v[position * row_tiles + col..];
-                        for (i, w) in weights.iter().enumerate() {
-                            let values: &Lanes =
-                                tiles[i * self.cols_padded..][..LANES].try_into().unwrap();
-                            madd_block::<FMA>(&mut acc, w, values);
+        with_transformed(self.transformed_len(), |v| {
+            for row in rows {
+                self.transform_row(image, row, &mut scratch, v);
+                for col in (0..self.cols_padded).step_by(LANES) {
+                    for group in 0..c_out.div_ceil(CHANNELS) {
+                        let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
+                        for (position, sums) in m.iter_mut().enumerate() {
+                            // A local accumulator stays in registers.
+                            let mut acc = [[0.0f32; LANES]; CHANNELS];
+                            let weights =
+                                &u[(group * POSITIONS + position) * self.c_in..][..self.c_in];
+                            let tiles = self.block_inputs(v, col, position);
+                            for (w, values) in weights.iter().zip(tiles.as_chunks::<LANES>().0) {
+                                madd_block::<FMA>(&mut acc, w, values);
+                            }
+                            *sums = acc;
                         }
-                        *sums = acc;
-                    }
-                    let channels = CHANNELS.min(c_out - group * CHANNELS);
-                    for c in 0..channels {
-                        let o = group * CHANNELS + c;
-                        let b = bias.map_or(0.0, |b| b[o]);
-                        let y = output_transform(&m, c);
-                        self.write_tiles(&mut out[o][..], row, first_row, col, y, b);
+                        let channels = CHANNELS.min(c_out - group * CHANNELS);
+                        for c in 0..channels {
+                            let o = group * CHANNELS + c;
+                            let b = bias.map_or(0.0, |b| b[o]);
+                            let y = output_transform(&m, c);
+                            self.write_tiles(&mut out[o][..], row, first_row, col, y, b);
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Writes the 2x2 outputs of `LANES` tiles (`y[i][j]`: output row i, column j of each tile)
@@ -297,7 +368,7 @@ impl Tiles {
     #[inline(always)]
     fn write_tiles(
         &self,
-        out: &mut [f32],
+        out: &mut [Unwritten],
         row: usize,
         first_row: usize,
         col: usize,
@@ -319,9 +390,9 @@ impl Tiles {
             let at = (out_row - first_row) * self.width + first;
             if count == 2 * LANES {
                 // A whole block: a store of known length, not a call to copy `count` values.
-                out[at..at + 2 * LANES].copy_from_slice(&interleaved);
+                out[at..at + 2 * LANES].write_copy_of_slice(&interleaved);
             } else {
-                out[at..at + count].copy_from_slice(&interleaved[..count]);
+                out[at..at + count].write_copy_of_slice(&interleaved[..count]);
             }
         }
     }
