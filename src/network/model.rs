@@ -10,7 +10,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::network::conv::{conv_same, conv3x3};
+use crate::network::conv::{conv_same, conv3x3, conv3x3_relu};
 use crate::network::guided::ReluKind;
 use crate::network::max_reduce::channel_max;
 use crate::network::pooling::{DenseWindows, Pooling};
@@ -69,6 +69,19 @@ impl ConvBn {
             }
             (None, None) => self.conv.forward(x),
         })
+    }
+
+    /// `relu(self.forward(x))`, in one pass over the map once folded (for inference).
+    fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        match (&self.bn, &self.conv.bias) {
+            (None, Some(bias)) => span("3x3 convolutions", || {
+                conv3x3_relu(x, self.conv.weight.val(), bias.val(), self.conv.stride[0])
+            }),
+            _ => {
+                let out = self.forward(x);
+                span(RELU, || burn::tensor::activation::relu(out))
+            }
+        }
     }
 
     /// The same map with batch normalisation's running statistics folded into the
@@ -233,8 +246,14 @@ impl MaResBlock {
     }
 
     fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
-        let out = self.conv1.forward(x.clone());
-        let out = span(RELU, || relu.apply(out));
+        let out = match pooling {
+            // The dense pass is inference, where every kind of ReLU is the standard one forward.
+            Pooling::Windows(_) => self.conv1.forward_relu(x.clone()),
+            _ => {
+                let out = self.conv1.forward(x.clone());
+                span(RELU, || relu.apply(out))
+            }
+        };
         let out = self.conv2.forward(out);
         let weights = span("channel attention", || {
             self.channel_attention.forward(out.clone(), relu, pooling)

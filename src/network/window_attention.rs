@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use crate::network::conv::flex::{all_f32, shape, slice};
-use crate::network::conv::per_band;
+use crate::network::conv::{per_band, unwritten, written};
 
 /// Backend operations for attention over the blocks of a map.
 #[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
@@ -273,7 +273,7 @@ fn reweighted_residual_f32(
 ) -> Vec<f32> {
     let [bh, bw] = blocks([height, width], [down, across]);
     let plane = height * width;
-    let mut out = vec![0.0; x.len()];
+    let mut out = unwritten(x.len());
     let planes = out
         .chunks_exact_mut(plane)
         .zip(x.chunks_exact(plane).zip(identity.chunks_exact(plane)))
@@ -299,12 +299,13 @@ fn reweighted_residual_f32(
             for (((out, x), (identity, spatial)), &w) in blocks.zip(row_weights) {
                 for (((o, &v), &i), &s) in out.iter_mut().zip(x).zip(identity).zip(spatial) {
                     let y = v * w * s + i;
-                    *o = if y > 0.0 { y } else { 0.0 };
+                    o.write(if y > 0.0 { y } else { 0.0 });
                 }
             }
         }
     });
-    out
+    // SAFETY: the blocks tile every plane exactly (`blocks`), and each value was written.
+    unsafe { written(out) }
 }
 
 /// `x`'s average and maximum over each `block` x `block` square (see

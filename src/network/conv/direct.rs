@@ -10,8 +10,8 @@
 use std::ops::Range;
 
 use super::{
-    CHANNELS, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, output_side, per_band,
-    per_image, unwritten, written,
+    CHANNELS, Epilogue, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, output_side,
+    per_band, per_image, unwritten, written,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2_fma, avx512};
@@ -37,10 +37,10 @@ pub fn direct3x3(
     shape: Shape4,
     weight: &[f32],
     c_out: usize,
-    bias: Option<&[f32]>,
+    epilogue: Epilogue,
     stride: usize,
 ) -> Vec<f32> {
-    direct3x3_with(Kernel::best(), x, shape, weight, c_out, bias, stride)
+    direct3x3_with(Kernel::best(), x, shape, weight, c_out, epilogue, stride)
 }
 
 /// [`direct3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]).
@@ -50,7 +50,7 @@ pub(super) fn direct3x3_with(
     shape: Shape4,
     weight: &[f32],
     c_out: usize,
-    bias: Option<&[f32]>,
+    epilogue: Epilogue,
     stride: usize,
 ) -> Vec<f32> {
     let [batch, c_in, height, width] = shape;
@@ -90,7 +90,7 @@ pub(super) fn direct3x3_with(
                     // SAFETY: the CPU has AVX-512 (asserted above).
                     unsafe {
                         avx512::channel_group(
-                            &pass, &planes, &padded, weights, bias, group, &rows, out,
+                            &pass, &planes, &padded, weights, epilogue, group, &rows, out,
                         )
                     };
                 }
@@ -107,7 +107,9 @@ pub(super) fn direct3x3_with(
             let rows = band_rows(band);
             for (group, out) in out.chunks_mut(CHANNELS).enumerate() {
                 let weights = &packed[group];
-                pass.channel_group(kernel, &planes, &padded, weights, bias, group, &rows, out);
+                pass.channel_group(
+                    kernel, &planes, &padded, weights, epilogue, group, &rows, out,
+                );
             }
         });
     });
@@ -254,7 +256,7 @@ impl Parity {
                 planes,
                 padded,
                 packed,
-                None,
+                Epilogue::default(),
                 index,
                 &(0..self.rows),
                 group,
@@ -414,7 +416,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         layout: &Planes,
         planes: &[f32],
         weights: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         group: usize,
         rows: &Range<usize>,
         out: &mut [&mut [Unwritten]],
@@ -425,16 +427,18 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         if kernel != Kernel::Baseline {
             assert!(avx2_fma(), "the CPU has no AVX2 and FMA");
             // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { self.channel_group_avx2_fma(layout, planes, weights, bias, group, rows, out) };
+            unsafe {
+                self.channel_group_avx2_fma(layout, planes, weights, epilogue, group, rows, out)
+            };
             return;
         }
         #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
         {
-            self.channel_group_relaxed(layout, planes, weights, bias, group, rows, out);
+            self.channel_group_relaxed(layout, planes, weights, epilogue, group, rows, out);
             return;
         }
         #[allow(unreachable_code)] // in the build with relaxed SIMD
-        self.channel_group_with::<false>(layout, planes, weights, bias, group, rows, out);
+        self.channel_group_with::<false>(layout, planes, weights, epilogue, group, rows, out);
     }
 
     #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -445,12 +449,12 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         layout: &Planes,
         planes: &[f32],
         weights: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         group: usize,
         rows: &Range<usize>,
         out: &mut [&mut [Unwritten]],
     ) {
-        self.channel_group_with::<true>(layout, planes, weights, bias, group, rows, out);
+        self.channel_group_with::<true>(layout, planes, weights, epilogue, group, rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -461,12 +465,12 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         layout: &Planes,
         planes: &[f32],
         weights: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         group: usize,
         rows: &Range<usize>,
         out: &mut [&mut [Unwritten]],
     ) {
-        self.channel_group_with::<true>(layout, planes, weights, bias, group, rows, out);
+        self.channel_group_with::<true>(layout, planes, weights, epilogue, group, rows, out);
     }
 
     #[inline(always)]
@@ -476,7 +480,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         layout: &Planes,
         planes: &[f32],
         weights: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         group: usize,
         rows: &Range<usize>,
         out: &mut [&mut [Unwritten]],
@@ -484,11 +488,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
         let plane = layout.plane();
         let (in_channels, row_len) = (layout.channels, layout.row);
         let (w_out, row_step) = (self.w_out, self.row_step);
-        let start: [f32; CHANNELS] = std::array::from_fn(|c| {
-            bias.and_then(|b| b.get(group * CHANNELS + c))
-                .copied()
-                .unwrap_or(0.0)
-        });
+        let start: [f32; CHANNELS] = std::array::from_fn(|c| epilogue.bias(group * CHANNELS + c));
         // Each tap's offset from the first input of a row of outputs, in channel 0.
         let offsets: [[usize; COLS]; ROWS] = self.taps.map(|row| {
             row.map(|tap| tap.plane * in_channels * plane + tap.row * row_len + tap.col)
@@ -514,6 +514,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                 let n = LANES.min(w_out - x0);
                 let at = (y - rows.start) * w_out + x0;
                 for (out, values) in out.iter_mut().zip(&acc) {
+                    let values = values.map(|v| epilogue.activate(v));
                     out[at..at + n].write_copy_of_slice(&values[..n]);
                 }
             }

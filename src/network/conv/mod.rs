@@ -3,11 +3,15 @@
 //! CELNet is made of 3x3 convolutions with 3 to 64 channels on maps of 24 to 1,152 px. At these
 //! channel counts flex's general path (a transposed copy of the input, an im2col matrix, a GEMM
 //! with 16 to 64 rows and a scatter of its result) spends most of its time moving data. Two
-//! kernels written as plain loops that LLVM turns into SIMD (simd128 in wasm; natively AVX2 with
-//! fused multiply-add where the CPU has them, SSE otherwise): Winograd's F(2x2, 3x3)
-//! ([`winograd`], 2.25x fewer multiplications) for stride 1 from 8 input channels, and a direct
-//! kernel ([`direct`]) for the rest. Natively they run images, bands of rows and groups of
-//! output channels in parallel, so one large image (a tile of the dense pass) uses every core.
+//! kernels: Winograd's F(2x2, 3x3) ([`winograd`], 2.25x fewer multiplications) for stride 1
+//! from 8 input channels, and a direct kernel ([`direct`]) for the rest. Each is written as
+//! plain loops that LLVM turns into SIMD (simd128 in wasm, with relaxed SIMD's multiply-add in
+//! the build that has it; natively AVX2 with fused multiply-add where the CPU has them, SSE
+//! otherwise) and, natively, a third time with AVX-512 intrinsics where the CPU has AVX-512 F
+//! (sixteen output channels by sixteen outputs, [`Kernel`]). Natively they run images, bands of
+//! rows and groups of output channels in parallel, so one large image (a tile of the dense
+//! pass) uses every core. Their outputs are never zeroed first: each is written once, with the
+//! bias added and, where the model asks ([`conv3x3_relu`]), the ReLU applied as it is stored.
 //!
 //! [`conv3x3`] is the operation the model calls: a backend extension that runs these kernels on
 //! flex (the forward pass, and the input gradient for explanations), and Burn's own `conv2d`
@@ -18,7 +22,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
@@ -41,6 +45,42 @@ const LANES: usize = if cfg!(target_arch = "wasm32") { 8 } else { 16 };
 /// Shape of a convolution's input, `[batch, channels, height, width]`.
 pub type Shape4 = [usize; 4];
 
+/// What the kernels do to each output before storing it: add its channel's bias, then, for a
+/// ReLU fused into the convolution, clamp it at zero (a pass over the map saved).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// One value per output channel.
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Output channel `channel`'s bias (zero past the channels, for padded groups).
+    #[inline(always)]
+    fn bias(&self, channel: usize) -> f32 {
+        self.bias
+            .and_then(|b| b.get(channel))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// The ReLU where fused.
+    #[inline(always)]
+    fn activate(&self, value: f32) -> f32 {
+        match self.relu {
+            // A comparison and a select, which vectorise.
+            true => {
+                if value > 0.0 {
+                    value
+                } else {
+                    0.0
+                }
+            }
+            false => value,
+        }
+    }
+}
+
 /// Output side of a 3x3 convolution with padding 1.
 pub fn output_side(side: usize, stride: usize) -> usize {
     (side - 1) / stride + 1
@@ -60,6 +100,28 @@ pub fn conv3x3_f32(
     bias: Option<&[f32]>,
     stride: usize,
 ) -> Vec<f32> {
+    conv3x3_with(
+        x,
+        shape,
+        weight,
+        c_out,
+        Epilogue { bias, relu: false },
+        stride,
+    )
+}
+
+/// [`conv3x3_f32`] with `epilogue` applied to each output (a ReLU fused where it asks).
+///
+/// # Panics
+/// As [`conv3x3_f32`].
+pub fn conv3x3_with(
+    x: &[f32],
+    shape: Shape4,
+    weight: &[f32],
+    c_out: usize,
+    epilogue: Epilogue,
+    stride: usize,
+) -> Vec<f32> {
     let [batch, c_in, height, width] = shape;
     assert!(stride == 1 || stride == 2, "stride {stride} is not 1 or 2");
     assert_eq!(
@@ -72,14 +134,14 @@ pub fn conv3x3_f32(
         c_out * c_in * 9,
         "weight does not match its shape"
     );
-    if let Some(bias) = bias {
+    if let Some(bias) = epilogue.bias {
         assert_eq!(bias.len(), c_out, "bias does not match the output channels");
     }
     // With few input channels the transforms cost more than the multiplications they save.
     if stride == 1 && c_in >= 8 {
-        winograd::winograd3x3(x, shape, weight, c_out, bias)
+        winograd::winograd3x3(x, shape, weight, c_out, epilogue)
     } else {
-        direct::direct3x3(x, shape, weight, c_out, bias, stride)
+        direct::direct3x3(x, shape, weight, c_out, epilogue, stride)
     }
 }
 
@@ -108,10 +170,10 @@ pub fn flipped_transposed(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32>
 /// Output values not yet written. The kernels write each of their outputs once, so they are
 /// not zeroed first: a dense tile's maps are tens of megabytes each, and zeroing one took as
 /// long as a tenth of the convolution that then overwrote it.
-type Unwritten = MaybeUninit<f32>;
+pub(crate) type Unwritten = MaybeUninit<f32>;
 
 /// Room for `len` outputs, to be written by a kernel before [`written`].
-fn unwritten(len: usize) -> Box<[Unwritten]> {
+pub(crate) fn unwritten(len: usize) -> Box<[Unwritten]> {
     Box::new_uninit_slice(len)
 }
 
@@ -119,7 +181,7 @@ fn unwritten(len: usize) -> Box<[Unwritten]> {
 ///
 /// # Safety
 /// Every value of `out` must have been written.
-unsafe fn written(out: Box<[Unwritten]>) -> Vec<f32> {
+pub(crate) unsafe fn written(out: Box<[Unwritten]>) -> Vec<f32> {
     // SAFETY: the caller guarantees that every value is initialised.
     unsafe { out.assume_init() }.into_vec()
 }
@@ -314,6 +376,18 @@ pub trait Conv3x3Backend: Backend {
         Self::conv2d(x, weight, Some(bias), options(stride))
     }
 
+    /// `relu(conv3x3(x, weight, bias, stride))`, for inference (natively on flex the ReLU is
+    /// applied as each output is stored).
+    #[fusion(default)]
+    fn conv3x3_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        Self::relu(Self::conv3x3(x, weight, bias, stride))
+    }
+
     /// The gradient of [`Conv3x3Backend::conv3x3`]'s output with respect to `x`.
     #[fusion(default)]
     fn conv3x3_x_backward(
@@ -346,9 +420,22 @@ impl Conv3x3Backend for Flex {
         stride: usize,
     ) -> FloatTensor<Self> {
         if flex_direct() {
-            flex::conv3x3(x, weight, Some(bias), stride)
+            flex::conv3x3(x, weight, Some(bias), stride, false)
         } else {
             Flex::conv2d(x, weight, Some(bias), options(stride))
+        }
+    }
+
+    fn conv3x3_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        if flex_direct() {
+            flex::conv3x3(x, weight, Some(bias), stride, true)
+        } else {
+            Flex::relu(Flex::conv2d(x, weight, Some(bias), options(stride)))
         }
     }
 
@@ -369,7 +456,7 @@ impl Conv3x3Backend for Flex {
 /// flex tensors to slices and back (also for the other flex kernels of [`crate::network`]).
 pub(crate) mod flex {
     use burn::backend::Flex;
-    use burn::backend::ops::ModuleOps;
+    use burn::backend::ops::{ActivationOps, ModuleOps};
     use burn::backend::tensor::FloatTensor;
     use burn::tensor::{DType, TensorData};
 
@@ -383,7 +470,7 @@ pub(crate) mod flex {
         stride: usize,
     ) -> FloatTensor<Flex> {
         match (stride, all_f32([&x, &weight, &output_grad])) {
-            (1, true) => conv3x3(output_grad, flipped(weight), None, 1),
+            (1, true) => conv3x3(output_grad, flipped(weight), None, 1, false),
             (2, true) => {
                 let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
                 let input @ [_, _, height, width] = shape(&x);
@@ -419,31 +506,31 @@ pub(crate) mod flex {
         t.as_slice::<f32>().expect("a contiguous f32 tensor")
     }
 
+    /// The convolution, and its ReLU if `relu`.
     pub fn conv3x3(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
         bias: Option<FloatTensor<Flex>>,
         stride: usize,
+        relu: bool,
     ) -> FloatTensor<Flex> {
         if !all_f32(
             [Some(&x), Some(&weight), bias.as_ref()]
                 .into_iter()
                 .flatten(),
         ) {
-            return Flex::conv2d(x, weight, bias, super::options(stride));
+            let out = Flex::conv2d(x, weight, bias, super::options(stride));
+            return if relu { Flex::relu(out) } else { out };
         }
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         let bias = bias.map(|b| b.to_contiguous());
         let input @ [batch, _, height, width] = shape(&x);
         let c_out = shape(&weight)[0];
-        let out = super::conv3x3_f32(
-            slice(&x),
-            input,
-            slice(&weight),
-            c_out,
-            bias.as_ref().map(slice),
-            stride,
-        );
+        let epilogue = super::Epilogue {
+            bias: bias.as_ref().map(slice),
+            relu,
+        };
+        let out = super::conv3x3_with(slice(&x), input, slice(&weight), c_out, epilogue, stride);
         let side = |s| super::output_side(s, stride);
         FloatTensor::<Flex>::from_data(TensorData::new(
             out,
@@ -522,6 +609,16 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
     }
 }
 
+/// [`conv3x3`] followed by a ReLU, for inference: one pass on flex.
+pub fn conv3x3_relu(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv3x3_relu(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride,
+    ))
+}
+
 /// A 3x3 convolution with padding 1 of `x` `[B, C_in, H, W]` by `weight` `[C_out, C_in, 3, 3]`
 /// at `stride`, plus `bias` `[C_out]`: [`conv3x3_f32`] on flex in wasm, Burn's `conv2d` elsewhere.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
@@ -587,18 +684,58 @@ mod tests {
             let what = format!("{shape:?} -> {c_out}, /{stride}");
             let ours = conv3x3_f32(&xs, shape, &ws, c_out, Some(&bs), stride);
             assert_close(&ours, &expected, &what);
-            for kernel in Kernel::available() {
-                let direct =
-                    direct::direct3x3_with(kernel, &xs, shape, &ws, c_out, Some(&bs), stride);
-                assert_close(&direct, &expected, &format!("direct {kernel:?} {what}"));
-            }
-            if stride == 1 {
+            let rectified: Vec<f32> = expected.iter().map(|v| v.max(0.0)).collect();
+            for relu in [false, true] {
+                let (epilogue, expected) = match relu {
+                    false => (
+                        Epilogue {
+                            bias: Some(&bs),
+                            relu,
+                        },
+                        &expected,
+                    ),
+                    true => (
+                        Epilogue {
+                            bias: Some(&bs),
+                            relu,
+                        },
+                        &rectified,
+                    ),
+                };
                 for kernel in Kernel::available() {
-                    let winograd =
-                        winograd::winograd3x3_with(kernel, &xs, shape, &ws, c_out, Some(&bs));
-                    assert_close(&winograd, &expected, &format!("Winograd {kernel:?} {what}"));
+                    let what = format!("{kernel:?}, ReLU {relu}, {what}");
+                    let direct =
+                        direct::direct3x3_with(kernel, &xs, shape, &ws, c_out, epilogue, stride);
+                    assert_close(&direct, expected, &format!("direct {what}"));
+                    if stride == 1 {
+                        let winograd =
+                            winograd::winograd3x3_with(kernel, &xs, shape, &ws, c_out, epilogue);
+                        assert_close(&winograd, expected, &format!("Winograd {what}"));
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_fused_relu_is_burns_relu_of_the_convolution() {
+        let device = Device::flex();
+        let x = random([1, 16, 21, 19], &device);
+        let weight = random([16, 16, 3, 3], &device);
+        let bias = random([16], &device);
+        for stride in [1, 2] {
+            let expected = burn::tensor::activation::relu(conv3x3(
+                x.clone(),
+                weight.clone(),
+                bias.clone(),
+                stride,
+            ));
+            let fused = conv3x3_relu(x.clone(), weight.clone(), bias.clone(), stride);
+            assert_close(
+                &values(fused),
+                &values(expected),
+                &format!("stride {stride}"),
+            );
         }
     }
 
@@ -736,7 +873,7 @@ mod tests {
             burn::tensor::module::conv2d(x.clone(), weight.clone(), Some(bias.clone()), options(2));
         let x = flex_tensor(stored).permute(&[0, 1, 3, 2]);
         assert!(!x.is_contiguous());
-        let ours = flex::conv3x3(x, flex_tensor(weight), Some(flex_tensor(bias)), 2);
+        let ours = flex::conv3x3(x, flex_tensor(weight), Some(flex_tensor(bias)), 2, false);
         assert_eq!(ours.layout().shape().to_vec(), expected.dims().to_vec());
         assert_close(
             &ours.into_data().try_to_vec::<f32>().unwrap(),

@@ -5,7 +5,8 @@
 //! 16 multiplications per input and output channel instead of 36. The weights are transformed
 //! once per call (`U = G g G^T`), the input once per tile and channel (`V = B^T d B`), and the
 //! products are summed over input channels for each of the 16 positions, four output channels
-//! by `LANES` tiles (8 in wasm, 16 natively) at a time, before the output transform. All
+//! by `LANES` tiles (8 in wasm, 16 natively) at a time, or sixteen output channels with AVX-512
+//! ([`avx512`]), before the output transform. All
 //! transforms are additions done on those tiles at once: the padded input is split into even
 //! and odd columns, so a tile row's four inputs for consecutive tiles are four contiguous loads.
 
@@ -13,8 +14,8 @@ use std::cell::Cell;
 use std::ops::Range;
 
 use super::{
-    CHANNELS, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, per_band, per_image,
-    unwritten, written,
+    CHANNELS, Epilogue, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, per_band,
+    per_image, unwritten, written,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2_fma, avx512};
@@ -37,9 +38,9 @@ pub fn winograd3x3(
     shape: Shape4,
     weight: &[f32],
     c_out: usize,
-    bias: Option<&[f32]>,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
-    winograd3x3_with(Kernel::best(), x, shape, weight, c_out, bias)
+    winograd3x3_with(Kernel::best(), x, shape, weight, c_out, epilogue)
 }
 
 /// [`winograd3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]).
@@ -49,7 +50,7 @@ pub(super) fn winograd3x3_with(
     shape: Shape4,
     weight: &[f32],
     c_out: usize,
-    bias: Option<&[f32]>,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
     let [batch, c_in, height, width] = shape;
     let tiles = Tiles::new(shape);
@@ -64,7 +65,7 @@ pub(super) fn winograd3x3_with(
             per_image(x, image_in, &mut out, image_out, |x, out| {
                 tiles.convolve(out, |rows, out| {
                     // SAFETY: the CPU has AVX-512 (asserted above).
-                    unsafe { avx512::convolve_rows(&tiles, x, &weights, bias, rows, out) }
+                    unsafe { avx512::convolve_rows(&tiles, x, &weights, epilogue, rows, out) }
                 });
             });
         }
@@ -75,7 +76,7 @@ pub(super) fn winograd3x3_with(
             per_image(x, image_in, &mut out, image_out, |x, out| {
                 tiles.convolve(out, |rows, out| {
                     // SAFETY: the CPU has AVX2 and FMA (asserted above).
-                    unsafe { tiles.convolve_rows_avx2_fma(x, &weights, bias, rows, out) }
+                    unsafe { tiles.convolve_rows_avx2_fma(x, &weights, epilogue, rows, out) }
                 });
             });
         }
@@ -83,7 +84,7 @@ pub(super) fn winograd3x3_with(
             let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
             per_image(x, image_in, &mut out, image_out, |x, out| {
                 tiles.convolve(out, |rows, out| {
-                    tiles.convolve_rows(x, &weights, bias, rows, out)
+                    tiles.convolve_rows(x, &weights, epilogue, rows, out)
                 });
             });
         }
@@ -279,17 +280,17 @@ impl Tiles {
         &self,
         image: &[f32],
         u: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         rows: Range<usize>,
         out: &mut [&mut [Unwritten]],
     ) {
         #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
         {
-            self.convolve_rows_relaxed(image, u, bias, rows, out);
+            self.convolve_rows_relaxed(image, u, epilogue, rows, out);
             return;
         }
         #[allow(unreachable_code)] // in the build with relaxed SIMD
-        self.convolve_rows_with::<false>(image, u, bias, rows, out);
+        self.convolve_rows_with::<false>(image, u, epilogue, rows, out);
     }
 
     #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -298,11 +299,11 @@ impl Tiles {
         &self,
         image: &[f32],
         u: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         rows: Range<usize>,
         out: &mut [&mut [Unwritten]],
     ) {
-        self.convolve_rows_with::<true>(image, u, bias, rows, out);
+        self.convolve_rows_with::<true>(image, u, epilogue, rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -311,11 +312,11 @@ impl Tiles {
         &self,
         image: &[f32],
         u: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         rows: Range<usize>,
         out: &mut [&mut [Unwritten]],
     ) {
-        self.convolve_rows_with::<true>(image, u, bias, rows, out);
+        self.convolve_rows_with::<true>(image, u, epilogue, rows, out);
     }
 
     /// [`Tiles::convolve_rows`] a row of tiles at a time: transform the row's inputs, sum
@@ -326,7 +327,7 @@ impl Tiles {
         &self,
         image: &[f32],
         u: &[[f32; CHANNELS]],
-        bias: Option<&[f32]>,
+        epilogue: Epilogue,
         rows: Range<usize>,
         out: &mut [&mut [Unwritten]],
     ) {
@@ -353,9 +354,8 @@ impl Tiles {
                         let channels = CHANNELS.min(c_out - group * CHANNELS);
                         for c in 0..channels {
                             let o = group * CHANNELS + c;
-                            let b = bias.map_or(0.0, |b| b[o]);
                             let y = output_transform(&m, c);
-                            self.write_tiles(&mut out[o][..], row, first_row, col, y, b);
+                            self.write_tiles(&mut out[o][..], row, first_row, col, y, epilogue, o);
                         }
                     }
                 }
@@ -364,8 +364,10 @@ impl Tiles {
     }
 
     /// Writes the 2x2 outputs of `LANES` tiles (`y[i][j]`: output row i, column j of each tile)
-    /// where they fall inside the image, into rows that start at output row `first_row`.
+    /// of output channel `channel`, after `epilogue`, where they fall inside the image, into
+    /// rows that start at output row `first_row`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // the inner step's state, one call site per kernel
     fn write_tiles(
         &self,
         out: &mut [Unwritten],
@@ -373,8 +375,10 @@ impl Tiles {
         first_row: usize,
         col: usize,
         y: [[Lanes; 2]; 2],
-        bias: f32,
+        epilogue: Epilogue,
+        channel: usize,
     ) {
+        let bias = epilogue.bias(channel);
         for (i, pair) in y.iter().enumerate() {
             let out_row = 2 * row + i;
             if out_row >= self.height {
@@ -384,8 +388,8 @@ impl Tiles {
             let count = (2 * LANES).min(self.width.saturating_sub(first));
             let mut interleaved = [0.0f32; 2 * LANES];
             for l in 0..LANES {
-                interleaved[2 * l] = pair[0][l] + bias;
-                interleaved[2 * l + 1] = pair[1][l] + bias;
+                interleaved[2 * l] = epilogue.activate(pair[0][l] + bias);
+                interleaved[2 * l + 1] = epilogue.activate(pair[1][l] + bias);
             }
             let at = (out_row - first_row) * self.width + first;
             if count == 2 * LANES {

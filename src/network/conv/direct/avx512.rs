@@ -4,11 +4,11 @@
 
 use std::arch::x86_64::{
     __m512, _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 use std::ops::Range;
 
-use super::{LANES, Pass, Planes, Unwritten};
+use super::{Epilogue, LANES, Pass, Planes, Unwritten};
 
 /// Output channels computed together: one 16-lane register each.
 pub(super) const GROUP: usize = 16;
@@ -33,7 +33,7 @@ pub(super) unsafe fn channel_group<const ROWS: usize, const COLS: usize>(
     layout: &Planes,
     planes: &[f32],
     weights: &[[f32; GROUP]],
-    bias: Option<&[f32]>,
+    epilogue: Epilogue,
     group: usize,
     rows: &Range<usize>,
     out: &mut [&mut [Unwritten]],
@@ -41,11 +41,7 @@ pub(super) unsafe fn channel_group<const ROWS: usize, const COLS: usize>(
     let plane = layout.plane();
     let (in_channels, row_len) = (layout.channels, layout.row);
     let (w_out, row_step) = (pass.w_out, pass.row_step);
-    let start: [f32; GROUP] = std::array::from_fn(|c| {
-        bias.and_then(|b| b.get(group * GROUP + c))
-            .copied()
-            .unwrap_or(0.0)
-    });
+    let start: [f32; GROUP] = std::array::from_fn(|c| epilogue.bias(group * GROUP + c));
     // Each tap's offset from the first input of a row of outputs, in channel 0.
     let offsets: [[usize; COLS]; ROWS] = pass
         .taps
@@ -85,6 +81,11 @@ pub(super) unsafe fn channel_group<const ROWS: usize, const COLS: usize>(
             let count = OUTPUTS.min(w_out - x0);
             let at = (y - rows.start) * w_out + x0;
             for (out, sum) in out.iter_mut().zip(acc) {
+                let sum = if epilogue.relu {
+                    _mm512_max_ps(sum, _mm512_setzero_ps())
+                } else {
+                    sum
+                };
                 store(&mut out[at..at + count], sum);
             }
         }

@@ -8,13 +8,13 @@
 //! many accumulators of plain arrays in registers, hence the intrinsics.
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_max_ps,
     _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
     _mm512_sub_ps,
 };
 use std::ops::Range;
 
-use super::{LANES, POSITIONS, Tiles, Unwritten, with_transformed};
+use super::{Epilogue, LANES, POSITIONS, Tiles, Unwritten, with_transformed};
 
 /// Output channels computed together: one 16-lane register each.
 pub(super) const GROUP: usize = 16;
@@ -32,7 +32,7 @@ pub(super) unsafe fn convolve_rows(
     tiles: &Tiles,
     image: &[f32],
     u: &[[f32; GROUP]],
-    bias: Option<&[f32]>,
+    epilogue: Epilogue,
     rows: Range<usize>,
     out: &mut [&mut [Unwritten]],
 ) {
@@ -53,9 +53,10 @@ pub(super) unsafe fn convolve_rows(
                     }
                     let first = group * GROUP;
                     for c in 0..GROUP.min(c_out - first) {
-                        let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[first + c]));
+                        let b = _mm512_set1_ps(epilogue.bias(first + c));
                         let y = output_transform(&m, c);
-                        write_tiles(tiles, &mut out[first + c][..], row, first_row, col, y, b);
+                        let out = &mut out[first + c][..];
+                        write_tiles(tiles, out, row, first_row, col, y, b, epilogue.relu);
                     }
                 }
             }
@@ -97,11 +98,12 @@ fn output_transform(m: &[[__m512; GROUP]; POSITIONS], c: usize) -> [[__m512; 2];
     })
 }
 
-/// Writes sixteen tiles' 2x2 outputs plus `bias` where they fall inside the image, into rows
-/// that start at output row `first_row`: each output row's two columns interleaved into 32
-/// values, stored whole or under a mask at the image's right edge.
+/// Writes sixteen tiles' 2x2 outputs plus `bias`, clamped at zero if `relu`, where they fall
+/// inside the image, into rows that start at output row `first_row`: each output row's two
+/// columns interleaved into 32 values, stored whole or under a mask at the image's right edge.
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::too_many_arguments)] // the inner step's state, one call site
 fn write_tiles(
     tiles: &Tiles,
     out: &mut [Unwritten],
@@ -110,6 +112,7 @@ fn write_tiles(
     col: usize,
     y: [[__m512; 2]; 2],
     bias: __m512,
+    relu: bool,
 ) {
     let width = tiles.width;
     let first = 2 * col;
@@ -129,6 +132,12 @@ fn write_tiles(
         let dst = out[at..at + count].as_mut_ptr().cast::<f32>();
         let low = _mm512_add_ps(_mm512_permutex2var_ps(left, low, right), bias);
         let high = _mm512_add_ps(_mm512_permutex2var_ps(left, high, right), bias);
+        let (low, high) = if relu {
+            let zero = _mm512_setzero_ps();
+            (_mm512_max_ps(low, zero), _mm512_max_ps(high, zero))
+        } else {
+            (low, high)
+        };
         // SAFETY: the stores write `count` values from `dst`, which the slice taken above holds:
         // whole when `count` is 32, else under masks of their first `count` lanes.
         unsafe {
