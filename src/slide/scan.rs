@@ -366,7 +366,7 @@ impl Scan {
             classifier.device().as_dispatch(),
             burn::backend::DispatchDevice::Flex(_)
         ) {
-            return self.run_tiles_in_parallel(classifier, image, done, progress);
+            return self.run_tiles_pipelined(classifier, image, done, progress);
         }
         for index in 0..self.tiles.len() {
             done.windows += self.score_tile(classifier, image, index).await?;
@@ -376,38 +376,55 @@ impl Scan {
         Ok(())
     }
 
-    /// The dense pass on the CPU natively: as many tiles at once as there are cores, cropped
-    /// one after the other (images are read from one thread) and scored side by side. The
-    /// convolutions use every core within one tile too; the rest of the network (attention,
-    /// activations) runs on one core per tile.
+    /// The dense pass on the CPU natively: one tile at a time on every core (the kernels and
+    /// the attention passes split each map into bands), scored on a second thread while this
+    /// one reads the next tile's crop, so that decoding the image overlaps the scoring.
+    /// Scoring as many tiles side by side as there are cores was no faster and held twice
+    /// the activations.
     #[cfg(not(target_arch = "wasm32"))]
-    fn run_tiles_in_parallel(
+    fn run_tiles_pipelined(
         &mut self,
         classifier: &Classifier,
         image: &(impl ModelScaleImage + ?Sized),
         mut done: Progress,
         mut progress: impl FnMut(Progress),
     ) -> Result<()> {
-        use rayon::prelude::*;
+        use std::sync::mpsc::{channel, sync_channel};
         let stride = self.grid.stride;
-        // The tiles are largest first, so the tiles of a batch are about the same size.
-        let indices: Vec<usize> = (0..self.tiles.len()).collect();
-        for batch in indices.chunks(rayon::current_num_threads().max(1)) {
-            let crops = batch
-                .iter()
-                .map(|&index| self.crop(image, index))
-                .collect::<Result<Vec<_>>>()?;
-            let logits: Vec<Result<Vec<f32>>> = crops
-                .par_iter()
-                .map(|crop| pollster::block_on(classifier.crop_window_logits(crop, stride)))
-                .collect();
-            for (&index, logits) in batch.iter().zip(logits) {
-                done.windows += self.accept(index, &logits?)?;
-                done.pixels += self.tiles[index].pixels();
+        std::thread::scope(|scope| {
+            // One crop waiting while one is scored and the next is read: three at most.
+            let (crops, to_score) = sync_channel::<(usize, RgbImage)>(1);
+            let (scored, results) = channel::<(usize, Result<Vec<f32>>)>();
+            scope.spawn(move || {
+                for (index, crop) in to_score {
+                    let logits = pollster::block_on(classifier.crop_window_logits(&crop, stride));
+                    if scored.send((index, logits)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut accept = |this: &mut Self, (index, logits): (usize, Result<Vec<f32>>)| {
+                done.windows += this.accept(index, &logits?)?;
+                done.pixels += this.tiles[index].pixels();
+                progress(done);
+                Ok::<_, CelnetError>(())
+            };
+            for index in 0..self.tiles.len() {
+                let crop = self.crop(image, index)?;
+                if crops.send((index, crop)).is_err() {
+                    break; // the scoring thread ended; its result says why
+                }
+                while let Ok(result) = results.try_recv() {
+                    accept(self, result)?;
+                }
             }
-            progress(done);
-        }
-        Ok(())
+            // No more crops: the scoring thread finishes the queue and ends.
+            drop(crops);
+            for result in results {
+                accept(self, result)?;
+            }
+            Ok(())
+        })
     }
 
     /// [`Scan::run`], then the heatmap.

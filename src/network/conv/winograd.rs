@@ -1,12 +1,12 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for stride-1 3x3 convolutions (A. Lavin and S. Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", CVPR 2016).
+//! Winograd's minimal filtering for stride-1 3x3 convolutions (A. Lavin and S. Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", CVPR 2016): F(4x4, 3x3) with AVX-512
+//! ([`avx512`]), F(2x2, 3x3) here for the other kernels.
 //!
 //! Each 2x2 block of outputs comes from a 4x4 block of inputs as `A^T [(G g G^T) * (B^T d B)] A`:
 //! 16 multiplications per input and output channel instead of 36. The weights are transformed
 //! once per call (`U = G g G^T`), the input once per tile and channel (`V = B^T d B`), and the
 //! products are summed over input channels for each of the 16 positions, four output channels
-//! by `LANES` tiles (8 in wasm, 16 natively) at a time, or sixteen output channels with AVX-512
-//! ([`avx512`]), before the output transform. All
+//! by `LANES` tiles (8 in wasm, 16 natively) at a time, before the output transform. All
 //! transforms are additions done on those tiles at once: the padded input is split into even
 //! and odd columns, so a tile row's four inputs for consecutive tiles are four contiguous loads.
 
@@ -32,7 +32,7 @@ const POSITIONS: usize = 16;
 /// Eight values, one per tile.
 type Lanes = [f32; LANES];
 
-/// [`super::conv3x3_f32`] at stride 1 by Winograd's F(2x2, 3x3) (shapes checked there).
+/// [`super::conv3x3_f32`] at stride 1 by Winograd's minimal filtering (shapes checked there).
 pub fn winograd3x3(
     x: &[f32],
     shape: Shape4,
@@ -43,7 +43,8 @@ pub fn winograd3x3(
     winograd3x3_with(Kernel::best(), x, shape, weight, c_out, epilogue)
 }
 
-/// [`winograd3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]).
+/// [`winograd3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]):
+/// F(4x4, 3x3) with AVX-512 ([`avx512`]), F(2x2, 3x3) otherwise.
 pub(super) fn winograd3x3_with(
     kernel: Kernel,
     x: &[f32],
@@ -52,43 +53,46 @@ pub(super) fn winograd3x3_with(
     c_out: usize,
     epilogue: Epilogue,
 ) -> Vec<f32> {
-    let [batch, c_in, height, width] = shape;
-    let tiles = Tiles::new(shape);
-    let image_out = c_out * height * width;
-    let mut out = unwritten(batch * image_out);
-    let image_in = c_in * height * width;
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 => {
             assert!(avx512(), "the CPU has no AVX-512");
-            let weights = transform_weights::<{ avx512::GROUP }>(weight, c_in, c_out);
-            per_image(x, image_in, &mut out, image_out, |x, out| {
-                tiles.convolve(out, |rows, out| {
-                    // SAFETY: the CPU has AVX-512 (asserted above).
-                    unsafe { avx512::convolve_rows(&tiles, x, &weights, epilogue, rows, out) }
-                });
-            });
+            // SAFETY: the CPU has AVX-512 (asserted above).
+            unsafe { avx512::winograd3x3(x, shape, weight, c_out, epilogue) }
         }
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2Fma => {
             assert!(avx2_fma(), "the CPU has no AVX2 and FMA");
-            let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
-            per_image(x, image_in, &mut out, image_out, |x, out| {
-                tiles.convolve(out, |rows, out| {
-                    // SAFETY: the CPU has AVX2 and FMA (asserted above).
-                    unsafe { tiles.convolve_rows_avx2_fma(x, &weights, epilogue, rows, out) }
-                });
-            });
+            f2x2(x, shape, weight, c_out, |tiles, x, weights, rows, out| {
+                // SAFETY: the CPU has AVX2 and FMA (asserted above).
+                unsafe { tiles.convolve_rows_avx2_fma(x, weights, epilogue, rows, out) }
+            })
         }
-        Kernel::Baseline => {
-            let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
-            per_image(x, image_in, &mut out, image_out, |x, out| {
-                tiles.convolve(out, |rows, out| {
-                    tiles.convolve_rows(x, &weights, epilogue, rows, out)
-                });
-            });
-        }
+        Kernel::Baseline => f2x2(x, shape, weight, c_out, |tiles, x, weights, rows, out| {
+            tiles.convolve_rows(x, weights, epilogue, rows, out)
+        }),
     }
+}
+
+/// F(2x2, 3x3) of every image, `rows` computing a range of tile rows of one image with the
+/// transformed weights.
+fn f2x2(
+    x: &[f32],
+    shape: Shape4,
+    weight: &[f32],
+    c_out: usize,
+    rows: impl Fn(&Tiles, &[f32], &[[f32; CHANNELS]], Range<usize>, &mut [&mut [Unwritten]])
+    + Sync
+    + Send,
+) -> Vec<f32> {
+    let [batch, c_in, height, width] = shape;
+    let tiles = Tiles::new(shape);
+    let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
+    let image_out = c_out * height * width;
+    let mut out = unwritten(batch * image_out);
+    per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
+        tiles.convolve(out, |range, out| rows(&tiles, x, &weights, range, out));
+    });
     // SAFETY: the tiles cover every output row and column of every channel and image.
     unsafe { written(out) }
 }

@@ -343,15 +343,11 @@ impl<R: Read + Seek> TiffSlide<R> {
                 let (ox, oy) = (cx * cw, cy * ch);
                 let (x0, x1) = (x.max(ox), (x + width).min(ox + dw));
                 let (y0, y1) = (y.max(oy), (y + height).min(oy + dh));
+                let row_len = ((x1 - x0) * 3) as usize;
                 for py in y0..y1 {
-                    for px in x0..x1 {
-                        let i = (((py - oy) * dw + (px - ox)) * 3) as usize;
-                        region.put_pixel(
-                            px - x,
-                            py - y,
-                            image::Rgb([rgb[i], rgb[i + 1], rgb[i + 2]]),
-                        );
-                    }
+                    let from = (((py - oy) * dw + (x0 - ox)) * 3) as usize;
+                    let to = (((py - y) * width + (x0 - x)) * 3) as usize;
+                    (*region)[to..to + row_len].copy_from_slice(&rgb[from..from + row_len]);
                 }
             }
         }

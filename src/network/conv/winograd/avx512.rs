@@ -1,34 +1,259 @@
-//! A row of tiles with AVX-512: the products summed over input channels for sixteen output
-//! channels by sixteen tiles at once, one register per output channel, each weight broadcast
-//! from memory into its multiply-add.
+//! Winograd's F(4x4, 3x3) with AVX-512: each 4x4 block of outputs from a 6x6 block of inputs,
+//! 36 multiplications per input and output channel for 16 outputs (2.25 per output, where
+//! F(2x2, 3x3) takes 4), sixteen output channels by sixteen tiles at once, one register per
+//! output channel, each weight broadcast from memory into its multiply-add.
 //!
-//! With AVX2 the plain loops hold four output channels by sixteen tiles (eight registers), so
-//! each input vector loaded serves eight multiply-adds; here it serves sixteen of twice the
-//! width, and the sixteen independent sums keep both FMA units busy. LLVM does not keep that
-//! many accumulators of plain arrays in registers, hence the intrinsics.
+//! The transforms are Lavin and Gray's (`B^T`, `G`, `A^T` below, checked by the tests against
+//! a direct convolution). Their larger constants round more than F(2x2, 3x3)'s, still far
+//! below the model's tolerance in f32 (about 1e-6 of each sum's magnitude). Sixteen tiles
+//! lie in the lanes of a register: each padded input row is split into its four columns
+//! modulo 4, so that a tile's six inputs along a row for sixteen consecutive tiles are six
+//! contiguous loads. LLVM does not keep sixteen accumulators of plain arrays in registers,
+//! hence the intrinsics; the other kernels keep F(2x2, 3x3) (`super::Tiles`).
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_max_ps,
+    __m512, __m512i, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
+    _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
     _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
-    _mm512_sub_ps,
+    _mm512_sub_ps, _mm512_undefined_ps,
 };
 use std::ops::Range;
 
-use super::{Epilogue, LANES, POSITIONS, Tiles, Unwritten, with_transformed};
+use super::with_transformed;
+use crate::network::conv::{
+    Epilogue, Shape4, Unwritten, channel_bands, per_band, per_image, unwritten, written,
+};
 
 /// Output channels computed together: one 16-lane register each.
-pub(super) const GROUP: usize = 16;
+const GROUP: usize = 16;
 
-/// Tiles per register; the tiling pads rows of tiles to whole blocks of [`LANES`].
+/// Tiles per register.
 const TILES: usize = 16;
-const _: () = assert!(TILES == LANES);
 
-/// [`Tiles::convolve_rows`] for weights grouped by [`GROUP`] output channels.
+/// Outputs along each side of a tile, and inputs along each side of its input block.
+const OUT: usize = 4;
+const IN: usize = 6;
+
+/// Positions in a transformed 6x6 tile.
+const POSITIONS: usize = IN * IN;
+
+/// Tile rows per band of output rows computed by one thread (16 output rows).
+const BAND: usize = 4;
+
+/// [`super::winograd3x3`] by F(4x4, 3x3).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F.
+pub(super) unsafe fn winograd3x3(
+    x: &[f32],
+    shape: Shape4,
+    weight: &[f32],
+    c_out: usize,
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    let [batch, c_in, height, width] = shape;
+    let tiles = Tiles::new(shape);
+    let u = transform_weights(weight, c_in, c_out);
+    let (image_in, plane) = (c_in * height * width, height * width);
+    let image_out = c_out * plane;
+    let mut out = unwritten(batch * image_out);
+    per_image(x, image_in, &mut out, image_out, |x, out| {
+        // Band b: the output rows of tile rows b * BAND.. in every output channel.
+        let bands = channel_bands(out, plane, OUT * BAND * width);
+        per_band(bands, |band, mut out| {
+            let rows = band * BAND..((band + 1) * BAND).min(tiles.rows);
+            // SAFETY: the caller guarantees AVX-512 F.
+            unsafe { convolve_rows(&tiles, x, &u, epilogue, rows, &mut out) };
+        });
+    });
+    // SAFETY: the bands cover every tile row, the blocks of tiles every column, and each
+    // tile writes its outputs inside the image, of every channel and image.
+    unsafe { written(out) }
+}
+
+/// `U = G g G^T` (6x6) for every pair of channels, grouped as `[c_out / 16][36][c_in][16]`
+/// (channels past `c_out` zero) so that the sixteen output channels of one product are
+/// adjacent.
+fn transform_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<[f32; GROUP]> {
+    const G: [[f32; 3]; IN] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let groups = c_out.div_ceil(GROUP);
+    let mut u = vec![[0.0; GROUP]; groups * POSITIONS * c_in];
+    for o in 0..c_out {
+        for i in 0..c_in {
+            let g = &weight[(o * c_in + i) * 9..][..9];
+            // G g (6x3), then (G g) G^T (6x6), in f64 so that only the final value rounds.
+            let gg: [[f64; 3]; IN] = std::array::from_fn(|r| {
+                std::array::from_fn(|b| {
+                    (0..3)
+                        .map(|a| f64::from(G[r][a]) * f64::from(g[a * 3 + b]))
+                        .sum()
+                })
+            });
+            for (r, gg_row) in gg.iter().enumerate() {
+                for (c, g_row) in G.iter().enumerate() {
+                    let value: f64 = (0..3).map(|b| gg_row[b] * f64::from(g_row[b])).sum();
+                    u[((o / GROUP) * POSITIONS + r * IN + c) * c_in + i][o % GROUP] = value as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// The tiling of one image: 4x4 output tiles, rows of them padded to whole blocks of
+/// [`TILES`].
+struct Tiles {
+    c_in: usize,
+    height: usize,
+    width: usize,
+    /// Tile rows.
+    rows: usize,
+    /// Tile columns, rounded up to whole blocks of [`TILES`].
+    cols_padded: usize,
+}
+
+impl Tiles {
+    fn new([_, c_in, height, width]: Shape4) -> Self {
+        Self {
+            c_in,
+            height,
+            width,
+            rows: height.div_ceil(OUT),
+            cols_padded: width.div_ceil(OUT).next_multiple_of(TILES),
+        }
+    }
+
+    /// Length of one padded row's columns of one residue modulo 4 (one more than the tile
+    /// columns: a tile's last two inputs are the next tile's first two).
+    fn quarter_len(&self) -> usize {
+        self.cols_padded + 1
+    }
+
+    /// Scratch for one channel's six padded input rows, each split into its columns modulo 4
+    /// (`[6][4][quarter_len]`). Padding that no row writes stays zero.
+    fn row_scratch(&self) -> Vec<f32> {
+        vec![0.0; IN * 4 * self.quarter_len()]
+    }
+
+    /// Length of [`Tiles::transform_row`]'s output: `[cols_padded / 16][36][c_in][16]`.
+    fn transformed_len(&self) -> usize {
+        POSITIONS * self.c_in * self.cols_padded
+    }
+
+    /// Padded row `padded_row` of channel `c` into `quarters` (`[4][quarter_len]`): padded
+    /// column `4j + k` is `quarters[k][j]`, and padded (row, column) is input (row - 1,
+    /// column - 1). Sixty-four inputs at a time: two rounds of even/odd splits give each
+    /// residue's sixteen values; past the row's end the loads read zeros, which are the
+    /// padding.
+    #[target_feature(enable = "avx512f")]
+    fn split_row(&self, image: &[f32], channel: usize, padded_row: usize, quarters: &mut [f32]) {
+        let len = self.quarter_len();
+        let Some(y) = padded_row.checked_sub(1).filter(|&y| y < self.height) else {
+            quarters.fill(0.0);
+            return;
+        };
+        let row = &image[(channel * self.height + y) * self.width..][..self.width];
+        // The same row of the next channel, which the next call for this row reads: fetched
+        // into L2 meanwhile, since the planes are too far apart for the hardware to predict.
+        let next =
+            (channel + 1 < self.c_in).then(|| row.as_ptr().wrapping_add(self.height * self.width));
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let split = |a: __m512, b: __m512, index: __m512i| _mm512_permutex2var_ps(a, index, b);
+        for (chunk, start) in (0..self.width).step_by(4 * TILES).enumerate() {
+            let load = |at: usize| {
+                let count = self.width.saturating_sub(start + at).min(TILES);
+                let mask = ((1u32 << count) - 1) as u16;
+                // SAFETY: the mask loads only the `count` values left in the row (the address of
+                // the masked-off lanes may lie past it; they are not read).
+                unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().wrapping_add(start + at)) }
+            };
+            if let Some(next) = next {
+                for line in 0..4 {
+                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(start + line * TILES).cast());
+                }
+            }
+            let [a, b, c, d] = [0, TILES, 2 * TILES, 3 * TILES].map(load);
+            let (even_ab, odd_ab) = (split(a, b, even), split(a, b, odd));
+            let (even_cd, odd_cd) = (split(c, d, even), split(c, d, odd));
+            // Input column 4j + m for m = 0..3 (padded 4j + m + 1).
+            let residues = [
+                split(even_ab, even_cd, even),
+                split(odd_ab, odd_cd, even),
+                split(even_ab, even_cd, odd),
+                split(odd_ab, odd_cd, odd),
+            ];
+            let j = chunk * TILES;
+            // Padded columns 4j + 1, 4j + 2, 4j + 3, and 4(j + 1) + 0.
+            let targets = [len + j, 2 * len + j, 3 * len + j, j + 1];
+            for (values, at) in residues.into_iter().zip(targets) {
+                // SAFETY: `at + 16 <= 4 * len`: j + 16 <= cols_padded (the chunks of 64
+                // inputs are the blocks of sixteen tiles).
+                unsafe { _mm512_storeu_ps(quarters[at..at + TILES].as_mut_ptr(), values) };
+            }
+        }
+    }
+
+    /// `V = B^T d B` of tile row `row` for every input channel into `v`
+    /// (`[cols_padded / 16][36][c_in][16]`: what one block of tiles multiplies is contiguous).
+    #[target_feature(enable = "avx512f")]
+    fn transform_row(&self, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
+        let len = self.quarter_len();
+        for c in 0..self.c_in {
+            for (r, quarters) in scratch.chunks_exact_mut(4 * len).enumerate() {
+                self.split_row(image, c, OUT * row + r, quarters);
+            }
+            for col in (0..self.cols_padded).step_by(TILES) {
+                // Plain loops over registers: arrays of vectors moved through `map` or
+                // `from_fn` are copied through memory.
+                let mut t = [[_mm512_undefined_ps(); IN]; IN];
+                for (r, t) in t.iter_mut().enumerate() {
+                    // The six inputs along the tile's row r (columns 4j .. 4j + 5), then d B.
+                    let rows = &scratch[r * 4 * len..][..4 * len];
+                    let mut d = [_mm512_undefined_ps(); IN];
+                    for (k, d) in d.iter_mut().enumerate() {
+                        let at = (k % 4) * len + col + k / 4;
+                        // SAFETY: `at + 16 <= 4 * len` (col + 1 + 16 <= len).
+                        *d = unsafe { _mm512_loadu_ps(rows[at..at + TILES].as_ptr()) };
+                    }
+                    *t = input_transform(d);
+                }
+                // B^T (d B) down each column.
+                for k in 0..IN {
+                    let mut column = [_mm512_undefined_ps(); IN];
+                    for (value, t) in column.iter_mut().zip(&t) {
+                        *value = t[k];
+                    }
+                    for (r, values) in input_transform(column).into_iter().enumerate() {
+                        let block = (col / TILES) * POSITIONS + r * IN + k;
+                        let at = (block * self.c_in + c) * TILES;
+                        // SAFETY: `v` holds `transformed_len` values, `at + 16` among them.
+                        unsafe { _mm512_storeu_ps(v[at..at + TILES].as_mut_ptr(), values) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transformed inputs of the block of tiles from tile column `col` at `position`:
+    /// `[c_in][16]`, contiguous, in [`Tiles::transform_row`]'s output `v`.
+    #[inline(always)]
+    fn block_inputs<'v>(&self, v: &'v [f32], col: usize, position: usize) -> &'v [f32] {
+        let len = self.c_in * TILES;
+        &v[((col / TILES) * POSITIONS + position) * len..][..len]
+    }
+}
+
+/// Tile rows `rows` into `out` (each output channel's rows from `4 * rows.start`).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn convolve_rows(
+fn convolve_rows(
     tiles: &Tiles,
     image: &[f32],
     u: &[[f32; GROUP]],
@@ -36,16 +261,16 @@ pub(super) unsafe fn convolve_rows(
     rows: Range<usize>,
     out: &mut [&mut [Unwritten]],
 ) {
-    let (c_in, cols_padded) = (tiles.c_in, tiles.cols_padded);
+    let c_in = tiles.c_in;
     let c_out = out.len();
-    let first_row = 2 * rows.start;
+    let first_row = OUT * rows.start;
     let mut scratch = tiles.row_scratch();
-    // The sums of one block of tiles: `[position][output channel]`, 16 KB.
-    let mut m = [[_mm512_setzero_ps(); GROUP]; POSITIONS];
+    // The sums of one block of tiles: `[position][output channel]`, 36 KB.
+    let mut m = [[_mm512_undefined_ps(); GROUP]; POSITIONS];
     with_transformed(tiles.transformed_len(), |v| {
         for row in rows {
             tiles.transform_row(image, row, &mut scratch, v);
-            for col in (0..cols_padded).step_by(TILES) {
+            for col in (0..tiles.cols_padded).step_by(TILES) {
                 for (group, weights) in u.chunks_exact(POSITIONS * c_in).enumerate() {
                     for (position, sums) in m.iter_mut().enumerate() {
                         let weights = &weights[position * c_in..][..c_in];
@@ -53,15 +278,52 @@ pub(super) unsafe fn convolve_rows(
                     }
                     let first = group * GROUP;
                     for c in 0..GROUP.min(c_out - first) {
-                        let b = _mm512_set1_ps(epilogue.bias(first + c));
+                        let bias = _mm512_set1_ps(epilogue.bias(first + c));
                         let y = output_transform(&m, c);
                         let out = &mut out[first + c][..];
-                        write_tiles(tiles, out, row, first_row, col, y, b, epilogue.relu);
+                        write_tiles(tiles, out, row, first_row, col, y, bias, epilogue.relu);
                     }
                 }
             }
         }
     });
+}
+
+/// `B^T d` for six vectors of sixteen tiles: the rows of
+/// `[4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn input_transform([d0, d1, d2, d3, d4, d5]: [__m512; IN]) -> [__m512; IN] {
+    let (two, four, five) = (
+        _mm512_set1_ps(2.0),
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(5.0),
+    );
+    let (add, sub) = (_mm512_add_ps, _mm512_sub_ps);
+    let (d1_minus_d3, d4_minus_d2) = (sub(d1, d3), sub(d4, d2));
+    [
+        _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4)),
+        _mm512_fnmadd_ps(four, add(d1, d2), add(d3, d4)),
+        _mm512_fmadd_ps(four, sub(d1, d2), sub(d4, d3)),
+        _mm512_fnmadd_ps(two, d1_minus_d3, d4_minus_d2),
+        _mm512_fmadd_ps(two, d1_minus_d3, d4_minus_d2),
+        _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5)),
+    ]
+}
+
+/// `A^T m` for six vectors: the rows of
+/// `[1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn inverse_transform([m0, m1, m2, m3, m4, m5]: [__m512; IN]) -> [__m512; OUT] {
+    let (add, sub) = (_mm512_add_ps, _mm512_sub_ps);
+    let (sum12, diff12, sum34, diff34) = (add(m1, m2), sub(m1, m2), add(m3, m4), sub(m3, m4));
+    [
+        add(add(m0, sum12), sum34),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), diff34, diff12),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), sum34, sum12),
+        add(_mm512_fmadd_ps(_mm512_set1_ps(8.0), diff34, diff12), m5),
+    ]
 }
 
 /// `sum_i weights[i][c] * inputs[i]` for the sixteen channels c, `inputs` `[c_in][16]`.
@@ -79,28 +341,35 @@ fn products(weights: &[[f32; GROUP]], inputs: &[f32]) -> [__m512; GROUP] {
     acc
 }
 
-/// `A^T M A` of channel `c` for sixteen tiles (see [`super::output_transform`]): `y[i][j]` is
-/// output row i, column j of each tile.
+/// `A^T M A` of channel `c` for sixteen tiles: `y[i][j]` is output row i, column j of each
+/// tile.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn output_transform(m: &[[__m512; GROUP]; POSITIONS], c: usize) -> [[__m512; 2]; 2] {
-    let mut rows = [[_mm512_setzero_ps(); 4]; 2];
-    for k in 0..4 {
-        let [m0, m1, m2, m3] = [m[k][c], m[4 + k][c], m[8 + k][c], m[12 + k][c]];
-        rows[0][k] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        rows[1][k] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+fn output_transform(m: &[[__m512; GROUP]; POSITIONS], c: usize) -> [[__m512; OUT]; OUT] {
+    // A^T M: each column k of M down its six rows.
+    let mut columns = [[_mm512_undefined_ps(); OUT]; IN];
+    for (k, column) in columns.iter_mut().enumerate() {
+        let mut values = [_mm512_undefined_ps(); IN];
+        for (r, value) in values.iter_mut().enumerate() {
+            *value = m[r * IN + k][c];
+        }
+        *column = inverse_transform(values);
     }
-    rows.map(|[t0, t1, t2, t3]| {
-        [
-            _mm512_add_ps(_mm512_add_ps(t0, t1), t2),
-            _mm512_sub_ps(_mm512_sub_ps(t1, t2), t3),
-        ]
-    })
+    // (A^T M) A: each of the four rows along its six columns.
+    let mut y = [[_mm512_undefined_ps(); OUT]; OUT];
+    for (i, y) in y.iter_mut().enumerate() {
+        let mut values = [_mm512_undefined_ps(); IN];
+        for (value, column) in values.iter_mut().zip(&columns) {
+            *value = column[i];
+        }
+        *y = inverse_transform(values);
+    }
+    y
 }
 
-/// Writes sixteen tiles' 2x2 outputs plus `bias`, clamped at zero if `relu`, where they fall
-/// inside the image, into rows that start at output row `first_row`: each output row's two
-/// columns interleaved into 32 values, stored whole or under a mask at the image's right edge.
+/// Writes sixteen tiles' 4x4 outputs plus `bias`, clamped at zero if `relu`, where they fall
+/// inside the image, into rows that start at output row `first_row`: each output row's four
+/// columns interleaved into 64 values, stored whole or under masks at the image's right edge.
 #[target_feature(enable = "avx512f")]
 #[inline]
 #[allow(clippy::too_many_arguments)] // the inner step's state, one call site
@@ -110,45 +379,62 @@ fn write_tiles(
     row: usize,
     first_row: usize,
     col: usize,
-    y: [[__m512; 2]; 2],
+    y: [[__m512; OUT]; OUT],
     bias: __m512,
     relu: bool,
 ) {
     let width = tiles.width;
-    let first = 2 * col;
-    let count = (2 * TILES).min(width.saturating_sub(first));
+    let first = OUT * col;
+    let count = (OUT * TILES).min(width.saturating_sub(first));
     if count == 0 {
         return;
     }
-    // Lanes 0..16 are the first operand's, 16..32 the second's.
-    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for (i, [left, right]) in y.into_iter().enumerate() {
-        let out_row = 2 * row + i;
+    // Lanes 0..16 are the first operand's, 16..32 the second's: pairs of single values, then
+    // pairs of pairs.
+    let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let pairs_high =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let quads_low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    let quads_high =
+        _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    let mix = |a: __m512, index: __m512i, b: __m512| _mm512_permutex2var_ps(a, index, b);
+    for (i, [y0, y1, y2, y3]) in y.into_iter().enumerate() {
+        let out_row = OUT * row + i;
         if out_row >= tiles.height {
             break;
         }
+        // (y0, y1) and (y2, y3) interleaved in pairs, then the pairs interleaved: tile j's
+        // four outputs at 4j .. 4j + 3.
+        let (a_low, a_high) = (mix(y0, pairs_low, y1), mix(y0, pairs_high, y1));
+        let (b_low, b_high) = (mix(y2, pairs_low, y3), mix(y2, pairs_high, y3));
+        let values = [
+            mix(a_low, quads_low, b_low),
+            mix(a_low, quads_high, b_low),
+            mix(a_high, quads_low, b_high),
+            mix(a_high, quads_high, b_high),
+        ];
         let at = (out_row - first_row) * width + first;
         let dst = out[at..at + count].as_mut_ptr().cast::<f32>();
-        let low = _mm512_add_ps(_mm512_permutex2var_ps(left, low, right), bias);
-        let high = _mm512_add_ps(_mm512_permutex2var_ps(left, high, right), bias);
-        let (low, high) = if relu {
-            let zero = _mm512_setzero_ps();
-            (_mm512_max_ps(low, zero), _mm512_max_ps(high, zero))
-        } else {
-            (low, high)
-        };
-        // SAFETY: the stores write `count` values from `dst`, which the slice taken above holds:
-        // whole when `count` is 32, else under masks of their first `count` lanes.
-        unsafe {
-            if count == 2 * TILES {
-                _mm512_storeu_ps(dst, low);
-                _mm512_storeu_ps(dst.add(TILES), high);
+        for (part, values) in values.into_iter().enumerate() {
+            let start = part * TILES;
+            if start >= count {
+                break;
+            }
+            let values = _mm512_add_ps(values, bias);
+            let values = if relu {
+                _mm512_max_ps(values, _mm512_setzero_ps())
             } else {
-                let mask = |n: usize| ((1u32 << n.min(TILES)) - 1) as u16;
-                _mm512_mask_storeu_ps(dst, mask(count), low);
-                if count > TILES {
-                    _mm512_mask_storeu_ps(dst.add(TILES), mask(count - TILES), high);
+                values
+            };
+            let lanes = (count - start).min(TILES);
+            // SAFETY: the stores write `count` values from `dst`, which the slice taken above
+            // holds: each part whole, or under a mask of its first `lanes` lanes.
+            unsafe {
+                if lanes == TILES {
+                    _mm512_storeu_ps(dst.add(start), values);
+                } else {
+                    let mask = ((1u32 << lanes) - 1) as u16;
+                    _mm512_mask_storeu_ps(dst.add(start), mask, values);
                 }
             }
         }
