@@ -32,10 +32,16 @@ pub fn overlay(input: &RgbImage, map: &Map, opacity: f32) -> RgbImage {
         (input.width() as usize, input.height() as usize),
         (map.width, map.height)
     );
+    // The colour of the last value seen: neighbours often share a value (a slide's heatmap
+    // holds one per window), and the colour map's spline is most of the work.
+    let mut last = (f32::NAN, [0; 3]);
     RgbImage::from_fn(input.width(), input.height(), |x, y| {
         let v = map.get(x as usize, y as usize).clamp(0.0, 1.0);
         let a = opacity.clamp(0.0, 1.0) * v;
-        let c = color(v);
+        if v.to_bits() != last.0.to_bits() {
+            last = (v, color(v));
+        }
+        let c = last.1;
         let p = input.get_pixel(x, y).0;
         Rgb(std::array::from_fn(|i| {
             (f32::from(p[i]) * (1.0 - a) + f32::from(c[i]) * a).round() as u8

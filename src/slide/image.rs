@@ -10,8 +10,8 @@ use image::imageops::FilterType;
 
 use crate::error::{CelnetError, Result};
 use crate::slide::file::OpenedImage;
-use crate::slide::file::one_resolution;
 use crate::slide::file::tiff::level_for;
+use crate::slide::file::{fit, one_resolution};
 use crate::slide::scale::{MODEL_MPP, ModelScale, PixelSize, to_model_scale};
 
 /// An image at the model's scale, read region by region.
@@ -167,19 +167,42 @@ impl<R: Read + Seek> ModelScaleImage for ScaledInput<R> {
         let sy = f64::from(level_height) / f64::from(height);
         // Bands of thumbnail rows whose source stays within a few million pixels.
         let band = ((4 << 20) as f64 / (f64::from(level_width) * sy)).max(1.0) as u32;
+        let bands: Vec<(u32, u32)> = (0..height)
+            .step_by(band as usize)
+            .map(|top| (top, band.min(height - top)))
+            .collect();
         let mut thumbnail = RgbImage::new(width, height);
-        let mut top = 0;
-        while top < height {
-            let rows = band.min(height - top);
-            let rect = (
-                0.0,
-                f64::from(top) * sy,
-                f64::from(level_width),
-                f64::from(top + rows) * sy,
-            );
-            let part = self.input.read_resized(level, rect, width, rows)?;
-            image::imageops::replace(&mut thumbnail, &part, 0, i64::from(top));
-            top += rows;
+        // Bands are decoded in turn (one reader) and shrunk side by side natively, one per
+        // core at a time: shrinking took most of a thumbnail's time.
+        #[cfg(not(target_arch = "wasm32"))]
+        let at_once = rayon::current_num_threads().max(1);
+        #[cfg(target_arch = "wasm32")]
+        let at_once = 1;
+        for group in bands.chunks(at_once) {
+            let spans = group
+                .iter()
+                .map(|&(top, rows)| {
+                    let (y0, y1) = (f64::from(top) * sy, f64::from(top + rows) * sy);
+                    let rect = (0.0, y0, f64::from(level_width), y1);
+                    Ok((self.input.read_span(level, rect)?, rows))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            #[cfg(not(target_arch = "wasm32"))]
+            let parts: Vec<RgbImage> = {
+                use rayon::prelude::*;
+                spans
+                    .into_par_iter()
+                    .map(|(span, rows)| fit(span, width, rows))
+                    .collect()
+            };
+            #[cfg(target_arch = "wasm32")]
+            let parts: Vec<RgbImage> = spans
+                .into_iter()
+                .map(|(span, rows)| fit(span, width, rows))
+                .collect();
+            for (part, &(top, _)) in parts.iter().zip(group) {
+                image::imageops::replace(&mut thumbnail, part, 0, i64::from(top));
+            }
         }
         Ok(thumbnail)
     }

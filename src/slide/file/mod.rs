@@ -130,6 +130,25 @@ impl<R: Read + Seek> OpenedImage<R> {
         self.levels.len() == 1 && is_glimpse(width, height)
     }
 
+    /// The whole pixels covering the `(x0, y0, x1, y1)` rectangle of `level` (its pixel
+    /// coordinates, fractional edges rounded outwards), unresized: with [`fit`], what
+    /// [`OpenedImage::read_resized`] returns, in two steps so that the second can run on
+    /// another thread.
+    pub fn read_span(&self, level: usize, rect: (f64, f64, f64, f64)) -> Result<RgbImage> {
+        let Some(info) = self.levels.get(level) else {
+            return Err(CelnetError::InvalidParameter(format!(
+                "level {level} does not exist; the image has levels 0 to {}",
+                self.levels.len() - 1
+            )));
+        };
+        let (x, y, w, h) = pixel_span(rect, info.width, info.height);
+        match &self.pixels {
+            Pixels::Tiff(slide) => slide.borrow_mut().read_region(level, x, y, w, h),
+            Pixels::Decoded(_) if level > 0 => Err(one_resolution()),
+            Pixels::Decoded(image) => Ok(image::imageops::crop_imm(image, x, y, w, h).to_image()),
+        }
+    }
+
     /// The `(x0, y0, x1, y1)` rectangle of `level` (its pixel coordinates, fractional edges
     /// rounded outwards) resized to `out_width` x `out_height`.
     pub fn read_resized(
@@ -192,6 +211,15 @@ pub fn one_resolution() -> CelnetError {
     CelnetError::InvalidParameter(
         "the image has one resolution; pyramid levels apply to pyramidal TIFF and SVS files".into(),
     )
+}
+
+/// `span` (from [`OpenedImage::read_span`]) at `width` x `height`, as
+/// [`OpenedImage::read_resized`] resizes it.
+pub fn fit(span: RgbImage, width: u32, height: u32) -> RgbImage {
+    if span.dimensions() == (width, height) {
+        return span;
+    }
+    image::imageops::resize(&span, width, height, FilterType::Triangle)
 }
 
 /// The whole pixels covering `rect` of `image`, resized to `width` x `height` with `filter`.
