@@ -236,9 +236,10 @@ impl Scan {
                 }
             })
             .collect();
-        // Largest first: wherever tiles are scored side by side (natively on every core, in the
-        // page by a pool of workers), the last ones are small and no core waits long for
-        // another (most tiles are cut to their tissue). Ties stay in reading order.
+        // Largest first: where tiles are scored side by side (in the page, by a pool of
+        // workers), the last ones are small and no worker waits long for another (most tiles
+        // are cut to their tissue); the estimates of time left follow pixels either way. Ties
+        // stay in reading order.
         tiles.sort_by_key(|t| std::cmp::Reverse(t.pixels()));
         scan.tiles = tiles;
         Ok(scan)

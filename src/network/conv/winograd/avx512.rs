@@ -211,26 +211,14 @@ impl Tiles {
                 self.split_row(image, c, OUT * row + r, quarters);
             }
             for col in (0..self.cols_padded).step_by(TILES) {
-                // Plain loops over registers: arrays of vectors moved through `map` or
-                // `from_fn` are copied through memory.
-                let mut t = [[_mm512_undefined_ps(); IN]; IN];
-                for (r, t) in t.iter_mut().enumerate() {
-                    // The six inputs along the tile's row r (columns 4j .. 4j + 5), then d B.
-                    let rows = &scratch[r * 4 * len..][..4 * len];
-                    let mut d = [_mm512_undefined_ps(); IN];
-                    for (k, d) in d.iter_mut().enumerate() {
-                        let at = (k % 4) * len + col + k / 4;
-                        // SAFETY: `at + 16 <= 4 * len` (col + 1 + 16 <= len).
-                        *d = unsafe { _mm512_loadu_ps(rows[at..at + TILES].as_ptr()) };
-                    }
-                    *t = input_transform(d);
-                }
+                // Arrays of vectors as literals: moved through `map` or `from_fn` they are
+                // copied through memory, and built by loops they are zeroed first.
+                let row = |r: usize| input_transform(load_row(&scratch[r * 4 * len..], len, col));
+                let t = [row(0), row(1), row(2), row(3), row(4), row(5)];
                 // B^T (d B) down each column.
+                #[allow(clippy::needless_range_loop)] // k picks a column across the rows
                 for k in 0..IN {
-                    let mut column = [_mm512_undefined_ps(); IN];
-                    for (value, t) in column.iter_mut().zip(&t) {
-                        *value = t[k];
-                    }
+                    let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
                     for (r, values) in input_transform(column).into_iter().enumerate() {
                         let block = (col / TILES) * POSITIONS + r * IN + k;
                         let at = (block * self.c_in + c) * TILES;
@@ -287,6 +275,19 @@ fn convolve_rows(
             }
         }
     });
+}
+
+/// The six inputs along one row of sixteen tiles from tile column `col` (padded columns
+/// `4j .. 4j + 5`), from that row's four residues modulo 4 (`quarters`, `[4][len]`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load_row(quarters: &[f32], len: usize, col: usize) -> [__m512; IN] {
+    let load = |k: usize| {
+        let at = (k % 4) * len + col + k / 4;
+        // SAFETY: `at + 16 <= 4 * len` (col + 1 + 16 <= len).
+        unsafe { _mm512_loadu_ps(quarters[at..at + TILES].as_ptr()) }
+    };
+    [load(0), load(1), load(2), load(3), load(4), load(5)]
 }
 
 /// `B^T d` for six vectors of sixteen tiles: the rows of
@@ -346,25 +347,25 @@ fn products(weights: &[[f32; GROUP]], inputs: &[f32]) -> [__m512; GROUP] {
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn output_transform(m: &[[__m512; GROUP]; POSITIONS], c: usize) -> [[__m512; OUT]; OUT] {
-    // A^T M: each column k of M down its six rows.
-    let mut columns = [[_mm512_undefined_ps(); OUT]; IN];
-    for (k, column) in columns.iter_mut().enumerate() {
-        let mut values = [_mm512_undefined_ps(); IN];
-        for (r, value) in values.iter_mut().enumerate() {
-            *value = m[r * IN + k][c];
-        }
-        *column = inverse_transform(values);
-    }
+    // A^T M: each column k of M down its six rows (literals, as in `transform_row`).
+    let column = |k: usize| {
+        let at = |r: usize| m[r * IN + k][c];
+        inverse_transform([at(0), at(1), at(2), at(3), at(4), at(5)])
+    };
+    let columns = [
+        column(0),
+        column(1),
+        column(2),
+        column(3),
+        column(4),
+        column(5),
+    ];
     // (A^T M) A: each of the four rows along its six columns.
-    let mut y = [[_mm512_undefined_ps(); OUT]; OUT];
-    for (i, y) in y.iter_mut().enumerate() {
-        let mut values = [_mm512_undefined_ps(); IN];
-        for (value, column) in values.iter_mut().zip(&columns) {
-            *value = column[i];
-        }
-        *y = inverse_transform(values);
-    }
-    y
+    let row = |i: usize| {
+        let at = |k: usize| columns[k][i];
+        inverse_transform([at(0), at(1), at(2), at(3), at(4), at(5)])
+    };
+    [row(0), row(1), row(2), row(3)]
 }
 
 /// Writes sixteen tiles' 4x4 outputs plus `bias`, clamped at zero if `relu`, where they fall
