@@ -131,16 +131,31 @@ thread_local! {
     static TRANSFORMED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on a buffer of `len` values that each thread keeps between calls, so that a band
-/// does not allocate and zero its transformed inputs again (their contents are unspecified).
-fn with_transformed<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buffer = TRANSFORMED.take();
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
+/// A buffer for transformed inputs that each thread keeps between calls, so that a band does
+/// not allocate and zero them again (their contents are unspecified); given back when dropped.
+/// A guard rather than a closure: a closure's body is compiled without the target features of
+/// the kernel it is written in (relaxed SIMD, AVX2), and its multiply-adds became calls.
+struct Transformed(Vec<f32>, usize);
+
+impl Transformed {
+    fn take(len: usize) -> Self {
+        let mut buffer = TRANSFORMED.take();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        Self(buffer, len)
     }
-    let result = f(&mut buffer[..len]);
-    TRANSFORMED.set(buffer);
-    result
+
+    /// The `len` values taken.
+    fn values(&mut self) -> &mut [f32] {
+        &mut self.0[..self.1]
+    }
+}
+
+impl Drop for Transformed {
+    fn drop(&mut self) {
+        TRANSFORMED.set(std::mem::take(&mut self.0));
+    }
 }
 
 /// The tiling of one image: 2x2 output tiles, rows of them padded to whole blocks of
@@ -338,33 +353,32 @@ impl Tiles {
         let c_out = out.len();
         let first_row = 2 * rows.start;
         let mut scratch = self.row_scratch();
-        with_transformed(self.transformed_len(), |v| {
-            for row in rows {
-                self.transform_row(image, row, &mut scratch, v);
-                for col in (0..self.cols_padded).step_by(LANES) {
-                    for group in 0..c_out.div_ceil(CHANNELS) {
-                        let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
-                        for (position, sums) in m.iter_mut().enumerate() {
-                            // A local accumulator stays in registers.
-                            let mut acc = [[0.0f32; LANES]; CHANNELS];
-                            let weights =
-                                &u[(group * POSITIONS + position) * self.c_in..][..self.c_in];
-                            let tiles = self.block_inputs(v, col, position);
-                            for (w, values) in weights.iter().zip(tiles.as_chunks::<LANES>().0) {
-                                madd_block::<FMA>(&mut acc, w, values);
-                            }
-                            *sums = acc;
+        let mut transformed = Transformed::take(self.transformed_len());
+        let v = transformed.values();
+        for row in rows {
+            self.transform_row(image, row, &mut scratch, v);
+            for col in (0..self.cols_padded).step_by(LANES) {
+                for group in 0..c_out.div_ceil(CHANNELS) {
+                    let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
+                    for (position, sums) in m.iter_mut().enumerate() {
+                        // A local accumulator stays in registers.
+                        let mut acc = [[0.0f32; LANES]; CHANNELS];
+                        let weights = &u[(group * POSITIONS + position) * self.c_in..][..self.c_in];
+                        let tiles = self.block_inputs(v, col, position);
+                        for (w, values) in weights.iter().zip(tiles.as_chunks::<LANES>().0) {
+                            madd_block::<FMA>(&mut acc, w, values);
                         }
-                        let channels = CHANNELS.min(c_out - group * CHANNELS);
-                        for c in 0..channels {
-                            let o = group * CHANNELS + c;
-                            let y = output_transform(&m, c);
-                            self.write_tiles(&mut out[o][..], row, first_row, col, y, epilogue, o);
-                        }
+                        *sums = acc;
+                    }
+                    let channels = CHANNELS.min(c_out - group * CHANNELS);
+                    for c in 0..channels {
+                        let o = group * CHANNELS + c;
+                        let y = output_transform(&m, c);
+                        self.write_tiles(&mut out[o][..], row, first_row, col, y, epilogue, o);
                     }
                 }
             }
-        });
+        }
     }
 
     /// Writes the 2x2 outputs of `LANES` tiles (`y[i][j]`: output row i, column j of each tile)

@@ -19,7 +19,7 @@ use std::arch::x86_64::{
 };
 use std::ops::Range;
 
-use super::with_transformed;
+use super::Transformed;
 use crate::network::conv::{
     Epilogue, Shape4, Unwritten, channel_bands, per_band, per_image, unwritten, written,
 };
@@ -255,26 +255,26 @@ fn convolve_rows(
     let mut scratch = tiles.row_scratch();
     // The sums of one block of tiles: `[position][output channel]`, 36 KB.
     let mut m = [[_mm512_undefined_ps(); GROUP]; POSITIONS];
-    with_transformed(tiles.transformed_len(), |v| {
-        for row in rows {
-            tiles.transform_row(image, row, &mut scratch, v);
-            for col in (0..tiles.cols_padded).step_by(TILES) {
-                for (group, weights) in u.chunks_exact(POSITIONS * c_in).enumerate() {
-                    for (position, sums) in m.iter_mut().enumerate() {
-                        let weights = &weights[position * c_in..][..c_in];
-                        *sums = products(weights, tiles.block_inputs(v, col, position));
-                    }
-                    let first = group * GROUP;
-                    for c in 0..GROUP.min(c_out - first) {
-                        let bias = _mm512_set1_ps(epilogue.bias(first + c));
-                        let y = output_transform(&m, c);
-                        let out = &mut out[first + c][..];
-                        write_tiles(tiles, out, row, first_row, col, y, bias, epilogue.relu);
-                    }
+    let mut transformed = Transformed::take(tiles.transformed_len());
+    let v = transformed.values();
+    for row in rows {
+        tiles.transform_row(image, row, &mut scratch, v);
+        for col in (0..tiles.cols_padded).step_by(TILES) {
+            for (group, weights) in u.chunks_exact(POSITIONS * c_in).enumerate() {
+                for (position, sums) in m.iter_mut().enumerate() {
+                    let weights = &weights[position * c_in..][..c_in];
+                    *sums = products(weights, tiles.block_inputs(v, col, position));
+                }
+                let first = group * GROUP;
+                for c in 0..GROUP.min(c_out - first) {
+                    let bias = _mm512_set1_ps(epilogue.bias(first + c));
+                    let y = output_transform(&m, c);
+                    let out = &mut out[first + c][..];
+                    write_tiles(tiles, out, row, first_row, col, y, bias, epilogue.relu);
                 }
             }
         }
-    });
+    }
 }
 
 /// The six inputs along one row of sixteen tiles from tile column `col` (padded columns
