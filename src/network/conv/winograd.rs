@@ -1,14 +1,21 @@
 //! Winograd's minimal filtering for stride-1 3x3 convolutions (A. Lavin and S. Gray, "Fast
-//! Algorithms for Convolutional Neural Networks", CVPR 2016): F(4x4, 3x3) with AVX-512
-//! ([`avx512`]), F(2x2, 3x3) here for the other kernels.
+//! Algorithms for Convolutional Neural Networks", CVPR 2016): F(4x4, 3x3).
 //!
-//! Each 2x2 block of outputs comes from a 4x4 block of inputs as `A^T [(G g G^T) * (B^T d B)] A`:
-//! 16 multiplications per input and output channel instead of 36. The weights are transformed
-//! once per call (`U = G g G^T`), the input once per tile and channel (`V = B^T d B`), and the
-//! products are summed over input channels for each of the 16 positions, four output channels
-//! by `LANES` tiles (8 in wasm, 16 natively) at a time, before the output transform. All
-//! transforms are additions done on those tiles at once: the padded input is split into even
-//! and odd columns, so a tile row's four inputs for consecutive tiles are four contiguous loads.
+//! Each 4x4 block of outputs comes from a 6x6 block of inputs as
+//! `A^T [(G g G^T) * (B^T d B)] A`: 36 multiplications per input and output channel for 16
+//! outputs, where the direct form takes 144. The weights are transformed once per call
+//! (`U = G g G^T`), the input once per tile and channel (`V = B^T d B`), and the products are
+//! summed over input channels for each of the 36 positions, a group of output channels by a
+//! block of tiles at a time, before the output transform. The transforms are Lavin and Gray's
+//! (`G` below, `B^T` and `A^T` at [`input_transform`] and [`inverse_transform`]); their larger
+//! constants round more than F(2x2, 3x3)'s, still far below the model's tolerance in f32
+//! (about 1e-6 of each sum's magnitude, checked by the tests against Burn's convolution).
+//!
+//! Two forms share the tiling and the weights: four output channels by [`LANES`] tiles as plain
+//! arrays that LLVM turns into SIMD (wasm's simd128 and relaxed SIMD, AVX2, SSE), and sixteen
+//! by sixteen with AVX-512 intrinsics ([`avx512`]). Each padded input row is split into its
+//! columns modulo 4, so that a tile's six inputs along a row for consecutive tiles are six
+//! contiguous loads.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -23,13 +30,17 @@ use super::{avx2_fma, avx512};
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// Tile rows per band of output rows computed by one thread.
-const BAND: usize = 8;
+/// Outputs along each side of a tile, and inputs along each side of its input block.
+const OUT: usize = 4;
+const IN: usize = 6;
 
-/// Positions in a transformed 4x4 tile.
-const POSITIONS: usize = 16;
+/// Positions in a transformed 6x6 tile.
+const POSITIONS: usize = IN * IN;
 
-/// Eight values, one per tile.
+/// Tile rows per band of output rows computed by one thread (16 output rows).
+const BAND: usize = 4;
+
+/// `LANES` values, one per tile.
 type Lanes = [f32; LANES];
 
 /// [`super::conv3x3_f32`] at stride 1 by Winograd's minimal filtering (shapes checked there).
@@ -43,8 +54,7 @@ pub fn winograd3x3(
     winograd3x3_with(Kernel::best(), x, shape, weight, c_out, epilogue)
 }
 
-/// [`winograd3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]):
-/// F(4x4, 3x3) with AVX-512 ([`avx512`]), F(2x2, 3x3) otherwise.
+/// [`winograd3x3`] with the given kernel, which the CPU must run (see [`Kernel::available`]).
 pub(super) fn winograd3x3_with(
     kernel: Kernel,
     x: &[f32],
@@ -63,47 +73,56 @@ pub(super) fn winograd3x3_with(
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2Fma => {
             assert!(avx2_fma(), "the CPU has no AVX2 and FMA");
-            f2x2(x, shape, weight, c_out, |tiles, x, weights, rows, out| {
+            convolve(x, shape, weight, c_out, LANES, |tiles, x, u, rows, out| {
                 // SAFETY: the CPU has AVX2 and FMA (asserted above).
-                unsafe { tiles.convolve_rows_avx2_fma(x, weights, epilogue, rows, out) }
+                unsafe { tiles.convolve_rows_avx2_fma(x, u, epilogue, rows, out) }
             })
         }
-        Kernel::Baseline => f2x2(x, shape, weight, c_out, |tiles, x, weights, rows, out| {
-            tiles.convolve_rows(x, weights, epilogue, rows, out)
+        Kernel::Baseline => convolve(x, shape, weight, c_out, LANES, |tiles, x, u, rows, out| {
+            tiles.convolve_rows(x, u, epilogue, rows, out)
         }),
     }
 }
 
-/// F(2x2, 3x3) of every image, `rows` computing a range of tile rows of one image with the
-/// transformed weights.
-fn f2x2(
+/// Every image tiled by `lanes` tiles, its weights transformed in groups of `N` output
+/// channels, and its bands of tile rows computed by `rows` (in parallel natively) into each
+/// output channel's rows from `4 * rows.start`.
+fn convolve<const N: usize>(
     x: &[f32],
     shape: Shape4,
     weight: &[f32],
     c_out: usize,
-    rows: impl Fn(&Tiles, &[f32], &[[f32; CHANNELS]], Range<usize>, &mut [&mut [Unwritten]])
-    + Sync
-    + Send,
+    lanes: usize,
+    rows: impl Fn(&Tiles, &[f32], &[[f32; N]], Range<usize>, &mut [&mut [Unwritten]]) + Sync + Send,
 ) -> Vec<f32> {
     let [batch, c_in, height, width] = shape;
-    let tiles = Tiles::new(shape);
-    let weights = transform_weights::<CHANNELS>(weight, c_in, c_out);
-    let image_out = c_out * height * width;
+    let tiles = Tiles::new(shape, lanes);
+    let u = transform_weights::<N>(weight, c_in, c_out);
+    let plane = height * width;
+    let image_out = c_out * plane;
     let mut out = unwritten(batch * image_out);
-    per_image(x, c_in * height * width, &mut out, image_out, |x, out| {
-        tiles.convolve(out, |range, out| rows(&tiles, x, &weights, range, out));
+    per_image(x, c_in * plane, &mut out, image_out, |x, out| {
+        // Band b: the output rows of tile rows b * BAND.. in every output channel.
+        let bands = channel_bands(out, plane, OUT * BAND * width);
+        per_band(bands, |band, mut out| {
+            let range = band * BAND..((band + 1) * BAND).min(tiles.rows);
+            rows(&tiles, x, &u, range, &mut out);
+        });
     });
-    // SAFETY: the tiles cover every output row and column of every channel and image.
+    // SAFETY: the bands cover every tile row, the blocks of tiles every column, and each tile
+    // writes its outputs inside the image, of every output channel and image.
     unsafe { written(out) }
 }
 
-/// `U = G g G^T` for every pair of channels, grouped as `[c_out / N][16][c_in][N]` (channels
-/// past `c_out` zero) so the `N` output channels of one product are adjacent.
+/// `U = G g G^T` (6x6) for every pair of channels, grouped as `[c_out / N][36][c_in][N]`
+/// (channels past `c_out` zero) so that the `N` output channels of one product are adjacent.
 fn transform_weights<const N: usize>(weight: &[f32], c_in: usize, c_out: usize) -> Vec<[f32; N]> {
-    const G: [[f32; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
+    const G: [[f64; 3]; IN] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
         [0.0, 0.0, 1.0],
     ];
     let groups = c_out.div_ceil(N);
@@ -111,14 +130,14 @@ fn transform_weights<const N: usize>(weight: &[f32], c_in: usize, c_out: usize) 
     for o in 0..c_out {
         for i in 0..c_in {
             let g = &weight[(o * c_in + i) * 9..][..9];
-            // G g (4x3), then (G g) G^T (4x4).
-            let gg: [[f32; 3]; 4] = std::array::from_fn(|r| {
-                std::array::from_fn(|b| (0..3).map(|a| G[r][a] * g[a * 3 + b]).sum())
+            // G g (6x3), then (G g) G^T (6x6), in f64 so that only the final value rounds.
+            let gg: [[f64; 3]; IN] = std::array::from_fn(|r| {
+                std::array::from_fn(|b| (0..3).map(|a| G[r][a] * f64::from(g[a * 3 + b])).sum())
             });
             for (r, gg_row) in gg.iter().enumerate() {
                 for (c, g_row) in G.iter().enumerate() {
-                    let value = (0..3).map(|b| gg_row[b] * g_row[b]).sum();
-                    u[((o / N) * POSITIONS + r * 4 + c) * c_in + i][o % N] = value;
+                    let value: f64 = (0..3).map(|b| gg_row[b] * g_row[b]).sum();
+                    u[((o / N) * POSITIONS + r * IN + c) * c_in + i][o % N] = value as f32;
                 }
             }
         }
@@ -158,118 +177,110 @@ impl Drop for Transformed {
     }
 }
 
-/// The tiling of one image: 2x2 output tiles, rows of them padded to whole blocks of
-/// [`LANES`].
+/// The tiling of one image: 4x4 output tiles, rows of them padded to whole blocks of `lanes`
+/// tiles (the tiles one vector, or a few, hold).
 struct Tiles {
     c_in: usize,
     height: usize,
     width: usize,
+    /// Tiles per block.
+    lanes: usize,
     /// Tile rows.
     rows: usize,
-    /// Tile columns, rounded up to whole blocks of [`LANES`].
+    /// Tile columns, rounded up to whole blocks.
     cols_padded: usize,
 }
 
 impl Tiles {
-    fn new([_, c_in, height, width]: Shape4) -> Self {
+    fn new([_, c_in, height, width]: Shape4, lanes: usize) -> Self {
         Self {
             c_in,
             height,
             width,
-            rows: height.div_ceil(2),
-            cols_padded: width.div_ceil(2).next_multiple_of(LANES),
+            lanes,
+            rows: height.div_ceil(OUT),
+            cols_padded: width.div_ceil(OUT).next_multiple_of(lanes),
         }
     }
 
-    /// Length of one padded row's even or odd columns in [`Tiles::transform_row`]'s scratch.
-    fn half_len(&self) -> usize {
+    /// Length of one padded row's columns of one residue modulo 4 (one more than the tile
+    /// columns: a tile's last two inputs are the next tile's first two).
+    fn quarter_len(&self) -> usize {
         self.cols_padded + 1
     }
 
-    /// Scratch for [`Tiles::transform_row`]: one channel's four padded rows, each split into even
-    /// and odd padded columns (`[4][2][half_len]`). Zeroed once: the columns that are padding are
-    /// never written, so they stay zero.
+    /// Scratch for one channel's six padded input rows, each split into its columns modulo 4
+    /// (`[6][4][quarter_len]`). Zeroed once: the columns that are padding are never written,
+    /// so they stay zero.
     fn row_scratch(&self) -> Vec<f32> {
-        vec![0.0; 8 * self.half_len()]
+        vec![0.0; IN * 4 * self.quarter_len()]
     }
 
-    /// Padded row `padded_row` of channel `c` split into even and odd padded columns: padded
-    /// column 2j is `even[j]`, 2j + 1 is `odd[j]`, and padded (row, column) is input (row - 1,
-    /// column - 1).
-    #[inline(always)]
-    fn split_row(
-        &self,
-        image: &[f32],
-        c: usize,
-        padded_row: usize,
-        even: &mut [f32],
-        odd: &mut [f32],
-    ) {
-        let Some(y) = padded_row.checked_sub(1).filter(|&y| y < self.height) else {
-            even.fill(0.0);
-            odd.fill(0.0);
-            return;
-        };
-        let src_row = &image[(c * self.height + y) * self.width..][..self.width];
-        // Input column 2k is padded column 2k + 1 (odd[k]); 2k + 1 is 2k + 2 (even[k + 1]).
-        // Whole pairs in one loop without branches, which vectorises.
-        let pairs = src_row.chunks_exact(2);
-        let (n, last) = (pairs.len(), pairs.remainder().first().copied());
-        for ((o, e), pair) in odd.iter_mut().zip(&mut even[1..=n]).zip(pairs) {
-            *o = pair[0];
-            *e = pair[1];
-        }
-        if let Some(last) = last {
-            odd[n] = last;
-        }
-    }
-
-    /// Length of [`Tiles::transform_row`]'s output.
+    /// Length of a row of tiles' transformed inputs: `[cols_padded / lanes][36][c_in][lanes]`,
+    /// so that what one block of tiles multiplies is contiguous.
     fn transformed_len(&self) -> usize {
         POSITIONS * self.c_in * self.cols_padded
     }
 
-    /// The transformed inputs of the block of [`LANES`] tiles from tile column `col` at
-    /// `position`: `[c_in][LANES]`, contiguous, in [`Tiles::transform_row`]'s output `v`.
+    /// Where the transformed inputs of input channel `c` at `position` for the block of tiles
+    /// from tile column `col` start in a row's transformed inputs.
     #[inline(always)]
-    fn block_inputs<'v>(&self, v: &'v [f32], col: usize, position: usize) -> &'v [f32] {
-        let len = self.c_in * LANES;
-        &v[((col / LANES) * POSITIONS + position) * len..][..len]
+    fn transformed_at(&self, col: usize, position: usize, c: usize) -> usize {
+        (((col / self.lanes) * POSITIONS + position) * self.c_in + c) * self.lanes
     }
 
-    /// `V = B^T d B` of one row of tiles for every input channel, into `v` (`[cols_padded /
-    /// LANES][16][c_in][LANES]`: what one block of tiles multiplies is contiguous), each
-    /// channel's four input rows split into `scratch` first (see [`Tiles::row_scratch`]) so
-    /// that a tile row's four inputs for consecutive tiles are four contiguous loads.
+    /// The transformed inputs of the block of tiles from tile column `col` at `position`:
+    /// `[c_in][lanes]`, contiguous.
+    #[inline(always)]
+    fn block_inputs<'v>(&self, v: &'v [f32], col: usize, position: usize) -> &'v [f32] {
+        &v[self.transformed_at(col, position, 0)..][..self.c_in * self.lanes]
+    }
+
+    /// Padded row `padded_row` of channel `c` into `quarters` (`[4][quarter_len]`): padded
+    /// column `4j + k` is `quarters[k][j]`, and padded (row, column) is input (row - 1,
+    /// column - 1).
+    #[inline(always)]
+    fn split_row(&self, image: &[f32], c: usize, padded_row: usize, quarters: &mut [f32]) {
+        let Some(y) = padded_row.checked_sub(1).filter(|&y| y < self.height) else {
+            quarters.fill(0.0);
+            return;
+        };
+        let row = &image[(c * self.height + y) * self.width..][..self.width];
+        let (q0, rest) = quarters.split_at_mut(self.quarter_len());
+        let (q1, rest) = rest.split_at_mut(self.quarter_len());
+        let (q2, q3) = rest.split_at_mut(self.quarter_len());
+        // Input column 4j + m is padded column 4j + m + 1: q1[j], q2[j], q3[j] for m = 0, 1, 2
+        // and q0[j + 1] for m = 3. Whole groups of four in one loop without branches.
+        let groups = row.chunks_exact(4);
+        let (n, rest) = (groups.len(), groups.remainder());
+        let targets = q1.iter_mut().zip(q2.iter_mut()).zip(q3.iter_mut());
+        for ((((a, b), c), d), four) in targets.zip(&mut q0[1..=n]).zip(groups) {
+            (*a, *b, *c, *d) = (four[0], four[1], four[2], four[3]);
+        }
+        for (quarter, &value) in [q1, q2, q3].into_iter().zip(rest) {
+            quarter[n] = value;
+        }
+    }
+
+    /// `V = B^T d B` of tile row `row` for every input channel into `v` (see
+    /// [`Tiles::transformed_len`]), each channel's six input rows split into `scratch` first
+    /// (see [`Tiles::row_scratch`]).
     #[inline(always)]
     fn transform_row(&self, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
-        let half_len = self.half_len();
-        let load = |half: &[f32], at: usize| -> Lanes { half[at..at + LANES].try_into().unwrap() };
+        let len = self.quarter_len();
         for c in 0..self.c_in {
-            for (r, halves) in scratch.chunks_exact_mut(2 * half_len).enumerate() {
-                let (even, odd) = halves.split_at_mut(half_len);
-                self.split_row(image, c, 2 * row + r, even, odd);
+            for (r, quarters) in scratch.chunks_exact_mut(4 * len).enumerate() {
+                self.split_row(image, c, OUT * row + r, quarters);
             }
-            let half =
-                |r: usize, parity: usize| &scratch[(2 * r + parity) * half_len..][..half_len];
             for col in (0..self.cols_padded).step_by(LANES) {
-                // d B for each of the tile's four input rows: [a - c, b + c, c - b, b - e] for the
-                // row's inputs a, b, c, e.
-                let mut d_b = [[[0.0; LANES]; 4]; 4];
-                for (r, transformed) in d_b.iter_mut().enumerate() {
-                    let (even, odd) = (half(r, 0), half(r, 1));
-                    let (a, b) = (load(even, col), load(odd, col));
-                    let (c, e) = (load(even, col + 1), load(odd, col + 1));
-                    *transformed = [sub(a, c), add(b, c), sub(c, b), sub(b, e)];
-                }
-                // B^T (d B): the same combination down the columns.
+                // d B for each of the block's six input rows, then B^T (d B) down each column.
+                let row = |r: usize| input_transform(load_row(&scratch[r * 4 * len..], len, col));
+                let t = [row(0), row(1), row(2), row(3), row(4), row(5)];
                 #[allow(clippy::needless_range_loop)] // k picks a column across the rows
-                for k in 0..4 {
-                    let [t0, t1, t2, t3] = [d_b[0][k], d_b[1][k], d_b[2][k], d_b[3][k]];
-                    let rows = [sub(t0, t2), add(t1, t2), sub(t2, t1), sub(t1, t3)];
-                    for (r, values) in rows.iter().enumerate() {
-                        let block = (col / LANES) * POSITIONS + r * 4 + k;
-                        let at = (block * self.c_in + c) * LANES;
+                for k in 0..IN {
+                    let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
+                    for (r, values) in input_transform(column).iter().enumerate() {
+                        let at = self.transformed_at(col, r * IN + k, c);
                         v[at..at + LANES].copy_from_slice(values);
                     }
                 }
@@ -277,23 +288,7 @@ impl Tiles {
         }
     }
 
-    /// The convolution of one image into `out` (`[c_out, height, width]`) by `rows`, which
-    /// computes a range of tile rows into each output channel's rows from `2 * rows.start`:
-    /// bands of [`BAND`] tile rows, in parallel natively.
-    fn convolve(
-        &self,
-        out: &mut [Unwritten],
-        rows: impl Fn(Range<usize>, &mut [&mut [Unwritten]]) + Sync + Send,
-    ) {
-        let plane = self.height * self.width;
-        // Band b: the output rows of tile rows b * BAND.. in every output channel.
-        let bands = channel_bands(out, plane, 2 * BAND * self.width);
-        per_band(bands, |band, mut out| {
-            rows(band * BAND..((band + 1) * BAND).min(self.rows), &mut out);
-        });
-    }
-
-    /// Tile rows `rows` into `out` (each output channel's rows from `2 * rows.start`) with the
+    /// Tile rows `rows` into `out` (each output channel's rows from `4 * rows.start`) with the
     /// build's baseline instructions.
     fn convolve_rows(
         &self,
@@ -340,7 +335,7 @@ impl Tiles {
 
     /// [`Tiles::convolve_rows`] a row of tiles at a time: transform the row's inputs, sum
     /// `U * V` over input channels for each position, four output channels by `LANES` tiles at a
-    /// time, and write `A^T M A + bias`.
+    /// time, and write `A^T M A` after the epilogue.
     #[inline(always)]
     fn convolve_rows_with<const FMA: bool>(
         &self,
@@ -351,39 +346,48 @@ impl Tiles {
         out: &mut [&mut [Unwritten]],
     ) {
         let c_out = out.len();
-        let first_row = 2 * rows.start;
+        let first_row = OUT * rows.start;
         let mut scratch = self.row_scratch();
         let mut transformed = Transformed::take(self.transformed_len());
         let v = transformed.values();
+        // The sums of one block of tiles: `[position][output channel]`.
+        let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
         for row in rows {
             self.transform_row(image, row, &mut scratch, v);
             for col in (0..self.cols_padded).step_by(LANES) {
-                for group in 0..c_out.div_ceil(CHANNELS) {
-                    let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
+                for (group, weights) in u.chunks_exact(POSITIONS * self.c_in).enumerate() {
                     for (position, sums) in m.iter_mut().enumerate() {
                         // A local accumulator stays in registers.
                         let mut acc = [[0.0f32; LANES]; CHANNELS];
-                        let weights = &u[(group * POSITIONS + position) * self.c_in..][..self.c_in];
+                        let weights = &weights[position * self.c_in..][..self.c_in];
                         let tiles = self.block_inputs(v, col, position);
                         for (w, values) in weights.iter().zip(tiles.as_chunks::<LANES>().0) {
                             madd_block::<FMA>(&mut acc, w, values);
                         }
                         *sums = acc;
                     }
-                    let channels = CHANNELS.min(c_out - group * CHANNELS);
-                    for c in 0..channels {
-                        let o = group * CHANNELS + c;
+                    let first = group * CHANNELS;
+                    for c in 0..CHANNELS.min(c_out - first) {
                         let y = output_transform(&m, c);
-                        self.write_tiles(&mut out[o][..], row, first_row, col, y, epilogue, o);
+                        let channel = first + c;
+                        self.write_tiles(
+                            &mut out[channel][..],
+                            row,
+                            first_row,
+                            col,
+                            y,
+                            epilogue,
+                            channel,
+                        );
                     }
                 }
             }
         }
     }
 
-    /// Writes the 2x2 outputs of `LANES` tiles (`y[i][j]`: output row i, column j of each tile)
-    /// of output channel `channel`, after `epilogue`, where they fall inside the image, into
-    /// rows that start at output row `first_row`.
+    /// Writes the 4x4 outputs of `LANES` tiles (`y[i][j]`: output row i, column j of each
+    /// tile) of output channel `channel`, after `epilogue`, where they fall inside the image,
+    /// into rows that start at output row `first_row`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // the inner step's state, one call site per kernel
     fn write_tiles(
@@ -392,27 +396,28 @@ impl Tiles {
         row: usize,
         first_row: usize,
         col: usize,
-        y: [[Lanes; 2]; 2],
+        y: [[Lanes; OUT]; OUT],
         epilogue: Epilogue,
         channel: usize,
     ) {
         let bias = epilogue.bias(channel);
-        for (i, pair) in y.iter().enumerate() {
-            let out_row = 2 * row + i;
+        let first = OUT * col;
+        let count = (OUT * LANES).min(self.width.saturating_sub(first));
+        for (i, columns) in y.iter().enumerate() {
+            let out_row = OUT * row + i;
             if out_row >= self.height {
                 break;
             }
-            let first = 2 * col;
-            let count = (2 * LANES).min(self.width.saturating_sub(first));
-            let mut interleaved = [0.0f32; 2 * LANES];
-            for l in 0..LANES {
-                interleaved[2 * l] = epilogue.activate(pair[0][l] + bias);
-                interleaved[2 * l + 1] = epilogue.activate(pair[1][l] + bias);
+            let mut interleaved = [0.0f32; OUT * LANES];
+            for (l, tile) in interleaved.as_chunks_mut::<OUT>().0.iter_mut().enumerate() {
+                for (j, value) in tile.iter_mut().enumerate() {
+                    *value = epilogue.activate(columns[j][l] + bias);
+                }
             }
             let at = (out_row - first_row) * self.width + first;
-            if count == 2 * LANES {
+            if count == OUT * LANES {
                 // A whole block: a store of known length, not a call to copy `count` values.
-                out[at..at + 2 * LANES].write_copy_of_slice(&interleaved);
+                out[at..at + OUT * LANES].write_copy_of_slice(&interleaved);
             } else {
                 out[at..at + count].write_copy_of_slice(&interleaved[..count]);
             }
@@ -420,17 +425,67 @@ impl Tiles {
     }
 }
 
-/// `A^T M A` for `LANES` tiles: with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`, row 0 adds the first
-/// three and row 1 takes the second minus the last two, down then across.
+/// The six inputs along one row of `LANES` tiles from tile column `col` (padded columns
+/// `4j .. 4j + 5`), from that row's four residues modulo 4 (`quarters`, `[4][len]`).
 #[inline(always)]
-fn output_transform(m: &[[Lanes; CHANNELS]; POSITIONS], c: usize) -> [[Lanes; 2]; 2] {
-    let mut rows = [[[0.0; LANES]; 4]; 2];
-    for k in 0..4 {
-        let [m0, m1, m2, m3] = [m[k][c], m[4 + k][c], m[8 + k][c], m[12 + k][c]];
-        rows[0][k] = add(add(m0, m1), m2);
-        rows[1][k] = sub(sub(m1, m2), m3);
-    }
-    rows.map(|[t0, t1, t2, t3]| [add(add(t0, t1), t2), sub(sub(t1, t2), t3)])
+fn load_row(quarters: &[f32], len: usize, col: usize) -> [Lanes; IN] {
+    let load = |k: usize| -> Lanes {
+        let at = (k % 4) * len + col + k / 4;
+        quarters[at..at + LANES].try_into().unwrap()
+    };
+    [load(0), load(1), load(2), load(3), load(4), load(5)]
+}
+
+/// `B^T d` for six vectors of tiles: the rows of
+/// `[4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]`.
+#[inline(always)]
+fn input_transform([d0, d1, d2, d3, d4, d5]: [Lanes; IN]) -> [Lanes; IN] {
+    let (d1_minus_d3, d4_minus_d2) = (sub(d1, d3), sub(d4, d2));
+    [
+        add(scale(4.0, d0), sub(d4, scale(5.0, d2))),
+        sub(add(d3, d4), scale(4.0, add(d1, d2))),
+        add(scale(4.0, sub(d1, d2)), sub(d4, d3)),
+        sub(d4_minus_d2, scale(2.0, d1_minus_d3)),
+        add(d4_minus_d2, scale(2.0, d1_minus_d3)),
+        add(scale(4.0, d1), sub(d5, scale(5.0, d3))),
+    ]
+}
+
+/// `A^T m` for six vectors: the rows of
+/// `[1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`.
+#[inline(always)]
+fn inverse_transform([m0, m1, m2, m3, m4, m5]: [Lanes; IN]) -> [Lanes; OUT] {
+    let (sum12, diff12, sum34, diff34) = (add(m1, m2), sub(m1, m2), add(m3, m4), sub(m3, m4));
+    [
+        add(add(m0, sum12), sum34),
+        add(diff12, scale(2.0, diff34)),
+        add(sum12, scale(4.0, sum34)),
+        add(add(diff12, scale(8.0, diff34)), m5),
+    ]
+}
+
+/// `A^T M A` of channel `c` for `LANES` tiles: `y[i][j]` is output row i, column j of each
+/// tile.
+#[inline(always)]
+fn output_transform(m: &[[Lanes; CHANNELS]; POSITIONS], c: usize) -> [[Lanes; OUT]; OUT] {
+    // A^T M: each column k of M down its six rows, then (A^T M) A along each row.
+    let column = |k: usize| {
+        let at = |r: usize| m[r * IN + k][c];
+        inverse_transform([at(0), at(1), at(2), at(3), at(4), at(5)])
+    };
+    let columns = [
+        column(0),
+        column(1),
+        column(2),
+        column(3),
+        column(4),
+        column(5),
+    ];
+    let row = |i: usize| {
+        let at = |k: usize| columns[k][i];
+        inverse_transform([at(0), at(1), at(2), at(3), at(4), at(5)])
+    };
+    [row(0), row(1), row(2), row(3)]
 }
 
 #[inline(always)]
@@ -445,6 +500,14 @@ fn add(mut a: Lanes, b: Lanes) -> Lanes {
 fn sub(mut a: Lanes, b: Lanes) -> Lanes {
     for l in 0..LANES {
         a[l] -= b[l];
+    }
+    a
+}
+
+#[inline(always)]
+fn scale(k: f32, mut a: Lanes) -> Lanes {
+    for value in &mut a {
+        *value *= k;
     }
     a
 }

@@ -1,15 +1,8 @@
-//! Winograd's F(4x4, 3x3) with AVX-512: each 4x4 block of outputs from a 6x6 block of inputs,
-//! 36 multiplications per input and output channel for 16 outputs (2.25 per output, where
-//! F(2x2, 3x3) takes 4), sixteen output channels by sixteen tiles at once, one register per
-//! output channel, each weight broadcast from memory into its multiply-add.
-//!
-//! The transforms are Lavin and Gray's (`B^T`, `G`, `A^T` below, checked by the tests against
-//! a direct convolution). Their larger constants round more than F(2x2, 3x3)'s, still far
-//! below the model's tolerance in f32 (about 1e-6 of each sum's magnitude). Sixteen tiles
-//! lie in the lanes of a register: each padded input row is split into its four columns
-//! modulo 4, so that a tile's six inputs along a row for sixteen consecutive tiles are six
-//! contiguous loads. LLVM does not keep sixteen accumulators of plain arrays in registers,
-//! hence the intrinsics; the other kernels keep F(2x2, 3x3) (`super::Tiles`).
+//! Winograd's F(4x4, 3x3) with AVX-512 (see [`super`]): sixteen output channels by sixteen
+//! tiles at once, one register per output channel, each weight broadcast from memory into its
+//! multiply-add. LLVM does not keep sixteen accumulators of plain arrays in registers, hence
+//! the intrinsics. Sixteen tiles lie in the lanes of a register, and the split of each input
+//! row into its columns modulo 4 takes two rounds of even/odd permutes of 64 inputs.
 
 use std::arch::x86_64::{
     __m512, __m512i, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
@@ -19,26 +12,14 @@ use std::arch::x86_64::{
 };
 use std::ops::Range;
 
-use super::Transformed;
-use crate::network::conv::{
-    Epilogue, Shape4, Unwritten, channel_bands, per_band, per_image, unwritten, written,
-};
+use super::{IN, OUT, POSITIONS, Tiles, Transformed, convolve};
+use crate::network::conv::{Epilogue, Shape4, Unwritten};
 
 /// Output channels computed together: one 16-lane register each.
 const GROUP: usize = 16;
 
 /// Tiles per register.
 const TILES: usize = 16;
-
-/// Outputs along each side of a tile, and inputs along each side of its input block.
-const OUT: usize = 4;
-const IN: usize = 6;
-
-/// Positions in a transformed 6x6 tile.
-const POSITIONS: usize = IN * IN;
-
-/// Tile rows per band of output rows computed by one thread (16 output rows).
-const BAND: usize = 4;
 
 /// [`super::winograd3x3`] by F(4x4, 3x3).
 ///
@@ -51,191 +32,98 @@ pub(super) unsafe fn winograd3x3(
     c_out: usize,
     epilogue: Epilogue,
 ) -> Vec<f32> {
-    let [batch, c_in, height, width] = shape;
-    let tiles = Tiles::new(shape);
-    let u = transform_weights(weight, c_in, c_out);
-    let (image_in, plane) = (c_in * height * width, height * width);
-    let image_out = c_out * plane;
-    let mut out = unwritten(batch * image_out);
-    per_image(x, image_in, &mut out, image_out, |x, out| {
-        // Band b: the output rows of tile rows b * BAND.. in every output channel.
-        let bands = channel_bands(out, plane, OUT * BAND * width);
-        per_band(bands, |band, mut out| {
-            let rows = band * BAND..((band + 1) * BAND).min(tiles.rows);
-            // SAFETY: the caller guarantees AVX-512 F.
-            unsafe { convolve_rows(&tiles, x, &u, epilogue, rows, &mut out) };
-        });
-    });
-    // SAFETY: the bands cover every tile row, the blocks of tiles every column, and each
-    // tile writes its outputs inside the image, of every channel and image.
-    unsafe { written(out) }
+    convolve::<GROUP>(x, shape, weight, c_out, TILES, |tiles, x, u, rows, out| {
+        // SAFETY: the caller guarantees AVX-512 F.
+        unsafe { convolve_rows(tiles, x, u, epilogue, rows, out) }
+    })
 }
 
-/// `U = G g G^T` (6x6) for every pair of channels, grouped as `[c_out / 16][36][c_in][16]`
-/// (channels past `c_out` zero) so that the sixteen output channels of one product are
-/// adjacent.
-fn transform_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<[f32; GROUP]> {
-    const G: [[f32; 3]; IN] = [
-        [1.0 / 4.0, 0.0, 0.0],
-        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-        [0.0, 0.0, 1.0],
-    ];
-    let groups = c_out.div_ceil(GROUP);
-    let mut u = vec![[0.0; GROUP]; groups * POSITIONS * c_in];
-    for o in 0..c_out {
-        for i in 0..c_in {
-            let g = &weight[(o * c_in + i) * 9..][..9];
-            // G g (6x3), then (G g) G^T (6x6), in f64 so that only the final value rounds.
-            let gg: [[f64; 3]; IN] = std::array::from_fn(|r| {
-                std::array::from_fn(|b| {
-                    (0..3)
-                        .map(|a| f64::from(G[r][a]) * f64::from(g[a * 3 + b]))
-                        .sum()
-                })
-            });
-            for (r, gg_row) in gg.iter().enumerate() {
-                for (c, g_row) in G.iter().enumerate() {
-                    let value: f64 = (0..3).map(|b| gg_row[b] * f64::from(g_row[b])).sum();
-                    u[((o / GROUP) * POSITIONS + r * IN + c) * c_in + i][o % GROUP] = value as f32;
-                }
-            }
-        }
-    }
-    u
-}
-
-/// The tiling of one image: 4x4 output tiles, rows of them padded to whole blocks of
-/// [`TILES`].
-struct Tiles {
-    c_in: usize,
-    height: usize,
-    width: usize,
-    /// Tile rows.
-    rows: usize,
-    /// Tile columns, rounded up to whole blocks of [`TILES`].
-    cols_padded: usize,
-}
-
-impl Tiles {
-    fn new([_, c_in, height, width]: Shape4) -> Self {
-        Self {
-            c_in,
-            height,
-            width,
-            rows: height.div_ceil(OUT),
-            cols_padded: width.div_ceil(OUT).next_multiple_of(TILES),
-        }
-    }
-
-    /// Length of one padded row's columns of one residue modulo 4 (one more than the tile
-    /// columns: a tile's last two inputs are the next tile's first two).
-    fn quarter_len(&self) -> usize {
-        self.cols_padded + 1
-    }
-
-    /// Scratch for one channel's six padded input rows, each split into its columns modulo 4
-    /// (`[6][4][quarter_len]`). Padding that no row writes stays zero.
-    fn row_scratch(&self) -> Vec<f32> {
-        vec![0.0; IN * 4 * self.quarter_len()]
-    }
-
-    /// Length of [`Tiles::transform_row`]'s output: `[cols_padded / 16][36][c_in][16]`.
-    fn transformed_len(&self) -> usize {
-        POSITIONS * self.c_in * self.cols_padded
-    }
-
-    /// Padded row `padded_row` of channel `c` into `quarters` (`[4][quarter_len]`): padded
-    /// column `4j + k` is `quarters[k][j]`, and padded (row, column) is input (row - 1,
-    /// column - 1). Sixty-four inputs at a time: two rounds of even/odd splits give each
-    /// residue's sixteen values; past the row's end the loads read zeros, which are the
-    /// padding.
-    #[target_feature(enable = "avx512f")]
-    fn split_row(&self, image: &[f32], channel: usize, padded_row: usize, quarters: &mut [f32]) {
-        let len = self.quarter_len();
-        let Some(y) = padded_row.checked_sub(1).filter(|&y| y < self.height) else {
-            quarters.fill(0.0);
-            return;
+/// Padded row `padded_row` of channel `c` into `quarters` (`[4][quarter_len]`): padded
+/// column `4j + k` is `quarters[k][j]`, and padded (row, column) is input (row - 1,
+/// column - 1). Sixty-four inputs at a time: two rounds of even/odd splits give each
+/// residue's sixteen values; past the row's end the loads read zeros, which are the
+/// padding.
+#[target_feature(enable = "avx512f")]
+fn split_row(
+    tiles: &Tiles,
+    image: &[f32],
+    channel: usize,
+    padded_row: usize,
+    quarters: &mut [f32],
+) {
+    let len = tiles.quarter_len();
+    let Some(y) = padded_row.checked_sub(1).filter(|&y| y < tiles.height) else {
+        quarters.fill(0.0);
+        return;
+    };
+    let row = &image[(channel * tiles.height + y) * tiles.width..][..tiles.width];
+    // The same row of the next channel, which the next call for this row reads: fetched
+    // into L2 meanwhile, since the planes are too far apart for the hardware to predict.
+    let next =
+        (channel + 1 < tiles.c_in).then(|| row.as_ptr().wrapping_add(tiles.height * tiles.width));
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let split = |a: __m512, b: __m512, index: __m512i| _mm512_permutex2var_ps(a, index, b);
+    for (chunk, start) in (0..tiles.width).step_by(4 * TILES).enumerate() {
+        let load = |at: usize| {
+            let count = tiles.width.saturating_sub(start + at).min(TILES);
+            let mask = ((1u32 << count) - 1) as u16;
+            // SAFETY: the mask loads only the `count` values left in the row (the address of
+            // the masked-off lanes may lie past it; they are not read).
+            unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().wrapping_add(start + at)) }
         };
-        let row = &image[(channel * self.height + y) * self.width..][..self.width];
-        // The same row of the next channel, which the next call for this row reads: fetched
-        // into L2 meanwhile, since the planes are too far apart for the hardware to predict.
-        let next =
-            (channel + 1 < self.c_in).then(|| row.as_ptr().wrapping_add(self.height * self.width));
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let split = |a: __m512, b: __m512, index: __m512i| _mm512_permutex2var_ps(a, index, b);
-        for (chunk, start) in (0..self.width).step_by(4 * TILES).enumerate() {
-            let load = |at: usize| {
-                let count = self.width.saturating_sub(start + at).min(TILES);
-                let mask = ((1u32 << count) - 1) as u16;
-                // SAFETY: the mask loads only the `count` values left in the row (the address of
-                // the masked-off lanes may lie past it; they are not read).
-                unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().wrapping_add(start + at)) }
-            };
-            if let Some(next) = next {
-                for line in 0..4 {
-                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(start + line * TILES).cast());
-                }
-            }
-            let [a, b, c, d] = [0, TILES, 2 * TILES, 3 * TILES].map(load);
-            let (even_ab, odd_ab) = (split(a, b, even), split(a, b, odd));
-            let (even_cd, odd_cd) = (split(c, d, even), split(c, d, odd));
-            // Input column 4j + m for m = 0..3 (padded 4j + m + 1).
-            let residues = [
-                split(even_ab, even_cd, even),
-                split(odd_ab, odd_cd, even),
-                split(even_ab, even_cd, odd),
-                split(odd_ab, odd_cd, odd),
-            ];
-            let j = chunk * TILES;
-            // Padded columns 4j + 1, 4j + 2, 4j + 3, and 4(j + 1) + 0.
-            let targets = [len + j, 2 * len + j, 3 * len + j, j + 1];
-            for (values, at) in residues.into_iter().zip(targets) {
-                // SAFETY: `at + 16 <= 4 * len`: j + 16 <= cols_padded (the chunks of 64
-                // inputs are the blocks of sixteen tiles).
-                unsafe { _mm512_storeu_ps(quarters[at..at + TILES].as_mut_ptr(), values) };
+        if let Some(next) = next {
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(start + line * TILES).cast());
             }
         }
+        let [a, b, c, d] = [0, TILES, 2 * TILES, 3 * TILES].map(load);
+        let (even_ab, odd_ab) = (split(a, b, even), split(a, b, odd));
+        let (even_cd, odd_cd) = (split(c, d, even), split(c, d, odd));
+        // Input column 4j + m for m = 0..3 (padded 4j + m + 1).
+        let residues = [
+            split(even_ab, even_cd, even),
+            split(odd_ab, odd_cd, even),
+            split(even_ab, even_cd, odd),
+            split(odd_ab, odd_cd, odd),
+        ];
+        let j = chunk * TILES;
+        // Padded columns 4j + 1, 4j + 2, 4j + 3, and 4(j + 1) + 0.
+        let targets = [len + j, 2 * len + j, 3 * len + j, j + 1];
+        for (values, at) in residues.into_iter().zip(targets) {
+            // SAFETY: `at + 16 <= 4 * len`: j + 16 <= cols_padded (the chunks of 64
+            // inputs are the blocks of sixteen tiles).
+            unsafe { _mm512_storeu_ps(quarters[at..at + TILES].as_mut_ptr(), values) };
+        }
     }
+}
 
-    /// `V = B^T d B` of tile row `row` for every input channel into `v`
-    /// (`[cols_padded / 16][36][c_in][16]`: what one block of tiles multiplies is contiguous).
-    #[target_feature(enable = "avx512f")]
-    fn transform_row(&self, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
-        let len = self.quarter_len();
-        for c in 0..self.c_in {
-            for (r, quarters) in scratch.chunks_exact_mut(4 * len).enumerate() {
-                self.split_row(image, c, OUT * row + r, quarters);
-            }
-            for col in (0..self.cols_padded).step_by(TILES) {
-                // Arrays of vectors as literals: moved through `map` or `from_fn` they are
-                // copied through memory, and built by loops they are zeroed first.
-                let row = |r: usize| input_transform(load_row(&scratch[r * 4 * len..], len, col));
-                let t = [row(0), row(1), row(2), row(3), row(4), row(5)];
-                // B^T (d B) down each column.
-                #[allow(clippy::needless_range_loop)] // k picks a column across the rows
-                for k in 0..IN {
-                    let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
-                    for (r, values) in input_transform(column).into_iter().enumerate() {
-                        let block = (col / TILES) * POSITIONS + r * IN + k;
-                        let at = (block * self.c_in + c) * TILES;
-                        // SAFETY: `v` holds `transformed_len` values, `at + 16` among them.
-                        unsafe { _mm512_storeu_ps(v[at..at + TILES].as_mut_ptr(), values) };
-                    }
+/// `V = B^T d B` of tile row `row` for every input channel into `v` (see
+/// [`Tiles::transformed_len`]).
+#[target_feature(enable = "avx512f")]
+fn transform_row(tiles: &Tiles, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
+    let len = tiles.quarter_len();
+    for c in 0..tiles.c_in {
+        for (r, quarters) in scratch.chunks_exact_mut(4 * len).enumerate() {
+            split_row(tiles, image, c, OUT * row + r, quarters);
+        }
+        for col in (0..tiles.cols_padded).step_by(TILES) {
+            // Arrays of vectors as literals: moved through `map` or `from_fn` they are
+            // copied through memory, and built by loops they are zeroed first.
+            let row = |r: usize| input_transform(load_row(&scratch[r * 4 * len..], len, col));
+            let t = [row(0), row(1), row(2), row(3), row(4), row(5)];
+            // B^T (d B) down each column.
+            #[allow(clippy::needless_range_loop)] // k picks a column across the rows
+            for k in 0..IN {
+                let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
+                for (r, values) in input_transform(column).into_iter().enumerate() {
+                    let block = (col / TILES) * POSITIONS + r * IN + k;
+                    let at = (block * tiles.c_in + c) * TILES;
+                    // SAFETY: `v` holds `transformed_len` values, `at + 16` among them.
+                    unsafe { _mm512_storeu_ps(v[at..at + TILES].as_mut_ptr(), values) };
                 }
             }
         }
-    }
-
-    /// The transformed inputs of the block of tiles from tile column `col` at `position`:
-    /// `[c_in][16]`, contiguous, in [`Tiles::transform_row`]'s output `v`.
-    #[inline(always)]
-    fn block_inputs<'v>(&self, v: &'v [f32], col: usize, position: usize) -> &'v [f32] {
-        let len = self.c_in * TILES;
-        &v[((col / TILES) * POSITIONS + position) * len..][..len]
     }
 }
 
@@ -258,7 +146,7 @@ fn convolve_rows(
     let mut transformed = Transformed::take(tiles.transformed_len());
     let v = transformed.values();
     for row in rows {
-        tiles.transform_row(image, row, &mut scratch, v);
+        transform_row(tiles, image, row, &mut scratch, v);
         for col in (0..tiles.cols_padded).step_by(TILES) {
             for (group, weights) in u.chunks_exact(POSITIONS * c_in).enumerate() {
                 for (position, sums) in m.iter_mut().enumerate() {
