@@ -131,9 +131,8 @@ impl<R: Read + Seek> OpenedImage<R> {
     }
 
     /// The whole pixels covering the `(x0, y0, x1, y1)` rectangle of `level` (its pixel
-    /// coordinates, fractional edges rounded outwards), unresized: with [`fit`], what
-    /// [`OpenedImage::read_resized`] returns, in two steps so that the second can run on
-    /// another thread.
+    /// coordinates, fractional edges rounded outwards), unresized; [`fit`] resizes them, on
+    /// another thread where the caller wants.
     pub fn read_span(&self, level: usize, rect: (f64, f64, f64, f64)) -> Result<RgbImage> {
         let Some(info) = self.levels.get(level) else {
             return Err(CelnetError::InvalidParameter(format!(
@@ -150,7 +149,8 @@ impl<R: Read + Seek> OpenedImage<R> {
     }
 
     /// The `(x0, y0, x1, y1)` rectangle of `level` (its pixel coordinates, fractional edges
-    /// rounded outwards) resized to `out_width` x `out_height`.
+    /// rounded outwards) resized to `out_width` x `out_height`: [`fit`] of
+    /// [`OpenedImage::read_span`].
     pub fn read_resized(
         &self,
         level: usize,
@@ -158,19 +158,7 @@ impl<R: Read + Seek> OpenedImage<R> {
         out_width: u32,
         out_height: u32,
     ) -> Result<RgbImage> {
-        match &self.pixels {
-            Pixels::Tiff(slide) => slide
-                .borrow_mut()
-                .read_resized(level, rect, out_width, out_height),
-            Pixels::Decoded(_) if level > 0 => Err(one_resolution()),
-            Pixels::Decoded(image) => Ok(resized_span(
-                image,
-                rect,
-                out_width,
-                out_height,
-                FilterType::Triangle,
-            )),
-        }
+        Ok(fit(self.read_span(level, rect)?, out_width, out_height))
     }
 
     /// A view of the `(x0, y0, x1, y1)` rectangle of the full-resolution image at `out_width`
@@ -213,8 +201,7 @@ pub fn one_resolution() -> CelnetError {
     )
 }
 
-/// `span` (from [`OpenedImage::read_span`]) at `width` x `height`, as
-/// [`OpenedImage::read_resized`] resizes it.
+/// `span` (from [`OpenedImage::read_span`]) at `width` x `height`, triangle-filtered.
 pub fn fit(span: RgbImage, width: u32, height: u32) -> RgbImage {
     if span.dimensions() == (width, height) {
         return span;

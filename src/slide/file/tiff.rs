@@ -10,7 +10,6 @@
 use std::io::{Read, Seek};
 
 use image::RgbImage;
-use image::imageops::FilterType;
 use serde::Serialize;
 use tiff::decoder::ifd::Value;
 use tiff::decoder::{Decoder, Limits};
@@ -226,7 +225,7 @@ impl<R: Read + Seek> TiffSlide<R> {
 
     /// The `(x0, y0, x1, y1)` rectangle of `level` (its pixel coordinates, fractional edges
     /// rounded outwards) resized to `out_width` x `out_height`.
-    pub fn read_resized(
+    fn read_resized(
         &mut self,
         level: usize,
         (x0, y0, x1, y1): (f64, f64, f64, f64),
@@ -236,15 +235,7 @@ impl<R: Read + Seek> TiffSlide<R> {
         let info = self.level(level)?.clone();
         let (x, y, w, h) = pixel_span((x0, y0, x1, y1), info.width, info.height);
         let region = self.read_region(level, x, y, w, h)?;
-        if region.dimensions() == (out_width, out_height) {
-            return Ok(region);
-        }
-        Ok(image::imageops::resize(
-            &region,
-            out_width,
-            out_height,
-            FilterType::Triangle,
-        ))
+        Ok(super::fit(region, out_width, out_height))
     }
 
     /// A view of the `(x0, y0, x1, y1)` rectangle of level 0 at `out_width` x `out_height` px,
