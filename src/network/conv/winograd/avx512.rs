@@ -231,7 +231,8 @@ fn products(weights: &[[f32; GROUP]], inputs: &[f32]) -> [__m512; GROUP] {
 }
 
 /// `A^T M A` of channel `c` for sixteen tiles: `y[i][j]` is output row i, column j of each
-/// tile.
+/// tile. The steps of `super::output_transform` on registers: a form generic over both would
+/// be compiled without AVX-512 and pass its vectors through memory.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn output_transform(m: &[[__m512; GROUP]; POSITIONS], c: usize) -> [[__m512; OUT]; OUT] {
