@@ -117,8 +117,7 @@ fn transform_row(tiles: &Tiles, image: &[f32], row: usize, scratch: &mut [f32], 
             for k in 0..IN {
                 let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
                 for (r, values) in input_transform(column).into_iter().enumerate() {
-                    let block = (col / TILES) * POSITIONS + r * IN + k;
-                    let at = (block * tiles.c_in + c) * TILES;
+                    let at = tiles.transformed_at(col, r * IN + k, c);
                     // SAFETY: `v` holds `transformed_len` values, `at + 16` among them.
                     unsafe { _mm512_storeu_ps(v[at..at + TILES].as_mut_ptr(), values) };
                 }
