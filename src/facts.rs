@@ -14,6 +14,7 @@ use crate::slide::analysis::DEFAULT_TOP_K;
 use crate::slide::grid::{DEFAULT_STRIDE, STRIDES};
 use crate::slide::lesions::Category;
 use crate::slide::scale::{GLIMPSE_MAX_SIDE, MAGNIFICATION_HINT, MODEL_MPP, PLAUSIBLE_MPP};
+use crate::slide::scan::PAGE_TILE;
 
 /// A map kind's name (in results) and its caption.
 #[derive(Clone, Debug, Serialize)]
@@ -41,6 +42,9 @@ pub struct PageFacts {
     /// Pixel sizes accepted, µm/px.
     pub plausible_mpp: [f64; 2],
     pub magnification_hint: &'static str,
+    /// Largest span of windows, model-scale px, that the page scores as one tile: an image
+    /// larger than this at the model's scale is scored in several, by the pool of workers.
+    pub page_tile: usize,
     /// Distance between windows, model-scale px: the default and the range offered.
     pub default_stride: usize,
     pub strides: [usize; 2],
@@ -69,6 +73,7 @@ impl PageFacts {
             model_mpp: MODEL_MPP,
             plausible_mpp: [*PLAUSIBLE_MPP.start(), *PLAUSIBLE_MPP.end()],
             magnification_hint: MAGNIFICATION_HINT,
+            page_tile: PAGE_TILE,
             default_stride: DEFAULT_STRIDE,
             strides: [*STRIDES.start(), *STRIDES.end()],
             default_top_k: DEFAULT_TOP_K,

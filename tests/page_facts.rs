@@ -111,6 +111,7 @@ fn the_pages_javascript_holds_no_copy_of_a_crate_fact() {
         "default_stride",
         "model_mpp",
         "decision_threshold",
+        "page_tile",
     ];
     let mut copies = Vec::new();
     for path in page_scripts() {

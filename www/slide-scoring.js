@@ -24,14 +24,24 @@ export async function scoreTiles({ call, pool, plan, current, progress }) {
     seconds[part] += (performance.now() - start) / 1000;
     return value;
   };
+  // The next tile and its crop, asked for at once: a worker's next crop is cut while it scores.
+  const claim = () => {
+    if (!current() || next >= plan.tiles) return null;
+    const index = next++;
+    const crop = call('slideCrop', { index });
+    crop.catch(() => {}); // awaited (and reported) when its turn comes, unless cancelled first
+    return { index, crop };
+  };
   const drain = async (scorer) => {
-    while (current() && next < plan.tiles) {
-      const index = next++;
-      const { rgb, width, height } = await timed('crop', call('slideCrop', { index }));
+    for (let tile = claim(); tile; ) {
+      const { rgb, width, height } = await timed('crop', tile.crop);
+      const following = claim();
       const request = { rgb, width, height, stride: plan.stride, tta: plan.tta };
       const { logits } = await timed('score', scorer.call('windowLogits', request, [rgb.buffer]));
       if (!current()) return;
+      const { index } = tile;
       progress(await timed('accept', call('slideAccept', { index, logits }, [logits.buffer])));
+      tile = following;
     }
   };
   await Promise.all(pool.map(drain));

@@ -194,6 +194,13 @@ export class SlideView {
     this.setReport(null);
     this.overlay.clear();
     delete this.root.dataset.cancelled;
+    // An image wider or taller than one of the page's tiles at the model's scale is scored
+    // by the pool of CPU workers (kept for later files), which then starts while the tissue
+    // is found; otherwise it starts only if the plan has several tiles.
+    const mpp = typed.mpp ?? this.info.mpp;
+    const large = Math.max(this.info.width, this.info.height) * (mpp / this.facts.model_mpp) > this.facts.page_tile;
+    const early = large ? this.scorers() : null;
+    if (early) early.catch(() => {}); // a failed engine is reported by the steps that need it
     let prepared;
     try {
       this.setProgress({ text: 'Finding tissue…' });
@@ -222,7 +229,7 @@ export class SlideView {
       this.setProgress({ done, total: plan.windows, left: work ? (seconds / work) * (plan.pixels - work) : null });
     };
     try {
-      const pool = plan.tiles > 1 ? await this.scorers() : [];
+      const pool = plan.tiles > 1 ? await (early ?? this.scorers()) : [];
       if (!current()) return;
       const { workers, seconds: poolSeconds } = await scoreTiles({ call: this.call, pool, plan, current, progress });
       const scoringSeconds = (performance.now() - started) / 1000;
