@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use super::{
     CHANNELS, Epilogue, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, output_side,
-    per_band, per_image, unwritten, written,
+    per_band, per_image, store_lanes, unwritten, written,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2_fma, avx512};
@@ -514,8 +514,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                 let n = LANES.min(w_out - x0);
                 let at = (y - rows.start) * w_out + x0;
                 for (out, values) in out.iter_mut().zip(&acc) {
-                    let values = values.map(|v| epilogue.activate(v));
-                    out[at..at + n].write_copy_of_slice(&values[..n]);
+                    store_lanes(&mut out[at..at + n], values, epilogue);
                 }
             }
         }

@@ -301,6 +301,35 @@ fn madd<const FMA: bool>(acc: f32, w: f32, x: f32) -> f32 {
     if FMA { w.mul_add(x, acc) } else { acc + w * x }
 }
 
+/// `values` after `epilogue` (without its bias, already summed) into `out` (at most [`LANES`]
+/// outputs). A whole row is stored as vectors in wasm, where LLVM made a copy of it through a
+/// buffer, and a copy in wasm is a call out of the module.
+#[inline(always)]
+fn store_lanes(out: &mut [Unwritten], values: &[f32; LANES], epilogue: Epilogue) {
+    #[cfg(target_arch = "wasm32")]
+    if let Ok(out) = <&mut [Unwritten; LANES]>::try_from(&mut *out) {
+        use core::arch::wasm32::{f32x4_pmax, f32x4_splat, v128, v128_load, v128_store};
+        for (v, target) in out.as_chunks_mut::<4>().0.iter_mut().enumerate() {
+            // SAFETY: four floats read inside `values`, four written inside `out` (wasm loads
+            // and stores need no alignment).
+            unsafe {
+                let value = v128_load(values[4 * v..].as_ptr().cast());
+                // pmax(0, v) is v where v > 0, else 0 (NaN too), as `Epilogue::activate`.
+                let value = if epilogue.relu {
+                    f32x4_pmax(f32x4_splat(0.0), value)
+                } else {
+                    value
+                };
+                v128_store(target.as_mut_ptr().cast::<v128>(), value);
+            }
+        }
+        return;
+    }
+    let values = values.map(|v| epilogue.activate(v));
+    let n = out.len();
+    out.write_copy_of_slice(&values[..n]);
+}
+
 /// `acc[c][l] += w[c] * x[l]`: one input's contribution to [`CHANNELS`] output channels at
 /// [`LANES`] outputs, the inner step of both kernels; fused when `FMA` (natively in code
 /// compiled for AVX2 and FMA, in wasm in code compiled for relaxed SIMD).

@@ -253,8 +253,16 @@ impl Tiles {
         // and q0[j + 1] for m = 3. Whole groups of four in one loop without branches.
         let groups = row.chunks_exact(4);
         let (n, rest) = (groups.len(), groups.remainder());
-        let targets = q1.iter_mut().zip(q2.iter_mut()).zip(q3.iter_mut());
-        for ((((a, b), c), d), four) in targets.zip(&mut q0[1..=n]).zip(groups) {
+        #[cfg(target_arch = "wasm32")]
+        let done = simd128::split_groups(row, [&mut *q0, &mut *q1, &mut *q2, &mut *q3]);
+        #[cfg(not(target_arch = "wasm32"))]
+        let done = 0;
+        let targets = q1[done..]
+            .iter_mut()
+            .zip(&mut q2[done..])
+            .zip(&mut q3[done..]);
+        let groups = targets.zip(&mut q0[done + 1..=n]).zip(groups.skip(done));
+        for ((((a, b), c), d), four) in groups {
             (*a, *b, *c, *d) = (four[0], four[1], four[2], four[3]);
         }
         for (quarter, &value) in [q1, q2, q3].into_iter().zip(rest) {
@@ -274,8 +282,14 @@ impl Tiles {
             }
             for col in (0..self.cols_padded).step_by(LANES) {
                 // d B for each of the block's six input rows, then B^T (d B) down each column.
-                let row = |r: usize| input_transform(load_row(&scratch[r * 4 * len..], len, col));
-                let t = [row(0), row(1), row(2), row(3), row(4), row(5)];
+                let t = [
+                    transformed_row(scratch, len, col, 0),
+                    transformed_row(scratch, len, col, 1),
+                    transformed_row(scratch, len, col, 2),
+                    transformed_row(scratch, len, col, 3),
+                    transformed_row(scratch, len, col, 4),
+                    transformed_row(scratch, len, col, 5),
+                ];
                 #[allow(clippy::needless_range_loop)] // k picks a column across the rows
                 for k in 0..IN {
                     let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
@@ -408,13 +422,19 @@ impl Tiles {
             if out_row >= self.height {
                 break;
             }
+            let at = (out_row - first_row) * self.width + first;
+            #[cfg(target_arch = "wasm32")]
+            if count == OUT * LANES {
+                let target = (&mut out[at..at + OUT * LANES]).try_into().unwrap();
+                simd128::store_tiles(target, columns, bias, epilogue.relu);
+                continue;
+            }
             let mut interleaved = [0.0f32; OUT * LANES];
             for (l, tile) in interleaved.as_chunks_mut::<OUT>().0.iter_mut().enumerate() {
                 for (j, value) in tile.iter_mut().enumerate() {
                     *value = epilogue.activate(columns[j][l] + bias);
                 }
             }
-            let at = (out_row - first_row) * self.width + first;
             if count == OUT * LANES {
                 // A whole block: a store of known length, not a call to copy `count` values.
                 out[at..at + OUT * LANES].write_copy_of_slice(&interleaved);
@@ -425,15 +445,32 @@ impl Tiles {
     }
 }
 
-/// The six inputs along one row of `LANES` tiles from tile column `col` (padded columns
-/// `4j .. 4j + 5`), from that row's four residues modulo 4 (`quarters`, `[4][len]`).
+// The transforms' steps are functions that are always inlined, not closures: a closure is
+// compiled without the target features of the kernel it is written in (relaxed SIMD, AVX2), and
+// LLVM left those closures as calls that passed their vectors through memory (in wasm, each copy
+// a call out of the module).
+
+/// `d B` of input row `r` (of six) of the block of `LANES` tiles from tile column `col`, from
+/// the rows split in `scratch` (see [`Tiles::row_scratch`]; `len`: [`Tiles::quarter_len`]).
 #[inline(always)]
-fn load_row(quarters: &[f32], len: usize, col: usize) -> [Lanes; IN] {
-    let load = |k: usize| -> Lanes {
-        let at = (k % 4) * len + col + k / 4;
-        quarters[at..at + LANES].try_into().unwrap()
-    };
-    [load(0), load(1), load(2), load(3), load(4), load(5)]
+fn transformed_row(scratch: &[f32], len: usize, col: usize, r: usize) -> [Lanes; IN] {
+    let quarters = &scratch[r * 4 * len..];
+    input_transform([
+        load_column(quarters, len, col, 0),
+        load_column(quarters, len, col, 1),
+        load_column(quarters, len, col, 2),
+        load_column(quarters, len, col, 3),
+        load_column(quarters, len, col, 4),
+        load_column(quarters, len, col, 5),
+    ])
+}
+
+/// Input `k` (of six) along one row of `LANES` tiles from tile column `col` (padded column
+/// `4j + k` of each tile j), from that row's four residues modulo 4 (`quarters`, `[4][len]`).
+#[inline(always)]
+fn load_column(quarters: &[f32], len: usize, col: usize, k: usize) -> Lanes {
+    let at = (k % 4) * len + col + k / 4;
+    quarters[at..at + LANES].try_into().unwrap()
 }
 
 /// `B^T d` for six vectors of tiles: the rows of
@@ -469,23 +506,124 @@ fn inverse_transform([m0, m1, m2, m3, m4, m5]: [Lanes; IN]) -> [Lanes; OUT] {
 #[inline(always)]
 fn output_transform(m: &[[Lanes; CHANNELS]; POSITIONS], c: usize) -> [[Lanes; OUT]; OUT] {
     // A^T M: each column k of M down its six rows, then (A^T M) A along each row.
-    let column = |k: usize| {
-        let at = |r: usize| m[r * IN + k][c];
-        inverse_transform([at(0), at(1), at(2), at(3), at(4), at(5)])
-    };
     let columns = [
-        column(0),
-        column(1),
-        column(2),
-        column(3),
-        column(4),
-        column(5),
+        transformed_column(m, c, 0),
+        transformed_column(m, c, 1),
+        transformed_column(m, c, 2),
+        transformed_column(m, c, 3),
+        transformed_column(m, c, 4),
+        transformed_column(m, c, 5),
     ];
-    let row = |i: usize| {
-        let at = |k: usize| columns[k][i];
-        inverse_transform([at(0), at(1), at(2), at(3), at(4), at(5)])
+    [
+        transformed_along(&columns, 0),
+        transformed_along(&columns, 1),
+        transformed_along(&columns, 2),
+        transformed_along(&columns, 3),
+    ]
+}
+
+/// `A^T` applied down column `k` of channel `c`'s sums `m`.
+#[inline(always)]
+fn transformed_column(m: &[[Lanes; CHANNELS]; POSITIONS], c: usize, k: usize) -> [Lanes; OUT] {
+    inverse_transform([
+        m[k][c],
+        m[IN + k][c],
+        m[2 * IN + k][c],
+        m[3 * IN + k][c],
+        m[4 * IN + k][c],
+        m[5 * IN + k][c],
+    ])
+}
+
+/// `A` applied along output row `i` of the columns `A^T M`.
+#[inline(always)]
+fn transformed_along(columns: &[[Lanes; OUT]; IN], i: usize) -> [Lanes; OUT] {
+    inverse_transform([
+        columns[0][i],
+        columns[1][i],
+        columns[2][i],
+        columns[3][i],
+        columns[4][i],
+        columns[5][i],
+    ])
+}
+
+/// Two steps LLVM compiled to single values in wasm, a lane extracted or inserted for each,
+/// written as 4x4 transposes of vectors: splitting a row by columns modulo 4, and storing a row
+/// of outputs of `LANES` tiles.
+#[cfg(target_arch = "wasm32")]
+mod simd128 {
+    use super::{LANES, Lanes, OUT, Unwritten};
+    use core::arch::wasm32::{
+        f32x4_add, f32x4_pmax, f32x4_splat, i32x4_shuffle, v128, v128_load, v128_store,
     };
-    [row(0), row(1), row(2), row(3)]
+
+    /// The transpose of the 4x4 matrix whose rows are the four vectors.
+    #[inline(always)]
+    fn transpose([a, b, c, d]: [v128; 4]) -> [v128; 4] {
+        let ab_low = i32x4_shuffle::<0, 4, 1, 5>(a, b);
+        let ab_high = i32x4_shuffle::<2, 6, 3, 7>(a, b);
+        let cd_low = i32x4_shuffle::<0, 4, 1, 5>(c, d);
+        let cd_high = i32x4_shuffle::<2, 6, 3, 7>(c, d);
+        [
+            i32x4_shuffle::<0, 1, 4, 5>(ab_low, cd_low),
+            i32x4_shuffle::<2, 3, 6, 7>(ab_low, cd_low),
+            i32x4_shuffle::<0, 1, 4, 5>(ab_high, cd_high),
+            i32x4_shuffle::<2, 3, 6, 7>(ab_high, cd_high),
+        ]
+    }
+
+    /// The first groups of four of `row`, sixteen values at a time, into `quarters` as
+    /// [`super::Tiles::split_row`] lays them out (input column `4j + m` at `quarters[m + 1][j]`
+    /// for m < 3, at `quarters[0][j + 1]` for m = 3); returns how many groups it split.
+    #[inline(always)]
+    pub(super) fn split_groups(row: &[f32], quarters: [&mut [f32]; 4]) -> usize {
+        let [q0, q1, q2, q3] = quarters;
+        let blocks = row.len() / 16;
+        assert!(q0.len() > 4 * blocks && [&q1, &q2, &q3].iter().all(|q| q.len() >= 4 * blocks));
+        for b in 0..blocks {
+            // SAFETY: the loads read `row[16b..16b + 16]`, the stores `q[4b..4b + 4]` and
+            // `q0[4b + 1..4b + 5]`, inside the slices (asserted above).
+            unsafe {
+                let groups: [v128; 4] =
+                    std::array::from_fn(|g| v128_load(row.as_ptr().add(16 * b + 4 * g).cast()));
+                let [m0, m1, m2, m3] = transpose(groups);
+                v128_store(q1.as_mut_ptr().add(4 * b).cast(), m0);
+                v128_store(q2.as_mut_ptr().add(4 * b).cast(), m1);
+                v128_store(q3.as_mut_ptr().add(4 * b).cast(), m2);
+                v128_store(q0.as_mut_ptr().add(4 * b + 1).cast(), m3);
+            }
+        }
+        4 * blocks
+    }
+
+    /// `columns[j][l]` (output column j of tile l), plus `bias` and through the ReLU where
+    /// `relu`, into `out` as tile after tile of four values: four 4x4 transposes.
+    #[inline(always)]
+    pub(super) fn store_tiles(
+        out: &mut [Unwritten; OUT * LANES],
+        columns: &[Lanes; OUT],
+        bias: f32,
+        relu: bool,
+    ) {
+        let bias = f32x4_splat(bias);
+        let zero = f32x4_splat(0.0);
+        for quad in 0..LANES / 4 {
+            // SAFETY: each load reads four floats of a column, each store writes four of `out`
+            // (wasm loads and stores need no alignment).
+            unsafe {
+                let columns: [v128; OUT] = std::array::from_fn(|j| {
+                    let value = f32x4_add(v128_load(columns[j][4 * quad..].as_ptr().cast()), bias);
+                    // pmax(0, v) is v where v > 0, else 0 (NaN too), as `Epilogue::activate`.
+                    if relu { f32x4_pmax(zero, value) } else { value }
+                });
+                for (t, tile) in transpose(columns).into_iter().enumerate() {
+                    let at = out[OUT * (4 * quad + t)..].as_mut_ptr().cast::<v128>();
+                    v128_store(at, tile);
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
