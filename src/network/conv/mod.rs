@@ -80,6 +80,19 @@ impl Epilogue<'_> {
             false => value,
         }
     }
+
+    /// [`Epilogue::activate`] on a vector of four outputs in wasm: `pmax(0, v)` is `v` where
+    /// `v > 0`, else 0 (NaN too).
+    #[cfg(target_arch = "wasm32")]
+    #[inline(always)]
+    fn activate_v128(&self, value: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+        use core::arch::wasm32::{f32x4_pmax, f32x4_splat};
+        if self.relu {
+            f32x4_pmax(f32x4_splat(0.0), value)
+        } else {
+            value
+        }
+    }
 }
 
 /// Output side of a 3x3 convolution with padding 1.
@@ -308,18 +321,12 @@ fn madd<const FMA: bool>(acc: f32, w: f32, x: f32) -> f32 {
 fn store_lanes(out: &mut [Unwritten], values: &[f32; LANES], epilogue: Epilogue) {
     #[cfg(target_arch = "wasm32")]
     if let Ok(out) = <&mut [Unwritten; LANES]>::try_from(&mut *out) {
-        use core::arch::wasm32::{f32x4_pmax, f32x4_splat, v128, v128_load, v128_store};
+        use core::arch::wasm32::{v128, v128_load, v128_store};
         for (v, target) in out.as_chunks_mut::<4>().0.iter_mut().enumerate() {
             // SAFETY: four floats read inside `values`, four written inside `out` (wasm loads
             // and stores need no alignment).
             unsafe {
-                let value = v128_load(values[4 * v..].as_ptr().cast());
-                // pmax(0, v) is v where v > 0, else 0 (NaN too), as `Epilogue::activate`.
-                let value = if epilogue.relu {
-                    f32x4_pmax(f32x4_splat(0.0), value)
-                } else {
-                    value
-                };
+                let value = epilogue.activate_v128(v128_load(values[4 * v..].as_ptr().cast()));
                 v128_store(target.as_mut_ptr().cast::<v128>(), value);
             }
         }

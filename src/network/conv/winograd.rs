@@ -426,7 +426,7 @@ impl Tiles {
             #[cfg(target_arch = "wasm32")]
             if count == OUT * LANES {
                 let target = (&mut out[at..at + OUT * LANES]).try_into().unwrap();
-                simd128::store_tiles(target, columns, bias, epilogue.relu);
+                simd128::store_tiles(target, columns, bias, epilogue);
                 continue;
             }
             let mut interleaved = [0.0f32; OUT * LANES];
@@ -553,10 +553,8 @@ fn transformed_along(columns: &[[Lanes; OUT]; IN], i: usize) -> [Lanes; OUT] {
 /// of outputs of `LANES` tiles.
 #[cfg(target_arch = "wasm32")]
 mod simd128 {
-    use super::{LANES, Lanes, OUT, Unwritten};
-    use core::arch::wasm32::{
-        f32x4_add, f32x4_pmax, f32x4_splat, i32x4_shuffle, v128, v128_load, v128_store,
-    };
+    use super::{Epilogue, LANES, Lanes, OUT, Unwritten};
+    use core::arch::wasm32::{f32x4_add, f32x4_splat, i32x4_shuffle, v128, v128_load, v128_store};
 
     /// The transpose of the 4x4 matrix whose rows are the four vectors.
     #[inline(always)]
@@ -597,25 +595,23 @@ mod simd128 {
         4 * blocks
     }
 
-    /// `columns[j][l]` (output column j of tile l), plus `bias` and through the ReLU where
-    /// `relu`, into `out` as tile after tile of four values: four 4x4 transposes.
+    /// `columns[j][l]` (output column j of tile l), plus `bias` and after `epilogue`, into
+    /// `out` as tile after tile of four values: four 4x4 transposes.
     #[inline(always)]
     pub(super) fn store_tiles(
         out: &mut [Unwritten; OUT * LANES],
         columns: &[Lanes; OUT],
         bias: f32,
-        relu: bool,
+        epilogue: Epilogue,
     ) {
         let bias = f32x4_splat(bias);
-        let zero = f32x4_splat(0.0);
         for quad in 0..LANES / 4 {
             // SAFETY: each load reads four floats of a column, each store writes four of `out`
             // (wasm loads and stores need no alignment).
             unsafe {
                 let columns: [v128; OUT] = std::array::from_fn(|j| {
-                    let value = f32x4_add(v128_load(columns[j][4 * quad..].as_ptr().cast()), bias);
-                    // pmax(0, v) is v where v > 0, else 0 (NaN too), as `Epilogue::activate`.
-                    if relu { f32x4_pmax(zero, value) } else { value }
+                    let value = v128_load(columns[j][4 * quad..].as_ptr().cast());
+                    epilogue.activate_v128(f32x4_add(value, bias))
                 });
                 for (t, tile) in transpose(columns).into_iter().enumerate() {
                     let at = out[OUT * (4 * quad + t)..].as_mut_ptr().cast::<v128>();
