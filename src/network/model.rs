@@ -10,7 +10,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::network::conv::{conv_same, conv3x3, conv3x3_relu};
+use crate::network::conv::{conv_same, conv_same_sigmoid, conv3x3, conv3x3_relu};
 use crate::network::guided::ReluKind;
 use crate::network::max_reduce::channel_max;
 use crate::network::pooling::{DenseWindows, Pooling};
@@ -198,11 +198,12 @@ impl SpatialAttention {
         sigmoid(conv_same(summary, self.fused_kernel()))
     }
 
-    /// [`SpatialAttention::of_summary`] where no gradient is taken: Burn's sigmoid, one pass
+    /// [`SpatialAttention::of_summary`] where no gradient is taken: a plain sigmoid, one pass
     /// where the form that keeps wgpu's gradients right takes four (on flex, with `tanh` at
-    /// several times the cost of `exp`).
+    /// several times the cost of `exp`), and on flex applied as the convolution stores each
+    /// value.
     fn of_summary_for_inference(&self, summary: Tensor<4>) -> Tensor<4> {
-        burn::tensor::activation::sigmoid(conv_same(summary, self.fused_kernel()))
+        conv_same_sigmoid(summary, self.fused_kernel())
     }
 }
 

@@ -34,7 +34,7 @@ mod direct;
 mod same;
 mod winograd;
 
-pub use same::conv_same;
+pub use same::{conv_same, conv_same_sigmoid};
 
 /// Output channels computed together (four accumulator rows of [`LANES`] values).
 const CHANNELS: usize = 4;
@@ -303,7 +303,7 @@ fn avx512() -> bool {
 /// time for them (eight lanes per instruction and one instruction per multiply-add, where the
 /// x86-64 baseline has four lanes and separate multiplications and additions).
 #[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
+pub(crate) fn avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 

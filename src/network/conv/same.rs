@@ -13,12 +13,14 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::ops::ConvOptions;
+
+use super::Unwritten;
 
 /// Burn's options for a stride-1 convolution that keeps the size, for a `kernel`-wide kernel.
 fn options(kernel: usize) -> ConvOptions<2> {
@@ -38,6 +40,13 @@ pub trait SameConvBackend: Backend {
     fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         let options = options(kernel_side::<Self>(&weight));
         Self::conv2d(x, weight, None, options)
+    }
+
+    /// `sigmoid(conv_same(x, weight))`, where no gradient is taken (on flex one pass, the
+    /// sigmoid applied as each output is stored).
+    #[fusion(default)]
+    fn conv_same_sigmoid(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::sigmoid(Self::conv_same(x, weight))
     }
 
     /// The gradient of [`SameConvBackend::conv_same`]'s output with respect to `x`.
@@ -60,16 +69,14 @@ impl SameConvBackend for Flex {
             let options = options(kernel_side::<Self>(&weight));
             return Flex::conv2d(x, weight, None, options);
         }
-        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let shape @ [batch, _, height, width] = super::flex::shape(&x);
-        let c_out = super::flex::shape(&weight)[0];
-        let out = conv_same_f32(
-            super::flex::slice(&x),
-            shape,
-            super::flex::slice(&weight),
-            c_out,
-        );
-        FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_out, height, width]))
+        flex_conv_same(x, weight, false)
+    }
+
+    fn conv_same_sigmoid(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !super::flex::all_f32([&x, &weight]) {
+            return Flex::sigmoid(Self::conv_same(x, weight));
+        }
+        flex_conv_same(x, weight, true)
     }
 
     fn conv_same_x_backward(
@@ -86,21 +93,86 @@ impl SameConvBackend for Flex {
     }
 }
 
+/// [`conv_same_f32`] of f32 flex tensors, and the sigmoid of each output if `sigmoid`.
+fn flex_conv_same(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    sigmoid: bool,
+) -> FloatTensor<Flex> {
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let shape @ [batch, _, height, width] = super::flex::shape(&x);
+    let c_out = super::flex::shape(&weight)[0];
+    let (x, weight) = (super::flex::slice(&x), super::flex::slice(&weight));
+    let out = match sigmoid {
+        true => conv_same_sigmoid_f32(x, shape, weight, c_out),
+        false => conv_same_f32(x, shape, weight, c_out),
+    };
+    FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_out, height, width]))
+}
+
 /// Output rows per task.
 const BAND_ROWS: usize = 16;
 
+/// Outputs along a row summed in registers at once: four vectors (AVX2 natively, simd128 in
+/// wasm), so that four independent chains of multiply-adds hide each one's latency.
+const CHUNK: usize = 4 * if cfg!(target_arch = "wasm32") { 4 } else { 8 };
+
 /// `x` `[batch, c_in, height, width]` convolved with `weight` `[c_out, c_in, k, k]` (k odd),
-/// stride 1, zero padding k / 2, no bias: `[batch, c_out, height, width]`. Each output row is a
-/// sum of whole input rows shifted by each tap (contiguous, so it vectorises); bands of rows run
-/// in parallel natively.
+/// stride 1, zero padding k / 2, no bias: `[batch, c_out, height, width]`.
 ///
 /// # Panics
 /// If the slices do not match the shapes or the kernel is not square with an odd side.
-pub fn conv_same_f32(
+pub fn conv_same_f32(x: &[f32], shape: [usize; 4], weight: &[f32], c_out: usize) -> Vec<f32> {
+    conv_same_with(x, shape, weight, c_out, false)
+}
+
+/// [`conv_same_f32`] with the logistic sigmoid applied to each output as it is stored:
+/// spatial attention's map in one pass.
+///
+/// # Panics
+/// As [`conv_same_f32`].
+pub fn conv_same_sigmoid_f32(
     x: &[f32],
-    [batch, c_in, height, width]: [usize; 4],
+    shape: [usize; 4],
     weight: &[f32],
     c_out: usize,
+) -> Vec<f32> {
+    conv_same_with(x, shape, weight, c_out, true)
+}
+
+/// The input zero-padded by the kernel's reach on every side, each row long enough for whole
+/// chunks of outputs: `[batch][c_in][height + 2 pad][row]`.
+struct Padded {
+    values: Vec<f32>,
+    rows: usize,
+    row: usize,
+}
+
+impl Padded {
+    fn new(x: &[f32], [batch, c_in, height, width]: [usize; 4], pad: usize) -> Self {
+        let (rows, row) = (height + 2 * pad, width.next_multiple_of(CHUNK) + 2 * pad);
+        let mut values = vec![0.0; batch * c_in * rows * row];
+        for (plane, padded) in x
+            .chunks_exact(height * width)
+            .zip(values.chunks_exact_mut(rows * row))
+        {
+            for (src, dst) in plane
+                .chunks_exact(width)
+                .zip(padded[pad * row..].chunks_exact_mut(row))
+            {
+                dst[pad..pad + width].copy_from_slice(src);
+            }
+        }
+        Self { values, rows, row }
+    }
+}
+
+fn conv_same_with(
+    x: &[f32],
+    shape @ [batch, c_in, height, width]: [usize; 4],
+    weight: &[f32],
+    c_out: usize,
+    sigmoid: bool,
 ) -> Vec<f32> {
     assert_eq!(
         x.len(),
@@ -113,8 +185,9 @@ pub fn conv_same_f32(
         k * k == taps && k % 2 == 1 && weight.len() == c_out * c_in * taps,
         "weight is not [{c_out}, {c_in}, k, k] with k odd"
     );
-    let (plane, pad) = (height * width, k / 2);
-    let mut out = vec![0.0; batch * c_out * plane];
+    let plane = height * width;
+    let padded = Padded::new(x, shape, k / 2);
+    let mut out = super::unwritten(batch * c_out * plane);
     let mut bands = Vec::new();
     for (index, plane_out) in out.chunks_mut(plane).enumerate() {
         for (band, rows) in plane_out.chunks_mut(BAND_ROWS * width).enumerate() {
@@ -122,36 +195,138 @@ pub fn conv_same_f32(
         }
     }
     super::per_band(bands, |_, (image, o, first_row, rows)| {
-        let image = &x[image * c_in * plane..][..c_in * plane];
-        for (r, out) in rows.chunks_exact_mut(width).enumerate() {
-            let y = first_row + r;
-            for (c, input) in image.chunks_exact(plane).enumerate() {
-                let kernel = &weight[(o * c_in + c) * taps..][..taps];
-                for (ky, kernel_row) in kernel.chunks_exact(k).enumerate() {
-                    // Input row y + ky - pad, where it exists.
-                    let Some(yy) = (y + ky).checked_sub(pad).filter(|&yy| yy < height) else {
-                        continue;
-                    };
-                    let row = &input[yy * width..][..width];
-                    for (kx, &w) in kernel_row.iter().enumerate() {
-                        // out[x] += w * row[x + kx - pad] for the x where that column exists.
-                        let (from, to) = (
-                            pad.saturating_sub(kx),
-                            (width + pad).saturating_sub(kx).min(width),
-                        );
-                        if from >= to {
-                            continue;
-                        }
-                        let shifted = &row[from + kx - pad..to + kx - pad];
-                        for (o, &v) in out[from..to].iter_mut().zip(shifted) {
-                            *o += w * v;
-                        }
+        let band = Band {
+            padded: &padded,
+            channels: &padded.values[image * c_in * padded.rows * padded.row..]
+                [..c_in * padded.rows * padded.row],
+            kernels: &weight[o * c_in * taps..][..c_in * taps],
+            k,
+            width,
+            first_row,
+            sigmoid,
+        };
+        band.run(rows);
+    });
+    // SAFETY: the bands cover every plane, and `Band::rows` writes each of their rows whole.
+    unsafe { super::written(out) }
+}
+
+/// One task's rows of one output channel of one image.
+struct Band<'a> {
+    padded: &'a Padded,
+    /// The image's padded input channels.
+    channels: &'a [f32],
+    /// The output channel's `[c_in][k][k]` kernel.
+    kernels: &'a [f32],
+    k: usize,
+    width: usize,
+    first_row: usize,
+    sigmoid: bool,
+}
+
+impl Band<'_> {
+    /// Natively the loop is compiled a second time for AVX2 with fused multiply-add where the
+    /// CPU has them (the x86-64 baseline has four lanes and no fused multiply-add).
+    fn run(&self, out: &mut [Unwritten]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked).
+            unsafe { self.rows_avx2_fma(out) };
+            return;
+        }
+        self.rows::<false>(out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn rows_avx2_fma(&self, out: &mut [Unwritten]) {
+        self.rows::<true>(out);
+    }
+
+    /// Each chunk of outputs sums every tap's shifted input row in registers, then is stored
+    /// once. The taps are one flat list of offsets and weights: with the loops over channels
+    /// and kernel rows around it, LLVM left the sums scalar.
+    #[inline(always)]
+    fn rows<const FMA: bool>(&self, out: &mut [Unwritten]) {
+        let (k, width, row_len) = (self.k, self.width, self.padded.row);
+        let plane = self.padded.rows * row_len;
+        let taps: Vec<(usize, f32)> = self
+            .kernels
+            .chunks_exact(k * k)
+            .enumerate()
+            .flat_map(|(c, kernel)| {
+                kernel
+                    .iter()
+                    .enumerate()
+                    .map(move |(t, &w)| (c * plane + (t / k) * row_len + t % k, w))
+            })
+            .collect();
+        for (r, out) in out.chunks_exact_mut(width).enumerate() {
+            // Padded row y + ky is input row y + ky - pad.
+            let first = (self.first_row + r) * row_len;
+            for x0 in (0..width).step_by(CHUNK) {
+                let mut acc = [0.0f32; CHUNK];
+                for &(offset, w) in &taps {
+                    let shifted = &self.channels[first + x0 + offset..][..CHUNK];
+                    madd_chunk::<FMA>(&mut acc, w, shifted.try_into().expect("a chunk"));
+                }
+                let n = CHUNK.min(width - x0);
+                if self.sigmoid {
+                    for (o, &a) in out[x0..x0 + n].iter_mut().zip(&acc) {
+                        o.write(logistic(a));
                     }
+                } else {
+                    out[x0..x0 + n].write_copy_of_slice(&acc[..n]);
                 }
             }
         }
-    });
-    out
+    }
+}
+
+/// `acc[l] += w * x[l]`.
+#[inline(always)]
+fn madd_chunk<const FMA: bool>(acc: &mut [f32; CHUNK], w: f32, x: &[f32; CHUNK]) {
+    for l in 0..CHUNK {
+        acc[l] = super::madd::<FMA>(acc[l], w, x[l]);
+    }
+}
+
+/// `1 / (1 + e^-x)`, with [`exp`] written so that it vectorises.
+#[inline(always)]
+fn logistic(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `e^x` within about two units in the last place (Cephes' `expf`: `x = n ln 2 + r` with
+/// `|r| <= ln 2 / 2`, a degree-5 polynomial for `e^r`, and `2^n` built from its bits), in
+/// operations that vectorise where the library's `expf` is a call per value. Clamped to the
+/// normal range of f32: about 1.7e-38 below -87.3, about 2.4e38 above 88.3.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // 1.5 * 2^23: adding it rounds to an integer held in the low bits of the mantissa.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.3 { 88.3 } else { x };
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // ln 2 in two parts, so that n ln 2 is subtracted without rounding away r.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_2e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    // `shifted`'s bits are those of ROUND plus n; n + 127 into the exponent field is 2^n.
+    let two_n = f32::from_bits(
+        shifted
+            .to_bits()
+            .wrapping_sub(ROUND.to_bits())
+            .wrapping_add(127)
+            << 23,
+    );
+    e_r * two_n
 }
 
 /// The backward of [`SameConvBackend::conv_same`]; its parents are the input and the weight.
@@ -203,6 +378,14 @@ impl<B: Backend + SameConvBackend, C: CheckpointStrategy> SameConvBackend for Au
     }
 }
 
+/// `sigmoid(conv_same(x, weight))` for inference: one pass on flex.
+pub fn conv_same_sigmoid(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv_same_sigmoid(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+    ))
+}
+
 /// `x` `[B, C_in, H, W]` convolved with `weight` `[C_out, C_in, k, k]` (k odd), stride 1, zero
 /// padding k / 2, no bias: `[B, C_out, H, W]`.
 pub fn conv_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
@@ -235,9 +418,34 @@ mod tests {
                 &device,
             );
             let expected = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options(k));
-            let ours = conv_same_f32(&values(x), shape, &values(w), c_out);
-            assert_close(&ours, &values(expected), &format!("{shape:?} by {k}x{k}"));
+            let ours = conv_same_f32(&values(x.clone()), shape, &values(w.clone()), c_out);
+            let what = format!("{shape:?} by {k}x{k}");
+            assert_close(&ours, &values(expected.clone()), &what);
+            let expected = burn::tensor::activation::sigmoid(expected);
+            let ours = conv_same_sigmoid(x, w);
+            assert_close(
+                &values(ours),
+                &values(expected),
+                &format!("sigmoid of {what}"),
+            );
         }
+    }
+
+    #[test]
+    fn the_vector_exponential_is_close_to_f64s() {
+        // Across the range where e^x is a normal f32, in steps that are not multiples of ln 2.
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let exact = f64::from(x).exp();
+            let relative = (f64::from(exp(x)) - exact).abs() / exact;
+            assert!(relative < 3e-7, "e^{x}: {} against {exact}", exp(x));
+            x += 0.0137;
+        }
+        // Clamped, never infinite or NaN: the sigmoid of any finite input is finite.
+        assert!(exp(-1000.0) > 0.0 && exp(1000.0).is_finite());
+        assert!((0.0..1e-30).contains(&logistic(-1000.0)));
+        assert_eq!(logistic(1000.0), 1.0);
+        assert_eq!(logistic(0.0), 0.5);
     }
 
     #[test]
