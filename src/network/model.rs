@@ -10,12 +10,12 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::network::conv::{conv_same, conv_same_sigmoid, conv3x3, conv3x3_relu};
+use crate::network::conv::{conv_same, conv3x3, conv3x3_relu};
 use crate::network::guided::ReluKind;
 use crate::network::max_reduce::channel_max;
 use crate::network::pooling::{DenseWindows, Pooling};
 use crate::network::profile::span;
-use crate::network::window_attention::{reweighted_residual, reweighted_summary};
+use crate::network::window_attention::attended_residual;
 
 /// The [`span`] of the ReLUs and residual additions.
 const RELU: &str = "ReLU and residual additions";
@@ -197,14 +197,6 @@ impl SpatialAttention {
     fn of_summary(&self, summary: Tensor<4>) -> Tensor<4> {
         sigmoid(conv_same(summary, self.fused_kernel()))
     }
-
-    /// [`SpatialAttention::of_summary`] where no gradient is taken: a plain sigmoid, one pass
-    /// where the form that keeps wgpu's gradients right takes four (on flex, with `tanh` at
-    /// several times the cost of `exp`), and on flex applied as the convolution stores each
-    /// value.
-    fn of_summary_for_inference(&self, summary: Tensor<4>) -> Tensor<4> {
-        conv_same_sigmoid(summary, self.fused_kernel())
-    }
 }
 
 /// Residual block with the multi-branch attention module (MA-Res).
@@ -273,19 +265,18 @@ impl MaResBlock {
             return span(RELU, || relu.apply(out + identity));
         };
         // The dense pass, which is never differentiated: each block takes its nearest window's
-        // weights, and the reweighted map is never stored (`window_attention`'s fused passes,
-        // ending in the standard ReLU, which every kind computes forward).
+        // weights, and spatial attention and the block's end are one pass on flex that never
+        // stores the reweighted map (`window_attention`), ending in the standard ReLU, which
+        // every kind computes forward, and a plain sigmoid, where the form that keeps wgpu's
+        // gradients right takes four passes.
         let [_, _, height, width] = out.dims();
         let weights = span("channel attention", || {
             grid.block_weights(weights, [height, width])
         });
-        let spatial = span("spatial attention", || {
-            let summary = reweighted_summary(out.clone(), weights.clone());
-            self.spatial_attention.of_summary_for_inference(summary)
-        });
         let identity = identity();
-        span(RELU, || {
-            reweighted_residual(out, weights, spatial, identity)
+        span("spatial attention and block end", || {
+            let kernel = self.spatial_attention.fused_kernel();
+            attended_residual(out, weights, kernel, identity)
         })
     }
 }

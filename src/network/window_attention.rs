@@ -5,9 +5,10 @@
 //! ends with `relu(reweighted * spatial + identity)`. Written as Burn's operations that is a dozen
 //! passes over maps of up to 16 x 1,152 x 1,152 values (pooling, broadcast products, a strided
 //! mean over channels, a sum, a ReLU), each allocating its result: over a quarter of a dense
-//! tile's time. On flex these three operations make it three passes (block statistics, the
-//! summary, the residual) without the reweighted map ever being stored; other backends compose
-//! Burn's operations, as autodiff does (the dense pass is inference only).
+//! tile's time. On flex these two operations make it two passes without the reweighted map ever
+//! being stored: the block statistics, then spatial attention and the block's end together, a
+//! row at a time (see [`attended_residual_f32`]); other backends compose Burn's operations, as
+//! autodiff does (the dense pass is inference only).
 //!
 //! Channel weights come per block, `[B, C, H / bh, W / bw]`: every pixel of a `bh` x `bw` block
 //! takes its block's weight.
@@ -18,11 +19,15 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use burn::tensor::ops::ConvOptions;
+use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use crate::network::conv::avx2_fma;
 use crate::network::conv::flex::{all_f32, shape, slice};
-use crate::network::conv::{Unwritten, per_band, unwritten, written};
+use crate::network::conv::{
+    CHUNK, Unwritten, channel_bands, madd_chunk, per_band, unwritten, written,
+};
 
 /// Backend operations for attention over the blocks of a map.
 #[backend_extension(Autodiff, Cube, Flex, Fusion: cfg(not(target_arch = "wasm32")))]
@@ -35,23 +40,18 @@ pub trait WindowAttentionBackend: Backend {
         composed::block_avg_max::<Self>(x, block)
     }
 
-    /// Mean and maximum over channels of `x` `[B, C, H, W]` weighed by `weights` per block:
-    /// `[B, 2, H, W]`, spatial attention's summary of the reweighted map.
+    /// The end of an MA-Res block in the dense pass: `relu(r * sigmoid(conv_same(S, kernel)) +
+    /// identity)` where `r = x * weights` is `x` `[B, C, H, W]` weighed per block, `S` `[B, 2, H,
+    /// W]` its mean and maximum over channels (spatial attention's summary) and `kernel` `[1,
+    /// 2, k, k]` spatial attention's fused kernel (k odd, zero padding k / 2).
     #[fusion(default)]
-    fn reweighted_summary(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self> {
-        composed::reweighted_summary::<Self>(x, weights)
-    }
-
-    /// `relu(x * weights * spatial + identity)` with `weights` per block and `spatial`
-    /// `[B, 1, H, W]` per pixel: the end of an MA-Res block.
-    #[fusion(default)]
-    fn reweighted_residual(
+    fn attended_residual(
         x: FloatTensor<Self>,
         weights: FloatTensor<Self>,
-        spatial: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
         identity: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        composed::reweighted_residual::<Self>(x, weights, spatial, identity)
+        composed::attended_residual::<Self>(x, weights, kernel, identity)
     }
 }
 
@@ -86,6 +86,19 @@ mod composed {
     ) -> FloatTensor<B> {
         let attended = B::float_mul(reweighted::<B>(x, weights), spatial);
         B::relu(B::float_add(attended, identity))
+    }
+
+    pub fn attended_residual<B: Backend>(
+        x: FloatTensor<B>,
+        weights: FloatTensor<B>,
+        kernel: FloatTensor<B>,
+        identity: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let summary = reweighted_summary::<B>(x.clone(), weights.clone());
+        let pad = kernel.shape()[2] / 2;
+        let same = ConvOptions::new([1, 1], [pad, pad], [1, 1], 1);
+        let spatial = B::sigmoid(B::conv2d(summary, kernel, None, same));
+        reweighted_residual::<B>(x, weights, spatial, identity)
     }
 
     /// `x` times its block's weight, with Burn's broadcasting.
@@ -133,46 +146,28 @@ impl WindowAttentionBackend for Flex {
         (tensor(avg, blocks), tensor(max, blocks))
     }
 
-    fn reweighted_summary(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !all_f32([&x, &weights]) {
-            return composed::reweighted_summary::<Flex>(x, weights);
-        }
-        let (x, weights) = (x.to_contiguous(), weights.to_contiguous());
-        let [batch, channels, height, width] = shape(&x);
-        let [_, _, down, across] = shape(&weights);
-        let out = reweighted_summary_f32(
-            slice(&x),
-            slice(&weights),
-            [batch, channels, height, width],
-            [down, across],
-        );
-        tensor(out, [batch, 2, height, width])
-    }
-
-    fn reweighted_residual(
+    fn attended_residual(
         x: FloatTensor<Self>,
         weights: FloatTensor<Self>,
-        spatial: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
         identity: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if !all_f32([&x, &weights, &spatial, &identity]) {
-            return composed::reweighted_residual::<Flex>(x, weights, spatial, identity);
+        if !all_f32([&x, &weights, &kernel, &identity]) {
+            return composed::attended_residual::<Flex>(x, weights, kernel, identity);
         }
-        let [x, weights, spatial, identity] =
-            [x, weights, spatial, identity].map(|t| t.to_contiguous());
-        let dims @ [_, _, height, width] = shape(&x);
+        let [x, weights, kernel, identity] =
+            [x, weights, kernel, identity].map(|t| t.to_contiguous());
+        let dims = shape(&x);
         let [_, _, down, across] = shape(&weights);
-        let out = reweighted_residual_f32(
-            [
-                slice(&x),
-                slice(&weights),
-                slice(&spatial),
-                slice(&identity),
-            ],
+        let [_, _, k, _] = shape(&kernel);
+        debug_assert_eq!(shape(&identity), dims);
+        let out = attended_residual_f32(
+            [slice(&x), slice(&weights), slice(&identity)],
+            slice(&kernel),
+            k,
             dims,
             [down, across],
         );
-        debug_assert_eq!(shape(&spatial)[2..], [height, width]);
         tensor(out, dims)
     }
 }
@@ -221,102 +216,143 @@ fn block_avg_max_f32(x: &[f32], [height, width]: [usize; 2], block: usize) -> (V
     (avg, max)
 }
 
-/// [`WindowAttentionBackend::reweighted_summary`] of `x` `[batch, channels, height, width]` with
-/// `weights` `[batch, channels, down, across]`: `[batch, 2, height, width]`. Row by row, so that
-/// each row's sums and maxima over channels stay in cache.
-fn reweighted_summary_f32(
-    x: &[f32],
-    weights: &[f32],
+/// Rows of an image per task of [`attended_residual_f32`], at least: each task computes the
+/// summary of the kernel's reach of rows again on either side.
+const MIN_BAND: usize = 64;
+
+/// [`WindowAttentionBackend::attended_residual`] of `[x, weights, identity]`, `x` and `identity`
+/// of `shape`, `weights` `[batch, channels, down, across]`, with `kernel` `[1, 2, k, k]`.
+///
+/// One pass down each band of rows: each row's summary over channels goes into a ring of the
+/// kernel's `k` rows, and as soon as the ring holds an output row's reach, that row's attention
+/// is convolved and its residual written. The residual reads the rows of `x` the summary read
+/// `k / 2` rows before, still in cache, where three passes over the whole map read it from
+/// memory twice.
+fn attended_residual_f32(
+    [x, weights, identity]: [&[f32]; 3],
+    kernel: &[f32],
+    k: usize,
     [_, channels, height, width]: [usize; 4],
     [down, across]: [usize; 2],
 ) -> Vec<f32> {
-    let [bh, bw] = blocks([height, width], [down, across]);
+    assert!(
+        k % 2 == 1 && kernel.len() == 2 * k * k,
+        "the kernel is not [1, 2, k, k] with k odd"
+    );
+    let block = blocks([height, width], [down, across]);
     let plane = height * width;
-    let mut out = unwritten(x.len() / channels * 2);
+    let mut out = unwritten(x.len());
+    #[cfg(not(target_arch = "wasm32"))]
+    let threads = rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    let threads = 1;
+    let band = height.div_ceil(threads).max(MIN_BAND);
     let images = x
         .chunks_exact(channels * plane)
         .zip(weights.chunks_exact(channels * down * across))
-        .zip(out.chunks_exact_mut(2 * plane));
-    for ((image, weights), out) in images {
-        let (means, maxima) = out.split_at_mut(plane);
-        let rows = means
-            .chunks_exact_mut(width)
-            .zip(maxima.chunks_exact_mut(width))
-            .collect();
-        let summary = Summary {
+        .zip(identity.chunks_exact(channels * plane))
+        .zip(out.chunks_exact_mut(channels * plane));
+    for (((image, weights), identity), out) in images {
+        let pass = Attended {
             image,
             weights,
+            identity,
+            kernel,
+            k,
             channels,
-            plane,
+            height,
             width,
-            block: [bh, bw],
+            block,
             across,
         };
-        per_band(rows, |y, (mean, max)| summary.row(y, mean, max));
+        let bands = channel_bands(out, plane, band * width);
+        per_band(bands, |b, mut out| {
+            pass.band(b * band..((b + 1) * band).min(height), &mut out)
+        });
     }
-    // SAFETY: the rows cover both planes of every image, and `Summary::row` writes each whole.
+    // SAFETY: the bands cover every row of every channel, and `Attended::band_with` writes each
+    // of its rows whole.
     unsafe { written(out) }
 }
 
-/// One image's summary over channels, a row at a time.
-struct Summary<'a> {
+/// One image's end of block (see [`attended_residual_f32`]).
+struct Attended<'a> {
     image: &'a [f32],
     weights: &'a [f32],
+    identity: &'a [f32],
+    kernel: &'a [f32],
+    k: usize,
     channels: usize,
-    plane: usize,
+    height: usize,
     width: usize,
     block: [usize; 2],
     across: usize,
 }
 
-impl Summary<'_> {
-    /// Row `y`'s mean and maximum over channels; natively compiled a second time for AVX2
-    /// where the CPU has it (the x86-64 baseline has four lanes).
-    fn row(&self, y: usize, mean: &mut [Unwritten], max: &mut [Unwritten]) {
+impl Attended<'_> {
+    /// Rows `rows` of every channel into `out` (each channel's rows from `rows.start`);
+    /// natively compiled a second time for AVX2 with FMA where the CPU has them (the x86-64
+    /// baseline has four lanes and no fused multiply-add).
+    fn band(&self, rows: Range<usize>, out: &mut [&mut [Unwritten]]) {
         #[cfg(target_arch = "x86_64")]
         if avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked).
-            unsafe { self.row_avx2_fma(y, mean, max) };
+            unsafe { self.band_avx2_fma(rows, out) };
             return;
         }
-        self.row_with(y, mean, max);
+        self.band_with::<false>(rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn row_avx2_fma(&self, y: usize, mean: &mut [Unwritten], max: &mut [Unwritten]) {
-        self.row_with(y, mean, max);
+    fn band_avx2_fma(&self, rows: Range<usize>, out: &mut [&mut [Unwritten]]) {
+        self.band_with::<true>(rows, out);
     }
 
-    /// The first channel's weighed values start the sums and maxima, every other channel's
-    /// add to them, block by block of its weights.
     #[inline(always)]
-    fn row_with(&self, y: usize, mean: &mut [Unwritten], max: &mut [Unwritten]) {
-        let [bh, bw] = self.block;
-        let (width, across) = (self.width, self.across);
-        let down = self.weights.len() / (self.channels * across);
-        let row_of = |c: usize| &self.image[c * self.plane + y * width..][..width];
-        let weights_of = |c: usize| &self.weights[(c * down + y / bh) * across..][..across];
-        let (first, first_weights) = (row_of(0), weights_of(0));
-        for (block, &w) in first_weights.iter().enumerate() {
-            let at = block * bw..(block + 1) * bw;
-            for ((s, m), &v) in mean[at.clone()]
-                .iter_mut()
-                .zip(&mut max[at.clone()])
-                .zip(&first[at])
-            {
-                s.write(v * w);
-                m.write(v * w);
+    fn band_with<const FMA: bool>(&self, rows: Range<usize>, out: &mut [&mut [Unwritten]]) {
+        let (k, pad, width) = (self.k, self.k / 2, self.width);
+        // The summary's mean and maximum rows, `[2][k][row]`, zero past the image's columns.
+        let row = width.next_multiple_of(CHUNK) + 2 * pad;
+        let mut ring = vec![0.0f32; 2 * k * row];
+        let mut spatial = vec![0.0f32; width.next_multiple_of(CHUNK)];
+        // Padded row p is input row p - pad; output row y reads padded rows y ..= y + 2 pad.
+        for p in rows.start..rows.end + 2 * pad {
+            let (means, maxima) = ring.split_at_mut(k * row);
+            let at = (p % k) * row + pad;
+            let (mean, max) = (&mut means[at..][..width], &mut maxima[at..][..width]);
+            match p.checked_sub(pad).filter(|&y| y < self.height) {
+                Some(y) => self.summary(y, mean, max),
+                None => {
+                    mean.fill(0.0);
+                    max.fill(0.0);
+                }
+            }
+            if let Some(y) = p.checked_sub(2 * pad).filter(|&y| y >= rows.start) {
+                self.attention::<FMA>(y, &ring, row, &mut spatial);
+                self.residual(y, &spatial, out, y - rows.start);
             }
         }
-        // SAFETY: both rows were written whole just above.
-        let (mean, max) = unsafe { (mean.assume_init_mut(), max.assume_init_mut()) };
-        for c in 1..self.channels {
-            let (row, weights) = (row_of(c), weights_of(c));
-            for (block, &w) in weights.iter().enumerate() {
-                let at = block * bw..(block + 1) * bw;
+    }
+
+    /// Row `y`'s mean and maximum over channels of `x` weighed per block: the first channel
+    /// starts them, every other adds to them.
+    #[inline(always)]
+    fn summary(&self, y: usize, mean: &mut [f32], max: &mut [f32]) {
+        let [_, bw] = self.block;
+        for c in 0..self.channels {
+            let (row, weights) = (self.row(self.image, c, y), self.row_weights(c, y));
+            for (b, &w) in weights.iter().enumerate() {
+                let at = b * bw..(b + 1) * bw;
                 let (sums, maxima, values) =
                     (&mut mean[at.clone()], &mut max[at.clone()], &row[at]);
+                if c == 0 {
+                    for i in 0..bw {
+                        sums[i] = values[i] * w;
+                        maxima[i] = values[i] * w;
+                    }
+                    continue;
+                }
                 for i in 0..bw {
                     let v = values[i] * w;
                     sums[i] += v;
@@ -328,51 +364,111 @@ impl Summary<'_> {
         let scale = 1.0 / self.channels as f32;
         mean.iter_mut().for_each(|s| *s *= scale);
     }
-}
 
-/// [`WindowAttentionBackend::reweighted_residual`] of `[x, weights, spatial, identity]`, `x` and
-/// `identity` of `shape`, `weights` `[batch, channels, down, across]`, `spatial` `[batch, 1,
-/// height, width]`. One plane per task.
-fn reweighted_residual_f32(
-    [x, weights, spatial, identity]: [&[f32]; 4],
-    [_, channels, height, width]: [usize; 4],
-    [down, across]: [usize; 2],
-) -> Vec<f32> {
-    let [bh, bw] = blocks([height, width], [down, across]);
-    let plane = height * width;
-    let mut out = unwritten(x.len());
-    let planes = out
-        .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(plane).zip(identity.chunks_exact(plane)))
-        .collect();
-    per_band(planes, |index, (out, (x, identity))| {
-        let spatial = &spatial[index / channels * plane..][..plane];
-        let weights = &weights[index * down * across..][..down * across];
-        for (y, ((out, x), (identity, spatial))) in out
-            .chunks_exact_mut(width)
-            .zip(x.chunks_exact(width))
-            .zip(
-                identity
-                    .chunks_exact(width)
-                    .zip(spatial.chunks_exact(width)),
-            )
+    /// `sigmoid(conv_same(S, kernel))` of row `y` into `spatial`, from the ring's rows (`row`
+    /// values each): each chunk of outputs sums its taps in registers.
+    #[inline(always)]
+    fn attention<const FMA: bool>(&self, y: usize, ring: &[f32], row: usize, spatial: &mut [f32]) {
+        let k = self.k;
+        // Tap (c, ky, kx) reads padded row y + ky, in slot (y + ky) % k of channel c's ring.
+        let taps: Vec<(usize, f32)> = self
+            .kernel
+            .iter()
             .enumerate()
-        {
-            let row_weights = &weights[y / bh * across..][..across];
-            let blocks = out
-                .chunks_exact_mut(bw)
-                .zip(x.chunks_exact(bw))
-                .zip(identity.chunks_exact(bw).zip(spatial.chunks_exact(bw)));
-            for (((out, x), (identity, spatial)), &w) in blocks.zip(row_weights) {
-                for (((o, &v), &i), &s) in out.iter_mut().zip(x).zip(identity).zip(spatial) {
-                    let y = v * w * s + i;
-                    o.write(if y > 0.0 { y } else { 0.0 });
+            .map(|(t, &w)| {
+                let (c, ky, kx) = (t / (k * k), t / k % k, t % k);
+                ((c * k + (y + ky) % k) * row + kx, w)
+            })
+            .collect();
+        for x0 in (0..self.width).step_by(CHUNK) {
+            let mut acc = [0.0f32; CHUNK];
+            for &(offset, w) in &taps {
+                let shifted = &ring[offset + x0..][..CHUNK];
+                madd_chunk::<FMA>(&mut acc, w, shifted.try_into().expect("a chunk"));
+            }
+            let out: &mut [f32; CHUNK] =
+                (&mut spatial[x0..x0 + CHUNK]).try_into().expect("a chunk");
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = logistic(a);
+            }
+        }
+    }
+
+    /// `relu(x * w * spatial + identity)` of row `y` of every channel into row `at` of `out`.
+    #[inline(always)]
+    fn residual(&self, y: usize, spatial: &[f32], out: &mut [&mut [Unwritten]], at: usize) {
+        let [_, bw] = self.block;
+        let width = self.width;
+        for (c, out) in out.iter_mut().enumerate() {
+            let (x, identity) = (self.row(self.image, c, y), self.row(self.identity, c, y));
+            let out = &mut out[at * width..][..width];
+            for (b, &w) in self.row_weights(c, y).iter().enumerate() {
+                let at = b * bw..(b + 1) * bw;
+                let (out, x, identity, spatial) = (
+                    &mut out[at.clone()],
+                    &x[at.clone()],
+                    &identity[at.clone()],
+                    &spatial[at],
+                );
+                for i in 0..bw {
+                    let v = x[i] * w * spatial[i] + identity[i];
+                    out[i].write(if v > 0.0 { v } else { 0.0 });
                 }
             }
         }
-    });
-    // SAFETY: the blocks tile every plane exactly (`blocks`), and each value was written.
-    unsafe { written(out) }
+    }
+
+    /// Row `y` of channel `c` of `map` (the image's `x` or `identity`).
+    #[inline(always)]
+    fn row<'m>(&self, map: &'m [f32], c: usize, y: usize) -> &'m [f32] {
+        &map[(c * self.height + y) * self.width..][..self.width]
+    }
+
+    /// Channel `c`'s weights for the blocks along row `y`.
+    #[inline(always)]
+    fn row_weights(&self, c: usize, y: usize) -> &[f32] {
+        let [bh, _] = self.block;
+        let down = self.height / bh;
+        &self.weights[(c * down + y / bh) * self.across..][..self.across]
+    }
+}
+
+/// `1 / (1 + e^-x)`, with [`exp`] written so that it vectorises.
+#[inline(always)]
+fn logistic(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `e^x` within about two units in the last place (Cephes' `expf`: `x = n ln 2 + r` with
+/// `|r| <= ln 2 / 2`, a degree-5 polynomial for `e^r`, and `2^n` built from its bits), in
+/// operations that vectorise where the library's `expf` is a call per value. Clamped to the
+/// normal range of f32: about 1.7e-38 below -87.3, about 2.4e38 above 88.3.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // 1.5 * 2^23: adding it rounds to an integer held in the low bits of the mantissa.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.3 { 88.3 } else { x };
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // ln 2 in two parts, so that n ln 2 is subtracted without rounding away r.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_2e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    // `shifted`'s bits are those of ROUND plus n; n + 127 into the exponent field is 2^n.
+    let two_n = f32::from_bits(
+        shifted
+            .to_bits()
+            .wrapping_sub(ROUND.to_bits())
+            .wrapping_add(127)
+            << 23,
+    );
+    e_r * two_n
 }
 
 /// `x`'s average and maximum over each `block` x `block` square (see
@@ -382,27 +478,18 @@ pub fn block_avg_max(x: Tensor<4>, block: usize) -> (Tensor<4>, Tensor<4>) {
     (Tensor::from_dispatch(avg), Tensor::from_dispatch(max))
 }
 
-/// Spatial attention's summary of `x` weighed per block (see
-/// [`WindowAttentionBackend::reweighted_summary`]).
-pub fn reweighted_summary(x: Tensor<4>, weights: Tensor<4>) -> Tensor<4> {
-    Tensor::from_dispatch(Dispatch::reweighted_summary(
-        x.into_dispatch(),
-        weights.into_dispatch(),
-    ))
-}
-
-/// `relu(x * weights * spatial + identity)`, `weights` per block (see
-/// [`WindowAttentionBackend::reweighted_residual`]).
-pub fn reweighted_residual(
+/// The end of an MA-Res block in the dense pass, spatial attention included (see
+/// [`WindowAttentionBackend::attended_residual`]).
+pub fn attended_residual(
     x: Tensor<4>,
     weights: Tensor<4>,
-    spatial: Tensor<4>,
+    kernel: Tensor<4>,
     identity: Tensor<4>,
 ) -> Tensor<4> {
-    Tensor::from_dispatch(Dispatch::reweighted_residual(
+    Tensor::from_dispatch(Dispatch::attended_residual(
         x.into_dispatch(),
         weights.into_dispatch(),
-        spatial.into_dispatch(),
+        kernel.into_dispatch(),
         identity.into_dispatch(),
     ))
 }
@@ -431,11 +518,17 @@ mod tests {
     }
 
     /// A batch of two, channel and block counts that are not powers of two, rows and columns
-    /// past the last whole block (for pooling), and blocks of one pixel.
+    /// past the last whole block (for pooling), blocks of one pixel, maps shorter than the
+    /// kernel's reach and one tall enough for several bands of rows.
     #[test]
     fn flex_computes_what_burns_operations_compose() {
         // Autodiff routes each operation to the trait's default body, Burn's own operations.
-        for (shape, block) in [([2, 3, 20, 15], 5), ([1, 5, 9, 12], 3), ([1, 2, 4, 6], 1)] {
+        for (shape, block, k) in [
+            ([2, 3, 20, 15], 5, 7),
+            ([1, 5, 9, 12], 3, 3),
+            ([1, 2, 4, 6], 1, 7),
+            ([1, 3, 200, 40], 8, 5),
+        ] {
             let x = random(shape);
             let (avg, max) = block_avg_max(x.clone(), block);
             let (burn_avg, burn_max) = block_avg_max(x.clone().autodiff(), block);
@@ -447,34 +540,36 @@ mod tests {
             let (height, width) = (height / block * block, width / block * block);
             let x = random([batch, channels, height, width]);
             let weights = random([batch, channels, height / block, width / block]);
-            let spatial = random([batch, 1, height, width]);
+            let kernel = random([1, 2, k, k]);
             let identity = random([batch, channels, height, width]);
-            assert_close(
-                &values(reweighted_summary(x.clone(), weights.clone())),
-                &values(reweighted_summary(
-                    x.clone().autodiff(),
-                    weights.clone().autodiff(),
-                )),
-                &format!("summary {what}"),
-            );
-            let fused = reweighted_residual(
-                x.clone(),
-                weights.clone(),
-                spatial.clone(),
-                identity.clone(),
-            );
-            let composed = reweighted_residual(
+            let fused =
+                attended_residual(x.clone(), weights.clone(), kernel.clone(), identity.clone());
+            let composed = attended_residual(
                 x.autodiff(),
                 weights.autodiff(),
-                spatial.autodiff(),
+                kernel.autodiff(),
                 identity.autodiff(),
             );
-            assert_close(
-                &values(fused),
-                &values(composed),
-                &format!("residual {what}"),
-            );
+            let what = format!("end of block, {what}, {k}x{k} kernel");
+            assert_close(&values(fused), &values(composed), &what);
         }
+    }
+
+    #[test]
+    fn the_vector_exponential_is_close_to_f64s() {
+        // Across the range where e^x is a normal f32, in steps that are not multiples of ln 2.
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let exact = f64::from(x).exp();
+            let relative = (f64::from(exp(x)) - exact).abs() / exact;
+            assert!(relative < 3e-7, "e^{x}: {} against {exact}", exp(x));
+            x += 0.0137;
+        }
+        // Clamped, never infinite or NaN: the sigmoid of any finite input is finite.
+        assert!(exp(-1000.0) > 0.0 && exp(1000.0).is_finite());
+        assert!((0.0..1e-30).contains(&logistic(-1000.0)));
+        assert_eq!(logistic(1000.0), 1.0);
+        assert_eq!(logistic(0.0), 0.5);
     }
 
     #[test]
@@ -497,17 +592,25 @@ mod tests {
             TensorData::new(vec![1.0, -2.0, 1.0, -2.0], [1, 2, 1, 2]),
             &device,
         );
-        // Pixel (0, 0): 1 and -1 weighed by 1; pixel (0, 2): 3 and 1 weighed by -2.
-        let summary = values(reweighted_summary(x.clone(), weights.clone()));
-        assert_eq!(summary[0], 0.0);
-        assert_eq!(summary[2], -4.0);
-        assert_eq!(summary[8], 1.0);
-        assert_eq!(summary[10], -2.0);
-        let spatial = Tensor::<4>::full([1, 1, 2, 4], 0.5, &device);
-        let identity = Tensor::<4>::ones([1, 2, 2, 4], &device);
-        let out = values(reweighted_residual(x, weights, spatial, identity));
-        // 1 * 1 * 0.5 + 1, and 3 * -2 * 0.5 + 1 cut at zero.
-        assert_eq!(out[0], 1.5);
-        assert_eq!(out[2], 0.0);
+        // A 1x1 kernel that takes the summary's maximum alone: the attention is its sigmoid.
+        let kernel = Tensor::<4>::from_data(TensorData::new(vec![0.0, 1.0], [1, 2, 1, 1]), &device);
+        let identity = Tensor::<4>::full([1, 2, 2, 4], 0.5, &device);
+        let out = values(attended_residual(x, weights, kernel, identity));
+        // Pixel (0, 0): 1 and -1 weighed by 1, their maximum 1; pixel (0, 2): 3 and 1 weighed
+        // by -2, their maximum -2. Each is x * w * sigmoid(maximum) + 0.5, cut at zero.
+        let (at_1, at_minus_2) = (1.0 / (1.0 + (-1.0f32).exp()), 1.0 / (1.0 + 2.0f32.exp()));
+        let expected = [
+            (0, 1.0 * at_1 + 0.5),
+            (8, 0.0),
+            (2, 0.0),
+            (10, -2.0 * at_minus_2 + 0.5),
+        ];
+        for (at, value) in expected {
+            assert!(
+                (out[at] - value).abs() < 1e-6,
+                "[{at}]: {} vs {value}",
+                out[at]
+            );
+        }
     }
 }

@@ -34,7 +34,8 @@ mod direct;
 mod same;
 mod winograd;
 
-pub use same::{conv_same, conv_same_sigmoid};
+pub use same::conv_same;
+pub(crate) use same::{CHUNK, madd_chunk};
 
 /// Output channels computed together (four accumulator rows of [`LANES`] values).
 const CHANNELS: usize = 4;
@@ -221,7 +222,7 @@ fn per_image<T: Send>(
 /// One image's output (`[channels][plane]`) cut into bands of `band` values of every channel's
 /// plane (whole rows): band b is each channel's values `b * band ..`, so one thread can compute
 /// every channel for its rows.
-fn channel_bands<T>(out: &mut [T], plane: usize, band: usize) -> Vec<Vec<&mut [T]>> {
+pub(crate) fn channel_bands<T>(out: &mut [T], plane: usize, band: usize) -> Vec<Vec<&mut [T]>> {
     let mut bands: Vec<Vec<&mut [T]>> = (0..plane.div_ceil(band)).map(|_| Vec::new()).collect();
     for channel in out.chunks_mut(plane) {
         for (index, rows) in channel.chunks_mut(band).enumerate() {

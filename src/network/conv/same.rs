@@ -13,7 +13,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
@@ -42,13 +42,6 @@ pub trait SameConvBackend: Backend {
         Self::conv2d(x, weight, None, options)
     }
 
-    /// `sigmoid(conv_same(x, weight))`, where no gradient is taken (on flex one pass, the
-    /// sigmoid applied as each output is stored).
-    #[fusion(default)]
-    fn conv_same_sigmoid(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::sigmoid(Self::conv_same(x, weight))
-    }
-
     /// The gradient of [`SameConvBackend::conv_same`]'s output with respect to `x`.
     #[fusion(default)]
     fn conv_same_x_backward(
@@ -69,14 +62,7 @@ impl SameConvBackend for Flex {
             let options = options(kernel_side::<Self>(&weight));
             return Flex::conv2d(x, weight, None, options);
         }
-        flex_conv_same(x, weight, false)
-    }
-
-    fn conv_same_sigmoid(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !super::flex::all_f32([&x, &weight]) {
-            return Flex::sigmoid(Self::conv_same(x, weight));
-        }
-        flex_conv_same(x, weight, true)
+        flex_conv_same(x, weight)
     }
 
     fn conv_same_x_backward(
@@ -93,20 +79,13 @@ impl SameConvBackend for Flex {
     }
 }
 
-/// [`conv_same_f32`] of f32 flex tensors, and the sigmoid of each output if `sigmoid`.
-fn flex_conv_same(
-    x: FloatTensor<Flex>,
-    weight: FloatTensor<Flex>,
-    sigmoid: bool,
-) -> FloatTensor<Flex> {
+/// [`conv_same_f32`] of f32 flex tensors.
+fn flex_conv_same(x: FloatTensor<Flex>, weight: FloatTensor<Flex>) -> FloatTensor<Flex> {
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let shape @ [batch, _, height, width] = super::flex::shape(&x);
     let c_out = super::flex::shape(&weight)[0];
     let (x, weight) = (super::flex::slice(&x), super::flex::slice(&weight));
-    let out = match sigmoid {
-        true => conv_same_sigmoid_f32(x, shape, weight, c_out),
-        false => conv_same_f32(x, shape, weight, c_out),
-    };
+    let out = conv_same_f32(x, shape, weight, c_out);
     FloatTensor::<Flex>::from_data(TensorData::new(out, [batch, c_out, height, width]))
 }
 
@@ -115,30 +94,7 @@ const BAND_ROWS: usize = 16;
 
 /// Outputs along a row summed in registers at once: four vectors (AVX2 natively, simd128 in
 /// wasm), so that four independent chains of multiply-adds hide each one's latency.
-const CHUNK: usize = 4 * if cfg!(target_arch = "wasm32") { 4 } else { 8 };
-
-/// `x` `[batch, c_in, height, width]` convolved with `weight` `[c_out, c_in, k, k]` (k odd),
-/// stride 1, zero padding k / 2, no bias: `[batch, c_out, height, width]`.
-///
-/// # Panics
-/// If the slices do not match the shapes or the kernel is not square with an odd side.
-pub fn conv_same_f32(x: &[f32], shape: [usize; 4], weight: &[f32], c_out: usize) -> Vec<f32> {
-    conv_same_with(x, shape, weight, c_out, false)
-}
-
-/// [`conv_same_f32`] with the logistic sigmoid applied to each output as it is stored:
-/// spatial attention's map in one pass.
-///
-/// # Panics
-/// As [`conv_same_f32`].
-pub fn conv_same_sigmoid_f32(
-    x: &[f32],
-    shape: [usize; 4],
-    weight: &[f32],
-    c_out: usize,
-) -> Vec<f32> {
-    conv_same_with(x, shape, weight, c_out, true)
-}
+pub(crate) const CHUNK: usize = 4 * if cfg!(target_arch = "wasm32") { 4 } else { 8 };
 
 /// The input zero-padded by the kernel's reach on every side, each row long enough for whole
 /// chunks of outputs: `[batch][c_in][height + 2 pad][row]`.
@@ -167,12 +123,16 @@ impl Padded {
     }
 }
 
-fn conv_same_with(
+/// `x` `[batch, c_in, height, width]` convolved with `weight` `[c_out, c_in, k, k]` (k odd),
+/// stride 1, zero padding k / 2, no bias: `[batch, c_out, height, width]`.
+///
+/// # Panics
+/// If the slices do not match the shapes or the kernel is not square with an odd side.
+pub fn conv_same_f32(
     x: &[f32],
     shape @ [batch, c_in, height, width]: [usize; 4],
     weight: &[f32],
     c_out: usize,
-    sigmoid: bool,
 ) -> Vec<f32> {
     assert_eq!(
         x.len(),
@@ -203,7 +163,6 @@ fn conv_same_with(
             k,
             width,
             first_row,
-            sigmoid,
         };
         band.run(rows);
     });
@@ -221,7 +180,6 @@ struct Band<'a> {
     k: usize,
     width: usize,
     first_row: usize,
-    sigmoid: bool,
 }
 
 impl Band<'_> {
@@ -271,13 +229,7 @@ impl Band<'_> {
                     madd_chunk::<FMA>(&mut acc, w, shifted.try_into().expect("a chunk"));
                 }
                 let n = CHUNK.min(width - x0);
-                if self.sigmoid {
-                    for (o, &a) in out[x0..x0 + n].iter_mut().zip(&acc) {
-                        o.write(logistic(a));
-                    }
-                } else {
-                    out[x0..x0 + n].write_copy_of_slice(&acc[..n]);
-                }
+                out[x0..x0 + n].write_copy_of_slice(&acc[..n]);
             }
         }
     }
@@ -285,48 +237,10 @@ impl Band<'_> {
 
 /// `acc[l] += w * x[l]`.
 #[inline(always)]
-fn madd_chunk<const FMA: bool>(acc: &mut [f32; CHUNK], w: f32, x: &[f32; CHUNK]) {
+pub(crate) fn madd_chunk<const FMA: bool>(acc: &mut [f32; CHUNK], w: f32, x: &[f32; CHUNK]) {
     for l in 0..CHUNK {
         acc[l] = super::madd::<FMA>(acc[l], w, x[l]);
     }
-}
-
-/// `1 / (1 + e^-x)`, with [`exp`] written so that it vectorises.
-#[inline(always)]
-fn logistic(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
-/// `e^x` within about two units in the last place (Cephes' `expf`: `x = n ln 2 + r` with
-/// `|r| <= ln 2 / 2`, a degree-5 polynomial for `e^r`, and `2^n` built from its bits), in
-/// operations that vectorise where the library's `expf` is a call per value. Clamped to the
-/// normal range of f32: about 1.7e-38 below -87.3, about 2.4e38 above 88.3.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    // 1.5 * 2^23: adding it rounds to an integer held in the low bits of the mantissa.
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.3 { -87.3 } else { x };
-    let x = if x > 88.3 { 88.3 } else { x };
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    // ln 2 in two parts, so that n ln 2 is subtracted without rounding away r.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_2e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_65;
-    let p = p * r + 0.5;
-    let e_r = p * r * r + r + 1.0;
-    // `shifted`'s bits are those of ROUND plus n; n + 127 into the exponent field is 2^n.
-    let two_n = f32::from_bits(
-        shifted
-            .to_bits()
-            .wrapping_sub(ROUND.to_bits())
-            .wrapping_add(127)
-            << 23,
-    );
-    e_r * two_n
 }
 
 /// The backward of [`SameConvBackend::conv_same`]; its parents are the input and the weight.
@@ -378,14 +292,6 @@ impl<B: Backend + SameConvBackend, C: CheckpointStrategy> SameConvBackend for Au
     }
 }
 
-/// `sigmoid(conv_same(x, weight))` for inference: one pass on flex.
-pub fn conv_same_sigmoid(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
-    Tensor::from_dispatch(Dispatch::conv_same_sigmoid(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-    ))
-}
-
 /// `x` `[B, C_in, H, W]` convolved with `weight` `[C_out, C_in, k, k]` (k odd), stride 1, zero
 /// padding k / 2, no bias: `[B, C_out, H, W]`.
 pub fn conv_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
@@ -418,34 +324,9 @@ mod tests {
                 &device,
             );
             let expected = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options(k));
-            let ours = conv_same_f32(&values(x.clone()), shape, &values(w.clone()), c_out);
-            let what = format!("{shape:?} by {k}x{k}");
-            assert_close(&ours, &values(expected.clone()), &what);
-            let expected = burn::tensor::activation::sigmoid(expected);
-            let ours = conv_same_sigmoid(x, w);
-            assert_close(
-                &values(ours),
-                &values(expected),
-                &format!("sigmoid of {what}"),
-            );
+            let ours = conv_same_f32(&values(x), shape, &values(w), c_out);
+            assert_close(&ours, &values(expected), &format!("{shape:?} by {k}x{k}"));
         }
-    }
-
-    #[test]
-    fn the_vector_exponential_is_close_to_f64s() {
-        // Across the range where e^x is a normal f32, in steps that are not multiples of ln 2.
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let exact = f64::from(x).exp();
-            let relative = (f64::from(exp(x)) - exact).abs() / exact;
-            assert!(relative < 3e-7, "e^{x}: {} against {exact}", exp(x));
-            x += 0.0137;
-        }
-        // Clamped, never infinite or NaN: the sigmoid of any finite input is finite.
-        assert!(exp(-1000.0) > 0.0 && exp(1000.0).is_finite());
-        assert!((0.0..1e-30).contains(&logistic(-1000.0)));
-        assert_eq!(logistic(1000.0), 1.0);
-        assert_eq!(logistic(0.0), 0.5);
     }
 
     #[test]
