@@ -316,13 +316,14 @@ impl Attended<'_> {
         let row = width.next_multiple_of(CHUNK) + 2 * pad;
         let mut ring = vec![0.0f32; 2 * k * row];
         let mut spatial = vec![0.0f32; width.next_multiple_of(CHUNK)];
+        let mut weight = vec![0.0f32; width];
         // Padded row p is input row p - pad; output row y reads padded rows y ..= y + 2 pad.
         for p in rows.start..rows.end + 2 * pad {
             let (means, maxima) = ring.split_at_mut(k * row);
             let at = (p % k) * row + pad;
             let (mean, max) = (&mut means[at..][..width], &mut maxima[at..][..width]);
             match p.checked_sub(pad).filter(|&y| y < self.height) {
-                Some(y) => self.summary(y, mean, max),
+                Some(y) => self.summary(y, mean, max, &mut weight),
                 None => {
                     mean.fill(0.0);
                     max.fill(0.0);
@@ -330,7 +331,7 @@ impl Attended<'_> {
             }
             if let Some(y) = p.checked_sub(2 * pad).filter(|&y| y >= rows.start) {
                 self.attention::<FMA>(y, &ring, row, &mut spatial);
-                self.residual(y, &spatial, out, y - rows.start);
+                self.residual(y, &spatial, out, y - rows.start, &mut weight);
             }
         }
     }
@@ -338,27 +339,25 @@ impl Attended<'_> {
     /// Row `y`'s mean and maximum over channels of `x` weighed per block: the first channel
     /// starts them, every other adds to them.
     #[inline(always)]
-    fn summary(&self, y: usize, mean: &mut [f32], max: &mut [f32]) {
-        let [_, bw] = self.block;
+    fn summary(&self, y: usize, mean: &mut [f32], max: &mut [f32], weight: &mut [f32]) {
+        let width = self.width;
+        let (mean, max, weight) = (&mut mean[..width], &mut max[..width], &mut weight[..width]);
         for c in 0..self.channels {
-            let (row, weights) = (self.row(self.image, c, y), self.row_weights(c, y));
-            for (b, &w) in weights.iter().enumerate() {
-                let at = b * bw..(b + 1) * bw;
-                let (sums, maxima, values) =
-                    (&mut mean[at.clone()], &mut max[at.clone()], &row[at]);
-                if c == 0 {
-                    for i in 0..bw {
-                        sums[i] = values[i] * w;
-                        maxima[i] = values[i] * w;
-                    }
-                    continue;
+            let row = self.row(self.image, c, y);
+            self.spread_weights(c, y, weight);
+            if c == 0 {
+                for i in 0..width {
+                    mean[i] = row[i] * weight[i];
+                    max[i] = mean[i];
                 }
-                for i in 0..bw {
-                    let v = values[i] * w;
-                    sums[i] += v;
-                    // A comparison and a select, which vectorise; `f32::max`'s NaN rule does not.
-                    maxima[i] = if v > maxima[i] { v } else { maxima[i] };
-                }
+                continue;
+            }
+            for i in 0..width {
+                let (v, m) = (row[i] * weight[i], max[i]);
+                mean[i] += v;
+                // A comparison and a select, which vectorise (`f32::max`'s NaN rule takes more),
+                // and a store either way: a conditional store became a masked store, slow.
+                max[i] = if v > m { v } else { m };
             }
         }
         let scale = 1.0 / self.channels as f32;
@@ -396,25 +395,34 @@ impl Attended<'_> {
 
     /// `relu(x * w * spatial + identity)` of row `y` of every channel into row `at` of `out`.
     #[inline(always)]
-    fn residual(&self, y: usize, spatial: &[f32], out: &mut [&mut [Unwritten]], at: usize) {
-        let [_, bw] = self.block;
+    fn residual(
+        &self,
+        y: usize,
+        spatial: &[f32],
+        out: &mut [&mut [Unwritten]],
+        at: usize,
+        weight: &mut [f32],
+    ) {
         let width = self.width;
+        let (spatial, weight) = (&spatial[..width], &mut weight[..width]);
         for (c, out) in out.iter_mut().enumerate() {
             let (x, identity) = (self.row(self.image, c, y), self.row(self.identity, c, y));
             let out = &mut out[at * width..][..width];
-            for (b, &w) in self.row_weights(c, y).iter().enumerate() {
-                let at = b * bw..(b + 1) * bw;
-                let (out, x, identity, spatial) = (
-                    &mut out[at.clone()],
-                    &x[at.clone()],
-                    &identity[at.clone()],
-                    &spatial[at],
-                );
-                for i in 0..bw {
-                    let v = x[i] * w * spatial[i] + identity[i];
-                    out[i].write(if v > 0.0 { v } else { 0.0 });
-                }
+            self.spread_weights(c, y, weight);
+            for i in 0..width {
+                let v = x[i] * weight[i] * spatial[i] + identity[i];
+                out[i].write(if v > 0.0 { v } else { 0.0 });
             }
+        }
+    }
+
+    /// Channel `c`'s weight for each pixel of row `y` into `weight`: loops along whole rows
+    /// vectorise where loops over blocks of 8 to 32 pixels mostly did not.
+    #[inline(always)]
+    fn spread_weights(&self, c: usize, y: usize, weight: &mut [f32]) {
+        let [_, bw] = self.block;
+        for (pixels, &w) in weight.chunks_exact_mut(bw).zip(self.row_weights(c, y)) {
+            pixels.fill(w);
         }
     }
 
