@@ -26,7 +26,7 @@ use std::ops::Range;
 use crate::network::conv::avx2_fma;
 use crate::network::conv::flex::{all_f32, shape, slice};
 use crate::network::conv::{
-    CHUNK, Unwritten, channel_bands, madd_chunk, per_band, unwritten, written,
+    CHUNK, Unwritten, channel_bands, per_band, sum_taps, unwritten, written,
 };
 
 /// Backend operations for attention over the blocks of a map.
@@ -380,11 +380,7 @@ impl Attended<'_> {
             })
             .collect();
         for x0 in (0..self.width).step_by(CHUNK) {
-            let mut acc = [0.0f32; CHUNK];
-            for &(offset, w) in &taps {
-                let shifted = &ring[offset + x0..][..CHUNK];
-                madd_chunk::<FMA>(&mut acc, w, shifted.try_into().expect("a chunk"));
-            }
+            let acc = sum_taps::<FMA>(ring, x0, &taps);
             let out: &mut [f32; CHUNK] =
                 (&mut spatial[x0..x0 + CHUNK]).try_into().expect("a chunk");
             for (o, &a) in out.iter_mut().zip(&acc) {

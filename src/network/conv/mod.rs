@@ -35,7 +35,7 @@ mod same;
 mod winograd;
 
 pub use same::conv_same;
-pub(crate) use same::{CHUNK, madd_chunk};
+pub(crate) use same::{CHUNK, sum_taps};
 
 /// Output channels computed together (four accumulator rows of [`LANES`] values).
 const CHANNELS: usize = 4;

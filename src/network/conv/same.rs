@@ -223,11 +223,7 @@ impl Band<'_> {
             // Padded row y + ky is input row y + ky - pad.
             let first = (self.first_row + r) * row_len;
             for x0 in (0..width).step_by(CHUNK) {
-                let mut acc = [0.0f32; CHUNK];
-                for &(offset, w) in &taps {
-                    let shifted = &self.channels[first + x0 + offset..][..CHUNK];
-                    madd_chunk::<FMA>(&mut acc, w, shifted.try_into().expect("a chunk"));
-                }
+                let acc = sum_taps::<FMA>(self.channels, first + x0, &taps);
                 let n = CHUNK.min(width - x0);
                 out[x0..x0 + n].write_copy_of_slice(&acc[..n]);
             }
@@ -235,9 +231,26 @@ impl Band<'_> {
     }
 }
 
-/// `acc[l] += w * x[l]`.
+/// The [`CHUNK`] outputs from `start` of a convolution along rows: the sum over `taps`
+/// (offsets from `start` into `values`, and weights) of each tap's shifted chunk, in registers.
 #[inline(always)]
-pub(crate) fn madd_chunk<const FMA: bool>(acc: &mut [f32; CHUNK], w: f32, x: &[f32; CHUNK]) {
+pub(crate) fn sum_taps<const FMA: bool>(
+    values: &[f32],
+    start: usize,
+    taps: &[(usize, f32)],
+) -> [f32; CHUNK] {
+    let mut acc = [0.0f32; CHUNK];
+    for &(offset, w) in taps {
+        let shifted = &values[start + offset..][..CHUNK];
+        madd_chunk::<FMA>(&mut acc, w, shifted.try_into().expect("a chunk"));
+    }
+    acc
+}
+
+/// `acc[l] += w * x[l]`, as an indexed loop: written with iterators, LLVM left the sums
+/// scalar.
+#[inline(always)]
+fn madd_chunk<const FMA: bool>(acc: &mut [f32; CHUNK], w: f32, x: &[f32; CHUNK]) {
     for l in 0..CHUNK {
         acc[l] = super::madd::<FMA>(acc[l], w, x[l]);
     }
