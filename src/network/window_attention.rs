@@ -317,6 +317,8 @@ impl Attended<'_> {
         let mut ring = vec![0.0f32; 2 * k * row];
         let mut spatial = vec![0.0f32; width.next_multiple_of(CHUNK)];
         let mut weight = vec![0.0f32; width];
+        // Where each tap reads in the ring depends on the output row only modulo k.
+        let taps: Vec<_> = (0..k).map(|phase| self.ring_taps(phase, row)).collect();
         // Padded row p is input row p - pad; output row y reads padded rows y ..= y + 2 pad.
         for p in rows.start..rows.end + 2 * pad {
             let (means, maxima) = ring.split_at_mut(k * row);
@@ -330,7 +332,7 @@ impl Attended<'_> {
                 }
             }
             if let Some(y) = p.checked_sub(2 * pad).filter(|&y| y >= rows.start) {
-                self.attention::<FMA>(y, &ring, row, &mut spatial);
+                self.attention::<FMA>(&taps[y % k], &ring, &mut spatial);
                 self.residual(y, &spatial, out, y - rows.start, &mut weight);
             }
         }
@@ -364,23 +366,26 @@ impl Attended<'_> {
         mean.iter_mut().for_each(|s| *s *= scale);
     }
 
-    /// `sigmoid(conv_same(S, kernel))` of row `y` into `spatial`, from the ring's rows (`row`
-    /// values each): each chunk of outputs sums its taps in registers.
-    #[inline(always)]
-    fn attention<const FMA: bool>(&self, y: usize, ring: &[f32], row: usize, spatial: &mut [f32]) {
+    /// The attention's taps for the output rows `y` with `y % k == phase`: tap (c, ky, kx)
+    /// reads padded row y + ky, in slot (y + ky) % k of channel c's ring (`row` values each).
+    fn ring_taps(&self, phase: usize, row: usize) -> Vec<(usize, f32)> {
         let k = self.k;
-        // Tap (c, ky, kx) reads padded row y + ky, in slot (y + ky) % k of channel c's ring.
-        let taps: Vec<(usize, f32)> = self
-            .kernel
+        self.kernel
             .iter()
             .enumerate()
             .map(|(t, &w)| {
                 let (c, ky, kx) = (t / (k * k), t / k % k, t % k);
-                ((c * k + (y + ky) % k) * row + kx, w)
+                ((c * k + (phase + ky) % k) * row + kx, w)
             })
-            .collect();
+            .collect()
+    }
+
+    /// `sigmoid(conv_same(S, kernel))` of one row into `spatial`, by its [`Attended::ring_taps`]:
+    /// each chunk of outputs sums its taps in registers.
+    #[inline(always)]
+    fn attention<const FMA: bool>(&self, taps: &[(usize, f32)], ring: &[f32], spatial: &mut [f32]) {
         for x0 in (0..self.width).step_by(CHUNK) {
-            let acc = sum_taps::<FMA>(ring, x0, &taps);
+            let acc = sum_taps::<FMA>(ring, x0, taps);
             let out: &mut [f32; CHUNK] =
                 (&mut spatial[x0..x0 + CHUNK]).try_into().expect("a chunk");
             for (o, &a) in out.iter_mut().zip(&acc) {
