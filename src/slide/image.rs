@@ -6,12 +6,12 @@ use std::io::{Read, Seek};
 use std::rc::Rc;
 
 use image::RgbImage;
-use image::imageops::FilterType;
 
 use crate::error::{CelnetError, Result};
 use crate::slide::file::OpenedImage;
+use crate::slide::file::one_resolution;
 use crate::slide::file::tiff::level_for;
-use crate::slide::file::{fit, one_resolution};
+use crate::slide::resample::{Filter, fit, resize};
 use crate::slide::scale::{MODEL_MPP, ModelScale, PixelSize, to_model_scale};
 
 /// An image at the model's scale, read region by region.
@@ -37,12 +37,7 @@ impl ModelScaleImage for RgbImage {
     }
 
     fn thumbnail(&self, width: u32, height: u32) -> Result<RgbImage> {
-        Ok(image::imageops::resize(
-            self,
-            width,
-            height,
-            FilterType::Triangle,
-        ))
+        Ok(resize(self, width, height, Filter::Triangle))
     }
 }
 

@@ -5,7 +5,7 @@
 //! - [`file`]: opening an input (TIFF pyramids read tile by tile, other images decoded) and the
 //!   pixel size its file declares;
 //! - [`scale`]: the pixel size an image is scored at and how model pixels map onto the input's;
-//! - [`image`]: images at the model's scale, read region by region;
+//! - [`image`], [`resample`]: images at the model's scale, read region by region, and resizing;
 //! - [`tissue`], [`grid`], [`scan`]: where the tissue is, the windows, and scoring them (dense
 //!   tiles in any order, or exact);
 //! - [`heatmap`], [`evidence`]: slide scores and tumour points; CELM of chosen windows;
@@ -23,6 +23,7 @@ pub mod heatmap;
 pub mod image;
 pub mod lesions;
 pub mod probability;
+pub mod resample;
 pub mod scale;
 pub mod scan;
 pub mod tiling;

@@ -7,11 +7,11 @@
 use std::borrow::Cow;
 
 use image::RgbImage;
-use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
 pub use crate::slide::file::resolution::{FileResolution, PLAUSIBLE_MPP};
+use crate::slide::resample::{Filter, resize};
 
 /// Micrometres per pixel of the PCam patches the network was trained on (Camelyon16 level 2).
 pub const MODEL_MPP: f64 = 0.972;
@@ -197,11 +197,11 @@ pub fn to_model_scale(image: &RgbImage, factor: f64) -> Cow<'_, RgbImage> {
         return Cow::Borrowed(image);
     }
     let scaled = |side: u32| ((f64::from(side) * factor).round() as u32).max(1);
-    Cow::Owned(image::imageops::resize(
+    Cow::Owned(resize(
         image,
         scaled(image.width()),
         scaled(image.height()),
-        FilterType::Triangle,
+        Filter::Triangle,
     ))
 }
 

@@ -2,7 +2,8 @@
 //! white background and grey pen-free blanks have almost no saturation; H&E-stained tissue has.
 
 use image::RgbImage;
-use image::imageops::FilterType;
+
+use crate::slide::resample::{Filter, resize};
 
 /// Side, in model-scale pixels, of one cell of the tissue mask.
 pub const TISSUE_CELL: u32 = 8;
@@ -33,7 +34,7 @@ impl TissueMask {
     pub fn from_thumbnail(thumbnail: &RgbImage, width: usize, height: usize) -> TissueMask {
         let cols = (width as u32).div_ceil(TISSUE_CELL).max(1);
         let rows = (height as u32).div_ceil(TISSUE_CELL).max(1);
-        let small = image::imageops::resize(thumbnail, cols, rows, FilterType::Triangle);
+        let small = resize(thumbnail, cols, rows, Filter::Triangle);
         let saturation: Vec<f32> = small
             .pixels()
             .map(|p| {

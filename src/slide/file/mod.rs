@@ -10,9 +10,9 @@ use std::cell::RefCell;
 use std::io::{Read, Seek};
 
 use image::RgbImage;
-use image::imageops::FilterType;
 
 use crate::error::{CelnetError, Result};
+use crate::slide::resample::{self, Filter, fit};
 use crate::slide::scale::is_glimpse;
 use resolution::{FileResolution, file_resolution};
 use tiff::{Level, MAX_CHUNK_PIXELS, TiffSlide, pixel_span};
@@ -184,9 +184,9 @@ impl<R: Read + Seek> OpenedImage<R> {
                 // millions of pixels.
                 let (_, _, width, _) = pixel_span(rect, image.width(), image.height());
                 let filter = if width > 4 * out_width {
-                    FilterType::Nearest
+                    Filter::Nearest
                 } else {
-                    FilterType::Triangle
+                    Filter::Triangle
                 };
                 Ok(resized_span(image, rect, out_width, out_height, filter))
             }
@@ -201,26 +201,18 @@ pub fn one_resolution() -> CelnetError {
     )
 }
 
-/// `span` (from [`OpenedImage::read_span`]) at `width` x `height`, triangle-filtered.
-pub fn fit(span: RgbImage, width: u32, height: u32) -> RgbImage {
-    if span.dimensions() == (width, height) {
-        return span;
-    }
-    image::imageops::resize(&span, width, height, FilterType::Triangle)
-}
-
 /// The whole pixels covering `rect` of `image`, resized to `width` x `height` with `filter`.
 fn resized_span(
     image: &RgbImage,
     rect: (f64, f64, f64, f64),
     width: u32,
     height: u32,
-    filter: FilterType,
+    filter: Filter,
 ) -> RgbImage {
     let (x, y, w, h) = pixel_span(rect, image.width(), image.height());
     let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
     if crop.dimensions() == (width, height) {
         return crop;
     }
-    image::imageops::resize(&crop, width, height, filter)
+    resample::resize(&crop, width, height, filter)
 }
