@@ -155,20 +155,41 @@ impl WindowAttentionBackend for Flex {
         if !all_f32([&x, &weights, &kernel, &identity]) {
             return composed::attended_residual::<Flex>(x, weights, kernel, identity);
         }
-        let [x, weights, kernel, identity] =
+        let [x, weights, kernel, mut identity] =
             [x, weights, kernel, identity].map(|t| t.to_contiguous());
         let dims = shape(&x);
         let [_, _, down, across] = shape(&weights);
         let [_, _, k, _] = shape(&kernel);
         debug_assert_eq!(shape(&identity), dims);
-        let out = attended_residual_f32(
-            [slice(&x), slice(&weights), slice(&identity)],
+        // Written over the block's input where nothing else holds it: the pass is bound by
+        // memory, and a fresh buffer costs a read of each line before it is written.
+        if let Some(storage) = identity
+            .try_storage_mut::<f32>()
+            .filter(|s| s.len() == slice(&x).len())
+        {
+            // SAFETY: `storage` is initialised, and the pass writes only initialised values.
+            let out = unsafe { &mut *(storage as *mut [f32] as *mut [Unwritten]) };
+            attended_residual_f32(
+                [slice(&x), slice(&weights)],
+                Residual::InPlace(out),
+                slice(&kernel),
+                k,
+                dims,
+                [down, across],
+            );
+            return identity;
+        }
+        let mut out = unwritten(slice(&x).len());
+        attended_residual_f32(
+            [slice(&x), slice(&weights)],
+            Residual::Into(slice(&identity), &mut out),
             slice(&kernel),
             k,
             dims,
             [down, across],
         );
-        tensor(out, dims)
+        // SAFETY: the pass wrote every value.
+        tensor(unsafe { written(out) }, dims)
     }
 }
 
@@ -220,8 +241,17 @@ fn block_avg_max_f32(x: &[f32], [height, width]: [usize; 2], block: usize) -> (V
 /// summary of the kernel's reach of rows again on either side.
 const MIN_BAND: usize = 64;
 
-/// [`WindowAttentionBackend::attended_residual`] of `[x, weights, identity]`, `x` and `identity`
-/// of `shape`, `weights` `[batch, channels, down, across]`, with `kernel` `[1, 2, k, k]`.
+/// Where the end of a block reads its shortcut and writes its output.
+enum Residual<'a> {
+    /// From the shortcut's map into a separate buffer.
+    Into(&'a [f32], &'a mut [Unwritten]),
+    /// Over the shortcut's map, every value initialised.
+    InPlace(&'a mut [Unwritten]),
+}
+
+/// [`WindowAttentionBackend::attended_residual`] of `[x, weights]` and the shortcut's map in
+/// `residual`, `x` and the shortcut of `shape`, `weights` `[batch, channels, down, across]`,
+/// with `kernel` `[1, 2, k, k]`.
 ///
 /// One pass down each band of rows: each row's summary over channels goes into a ring of the
 /// kernel's `k` rows, and as soon as the ring holds an output row's reach, that row's attention
@@ -229,19 +259,24 @@ const MIN_BAND: usize = 64;
 /// `k / 2` rows before, still in cache, where three passes over the whole map read it from
 /// memory twice.
 fn attended_residual_f32(
-    [x, weights, identity]: [&[f32]; 3],
+    [x, weights]: [&[f32]; 2],
+    residual: Residual,
     kernel: &[f32],
     k: usize,
     [_, channels, height, width]: [usize; 4],
     [down, across]: [usize; 2],
-) -> Vec<f32> {
+) {
     assert!(
         k % 2 == 1 && kernel.len() == 2 * k * k,
         "the kernel is not [1, 2, k, k] with k odd"
     );
     let block = blocks([height, width], [down, across]);
     let plane = height * width;
-    let mut out = unwritten(x.len());
+    let (identity, out) = match residual {
+        Residual::Into(identity, out) => (Some(identity), out),
+        Residual::InPlace(out) => (None, out),
+    };
+    assert_eq!(out.len(), x.len(), "the output is not the size of the map");
     #[cfg(not(target_arch = "wasm32"))]
     let threads = rayon::current_num_threads();
     #[cfg(target_arch = "wasm32")]
@@ -250,13 +285,13 @@ fn attended_residual_f32(
     let images = x
         .chunks_exact(channels * plane)
         .zip(weights.chunks_exact(channels * down * across))
-        .zip(identity.chunks_exact(channels * plane))
-        .zip(out.chunks_exact_mut(channels * plane));
-    for (((image, weights), identity), out) in images {
+        .zip(out.chunks_exact_mut(channels * plane))
+        .enumerate();
+    for (i, ((image, weights), out)) in images {
         let pass = Attended {
             image,
             weights,
-            identity,
+            identity: identity.map(|map| &map[i * channels * plane..][..channels * plane]),
             kernel,
             k,
             channels,
@@ -270,16 +305,16 @@ fn attended_residual_f32(
             pass.band(b * band..((b + 1) * band).min(height), &mut out)
         });
     }
-    // SAFETY: the bands cover every row of every channel, and `Attended::band_with` writes each
-    // of its rows whole.
-    unsafe { written(out) }
+    // The bands cover every row of every channel, and `Attended::band_with` writes each of its
+    // rows whole.
 }
 
 /// One image's end of block (see [`attended_residual_f32`]).
 struct Attended<'a> {
     image: &'a [f32],
     weights: &'a [f32],
-    identity: &'a [f32],
+    /// The shortcut's map, or `None` where the output already holds it.
+    identity: Option<&'a [f32]>,
     kernel: &'a [f32],
     k: usize,
     channels: usize,
@@ -407,12 +442,25 @@ impl Attended<'_> {
         let width = self.width;
         let (spatial, weight) = (&spatial[..width], &mut weight[..width]);
         for (c, out) in out.iter_mut().enumerate() {
-            let (x, identity) = (self.row(self.image, c, y), self.row(self.identity, c, y));
+            let x = self.row(self.image, c, y);
             let out = &mut out[at * width..][..width];
             self.spread_weights(c, y, weight);
-            for i in 0..width {
-                let v = x[i] * weight[i] * spatial[i] + identity[i];
-                out[i].write(if v > 0.0 { v } else { 0.0 });
+            let attended = |i: usize| x[i] * weight[i] * spatial[i];
+            match self.identity {
+                Some(identity) => {
+                    let identity = self.row(identity, c, y);
+                    for i in 0..width {
+                        let v = attended(i) + identity[i];
+                        out[i].write(if v > 0.0 { v } else { 0.0 });
+                    }
+                }
+                None => {
+                    for (i, out) in out.iter_mut().enumerate() {
+                        // SAFETY: in place, the output row holds the shortcut's, initialised.
+                        let v = attended(i) + unsafe { out.assume_init() };
+                        out.write(if v > 0.0 { v } else { 0.0 });
+                    }
+                }
             }
         }
     }
@@ -554,13 +602,28 @@ mod tests {
             let fused =
                 attended_residual(x.clone(), weights.clone(), kernel.clone(), identity.clone());
             let composed = attended_residual(
-                x.autodiff(),
-                weights.autodiff(),
-                kernel.autodiff(),
-                identity.autodiff(),
+                x.clone().autodiff(),
+                weights.clone().autodiff(),
+                kernel.clone().autodiff(),
+                identity.clone().autodiff(),
             );
             let what = format!("end of block, {what}, {k}x{k} kernel");
-            assert_close(&values(fused), &values(composed), &what);
+            let fused = values(fused);
+            assert_close(&fused, &values(composed), &what);
+
+            // Written over the shortcut's map, the same values.
+            let mut in_place = values(identity);
+            // SAFETY: every value is initialised; the pass writes only initialised values.
+            let out = unsafe { &mut *(in_place.as_mut_slice() as *mut [f32] as *mut [Unwritten]) };
+            attended_residual_f32(
+                [&values(x), &values(weights)],
+                Residual::InPlace(out),
+                &values(kernel),
+                k,
+                [batch, channels, height, width],
+                [height / block, width / block],
+            );
+            assert_eq!(in_place, fused, "{what}, in place");
         }
     }
 
