@@ -167,11 +167,9 @@ impl WindowAttentionBackend for Flex {
             .try_storage_mut::<f32>()
             .filter(|s| s.len() == slice(&x).len())
         {
-            // SAFETY: `storage` is initialised, and the pass writes only initialised values.
-            let out = unsafe { &mut *(storage as *mut [f32] as *mut [Unwritten]) };
             attended_residual_f32(
                 [slice(&x), slice(&weights)],
-                Residual::InPlace(out),
+                Residual::InPlace(storage),
                 slice(&kernel),
                 k,
                 dims,
@@ -245,8 +243,8 @@ const MIN_BAND: usize = 64;
 enum Residual<'a> {
     /// From the shortcut's map into a separate buffer.
     Into(&'a [f32], &'a mut [Unwritten]),
-    /// Over the shortcut's map, every value initialised.
-    InPlace(&'a mut [Unwritten]),
+    /// Over the shortcut's map.
+    InPlace(&'a mut [f32]),
 }
 
 /// [`WindowAttentionBackend::attended_residual`] of `[x, weights]` and the shortcut's map in
@@ -274,7 +272,10 @@ fn attended_residual_f32(
     let plane = height * width;
     let (identity, out) = match residual {
         Residual::Into(identity, out) => (Some(identity), out),
-        Residual::InPlace(out) => (None, out),
+        // SAFETY: the values are initialised, and the pass writes only initialised values.
+        Residual::InPlace(out) => (None, unsafe {
+            &mut *(out as *mut [f32] as *mut [Unwritten])
+        }),
     };
     assert_eq!(out.len(), x.len(), "the output is not the size of the map");
     #[cfg(not(target_arch = "wasm32"))]
@@ -613,11 +614,9 @@ mod tests {
 
             // Written over the shortcut's map, the same values.
             let mut in_place = values(identity);
-            // SAFETY: every value is initialised; the pass writes only initialised values.
-            let out = unsafe { &mut *(in_place.as_mut_slice() as *mut [f32] as *mut [Unwritten]) };
             attended_residual_f32(
                 [&values(x), &values(weights)],
-                Residual::InPlace(out),
+                Residual::InPlace(&mut in_place),
                 &values(kernel),
                 k,
                 [batch, channels, height, width],

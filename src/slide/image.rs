@@ -187,13 +187,13 @@ impl<R: Read + Seek> ModelScaleImage for ScaledInput<R> {
                 use rayon::prelude::*;
                 spans
                     .into_par_iter()
-                    .map(|(span, rows)| fit(span, width, rows))
+                    .map(|(span, rows)| fit(span, width, rows, Filter::Triangle))
                     .collect()
             };
             #[cfg(target_arch = "wasm32")]
             let parts: Vec<RgbImage> = spans
                 .into_iter()
-                .map(|(span, rows)| fit(span, width, rows))
+                .map(|(span, rows)| fit(span, width, rows, Filter::Triangle))
                 .collect();
             for (part, &(top, _)) in parts.iter().zip(group) {
                 image::imageops::replace(&mut thumbnail, part, 0, i64::from(top));

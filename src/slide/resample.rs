@@ -19,14 +19,12 @@ pub enum Filter {
     Triangle,
 }
 
-/// `image` resized to `width` x `height` with `filter`; the image itself when the size is the
-/// same.
+/// `image` resized to `width` x `height` with `filter`; a copy when the size is the same.
 pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
-    let mut resized = RgbImage::new(width, height);
     if image.dimensions() == (width, height) {
-        resized.copy_from_slice(image);
-        return resized;
+        return image.clone();
     }
+    let mut resized = RgbImage::new(width, height);
     let algorithm = match filter {
         Filter::Nearest => ResizeAlg::Nearest,
         Filter::Triangle => ResizeAlg::Convolution(FilterType::Bilinear),
@@ -42,11 +40,11 @@ pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbI
 }
 
 /// [`resize`] taking its image, which it returns as it is when the size is the same.
-pub fn fit(image: RgbImage, width: u32, height: u32) -> RgbImage {
+pub fn fit(image: RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
     if image.dimensions() == (width, height) {
         image
     } else {
-        resize(&image, width, height, Filter::Triangle)
+        resize(&image, width, height, filter)
     }
 }
 
@@ -95,7 +93,7 @@ mod tests {
     fn the_same_size_is_a_copy_and_nearest_picks_source_pixels() {
         let source = pattern(50, 30);
         assert_eq!(resize(&source, 50, 30, Filter::Triangle), source);
-        assert_eq!(fit(source.clone(), 50, 30), source);
+        assert_eq!(fit(source.clone(), 50, 30, Filter::Triangle), source);
         let nearest = resize(&source, 25, 15, Filter::Nearest);
         assert!(nearest.pixels().all(|p| source.pixels().any(|q| q == p)));
     }

@@ -12,7 +12,7 @@ use std::io::{Read, Seek};
 use image::RgbImage;
 
 use crate::error::{CelnetError, Result};
-use crate::slide::resample::{self, Filter, fit};
+use crate::slide::resample::{Filter, fit};
 use crate::slide::scale::is_glimpse;
 use resolution::{FileResolution, file_resolution};
 use tiff::{Level, MAX_CHUNK_PIXELS, TiffSlide, pixel_span};
@@ -158,7 +158,12 @@ impl<R: Read + Seek> OpenedImage<R> {
         out_width: u32,
         out_height: u32,
     ) -> Result<RgbImage> {
-        Ok(fit(self.read_span(level, rect)?, out_width, out_height))
+        Ok(fit(
+            self.read_span(level, rect)?,
+            out_width,
+            out_height,
+            Filter::Triangle,
+        ))
     }
 
     /// A view of the `(x0, y0, x1, y1)` rectangle of the full-resolution image at `out_width`
@@ -211,8 +216,5 @@ fn resized_span(
 ) -> RgbImage {
     let (x, y, w, h) = pixel_span(rect, image.width(), image.height());
     let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
-    if crop.dimensions() == (width, height) {
-        return crop;
-    }
-    resample::resize(&crop, width, height, filter)
+    fit(crop, width, height, filter)
 }

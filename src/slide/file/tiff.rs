@@ -18,7 +18,7 @@ use tiff::tags::Tag;
 use super::colour::to_rgb;
 use super::resolution::{FileResolution, tiff_resolution};
 use crate::error::{CelnetError, Result};
-use crate::slide::resample::fit;
+use crate::slide::resample::{Filter, fit};
 
 /// Most directories looked at: slides have a handful; a loop of IFD pointers must end.
 const MAX_DIRECTORIES: usize = 64;
@@ -236,7 +236,7 @@ impl<R: Read + Seek> TiffSlide<R> {
         let info = self.level(level)?.clone();
         let (x, y, w, h) = pixel_span((x0, y0, x1, y1), info.width, info.height);
         let region = self.read_region(level, x, y, w, h)?;
-        Ok(fit(region, out_width, out_height))
+        Ok(fit(region, out_width, out_height, Filter::Triangle))
     }
 
     /// A view of the `(x0, y0, x1, y1)` rectangle of level 0 at `out_width` x `out_height` px,
