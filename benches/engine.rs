@@ -146,7 +146,7 @@ fn dense_tile(c: &mut Criterion) {
     if asked_for("dense_tile") {
         // Once first, so that the profile sees memory the allocator already holds, as later
         // tiles do.
-        pollster::block_on(classifier.crop_window_logits(&crop, 32)).unwrap();
+        pollster::block_on(classifier.crop_window_logits(&crop, 32, None)).unwrap();
         let profile =
             pollster::block_on(classifier.profile_window_logits(&crop, 32, now_ms)).unwrap();
         eprintln!(
@@ -163,7 +163,9 @@ fn dense_tile(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(900));
     group.bench_function(format!("{side}px/stride32"), |b| {
-        b.iter(|| pollster::block_on(classifier.crop_window_logits(black_box(&crop), 32)).unwrap())
+        b.iter(|| {
+            pollster::block_on(classifier.crop_window_logits(black_box(&crop), 32, None)).unwrap()
+        })
     });
     group.finish();
 }

@@ -76,13 +76,28 @@ fn flex_and_wgpu_agree_on_dense_windows() {
     let mut region = image::RgbImage::new(160, 160);
     image::imageops::replace(&mut region, &a, 0, 0);
     image::imageops::replace(&mut region, &b, 64, 64);
-    let [on_flex, on_wgpu] = [&flex, &wgpu].map(|device| {
-        let classifier = celnet::Classifier::new(weights::load_default(device).unwrap(), device);
-        let input = Tensor::<4>::from_data(celnet::input::to_tensor_data(&region), device);
-        pollster::block_on(classifier.window_logits(input, 32)).unwrap()
-    });
-    assert_eq!(on_flex.len(), 9);
-    for (x, y) in on_flex.iter().zip(&on_wgpu) {
-        assert!((x - y).abs() < 1e-3, "dense logit flex {x} vs wgpu {y}");
+    // Every window, then only the top-left one kept without context: flex computes only the
+    // maps' top-left 96 px, wgpu computes everything and masks the rest.
+    let mut top_left = vec![false; 9];
+    top_left[0] = true;
+    let kept = celnet::network::active_area::KeptWindows {
+        kept: top_left,
+        context: 0,
+    };
+    for kept in [None, Some(&kept)] {
+        let [on_flex, on_wgpu] = [&flex, &wgpu].map(|device| {
+            let classifier =
+                celnet::Classifier::new(weights::load_default(device).unwrap(), device);
+            let input = Tensor::<4>::from_data(celnet::input::to_tensor_data(&region), device);
+            pollster::block_on(classifier.window_logits(input, 32, kept)).unwrap()
+        });
+        assert_eq!(on_flex.len(), 9);
+        let compared = if kept.is_some() { 1 } else { 9 };
+        for (x, y) in on_flex.iter().zip(&on_wgpu).take(compared) {
+            assert!(
+                (x - y).abs() < 1e-3,
+                "dense logit flex {x} vs wgpu {y} ({kept:?})"
+            );
+        }
     }
 }

@@ -431,7 +431,8 @@ fn dense_tiles_shrink_to_their_tissue_and_score_it_as_the_whole_image_does() {
     );
     assert_eq!(tile.windows, scan.total());
     let shrunk = pollster::block_on(scan.score(&classifier, &region, |_| {})).unwrap();
-    let whole = pollster::block_on(classifier.crop_window_logits(&region, grid.stride)).unwrap();
+    let whole =
+        pollster::block_on(classifier.crop_window_logits(&region, grid.stride, None)).unwrap();
     let mut worst = 0.0f32;
     for (probability, logit) in shrunk.probabilities.iter().zip(&whole) {
         if let Some(p) = probability {
@@ -459,7 +460,10 @@ fn dense_tiles_scored_in_any_order_make_the_same_heatmap() {
     let mut scored = 0;
     for index in (0..tiles).rev() {
         let crop = scan.crop(&region, index).unwrap();
-        let logits = pollster::block_on(classifier.crop_window_logits(&crop, grid.stride)).unwrap();
+        let kept = scan.kept(index).unwrap();
+        let logits =
+            pollster::block_on(classifier.crop_window_logits(&crop, grid.stride, Some(&kept)))
+                .unwrap();
         assert!(
             scan.accept(index, &logits[1..]).is_err(),
             "a short logit list is refused"

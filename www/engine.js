@@ -4,7 +4,7 @@
 
 import { WorkerClient } from './worker-client.js';
 
-// An instance grows to about 146 MB scoring a full tile of the page's dense pass (the bench
+// An instance grows to about 197 MB scoring a full tile of the page's dense pass (the bench
 // page's figure); a quarter of a gigabyte each leaves room for the page itself.
 const SCORER_MEMORY_MB = 256;
 

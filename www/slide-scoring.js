@@ -34,10 +34,11 @@ export async function scoreTiles({ call, pool, plan, current, progress }) {
   };
   const drain = async (scorer) => {
     for (let tile = claim(); tile; ) {
-      const { rgb, width, height } = await timed('crop', tile.crop);
+      const { rgb, width, height, kept, context } = await timed('crop', tile.crop);
       const following = claim();
-      const request = { rgb, width, height, stride: plan.stride, tta: plan.tta };
-      const { logits } = await timed('score', scorer.call('windowLogits', request, [rgb.buffer]));
+      const request = { rgb, width, height, kept, context, stride: plan.stride, tta: plan.tta };
+      const transfer = [rgb.buffer, kept.buffer];
+      const { logits } = await timed('score', scorer.call('windowLogits', request, transfer));
       if (!current()) return;
       const { index } = tile;
       progress(await timed('accept', call('slideAccept', { index, logits }, [logits.buffer])));

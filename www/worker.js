@@ -243,7 +243,7 @@ const requests = {
       return { plan: job.prepare(session, mpp ?? undefined, stride), tissue: job.tissue() };
     },
   },
-  // The crop tile `index` scores, for a pool worker: {rgb, width, height}.
+  // The crop tile `index` scores, for a pool worker: {rgb, width, height, kept, context}.
   slideCrop: { run: ({ index }) => openSlide().crop(index) },
   slideAccept: { run: slideAccept },
   slideScore: { session: true, run: slideScore },
@@ -254,8 +254,9 @@ const requests = {
   // The window logits of a crop made by another worker's slide: {logits}.
   windowLogits: {
     session: true,
-    run: async ({ rgb, width, height, stride, tta }) => ({
-      logits: await session.window_logits(new Uint8Array(rgb), width, height, stride, tta),
+    run: async ({ rgb, width, height, stride, tta, kept, context }) => ({
+      logits: await session.window_logits(
+        new Uint8Array(rgb), width, height, stride, tta, new Uint8Array(kept), context),
     }),
   },
 };

@@ -43,7 +43,7 @@ pub struct Args {
     exact: bool,
     /// Largest tile side of the dense pass, in pixels at the model's scale (each tile adds 64 px
     /// of context on every side): smaller tiles hold less memory and cost more work on solid
-    /// tissue. The page uses 640.
+    /// tissue. The page uses 768.
     #[arg(long, default_value_t = DENSE_TILE, value_parser = tile_side)]
     tile: usize,
     /// Windows scored per batch by --exact.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CelnetError, Result};
 use crate::input::{MAX_DECODE_PIXELS, batch_tensor_data, check_size, to_tensor_data};
+use crate::network::active_area::{ActiveArea, KeptWindows};
 use crate::network::model::Celnet;
 use crate::network::pooling::DenseWindows;
 use crate::network::profile::{Profile, profiled};
@@ -148,6 +149,26 @@ impl Orientation {
         x
     }
 
+    /// A `rows` x `cols` grid of values (row-major) over an image, as it lies over the image
+    /// in this orientation (the grids of a dense pass map onto themselves).
+    fn apply_grid<T: Copy>(self, values: &[T], rows: usize, cols: usize) -> Vec<T> {
+        let (down, across) = if self.transpose {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for r in 0..down {
+            for c in 0..across {
+                let r = if self.flip_rows { down - 1 - r } else { r };
+                let c = if self.flip_cols { across - 1 - c } else { c };
+                let (row, col) = if self.transpose { (c, r) } else { (r, c) };
+                out.push(values[row * cols + col]);
+            }
+        }
+        out
+    }
+
     fn flip<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match (self.flip_rows, self.flip_cols) {
             (false, false) => x,
@@ -212,23 +233,50 @@ impl Classifier {
     /// `[1, 3, H, W]`, row-major (see [`Celnet::forward_windows`]).
     /// With test-time augmentation, each window's logit is the mean over the orientations of
     /// the whole image (the grid of windows maps onto itself).
-    /// A stride or an input size the windows cannot align with is an error.
-    pub async fn window_logits(&self, image: Tensor<4>, stride: usize) -> Result<Vec<f32>> {
+    /// Where `kept` is given only those windows' logits are meaningful, and the pass computes
+    /// only what they see ([`ActiveArea`]).
+    /// A stride or an input size the windows cannot align with is an error, and so is a `kept`
+    /// without one value per window.
+    pub async fn window_logits(
+        &self,
+        image: Tensor<4>,
+        stride: usize,
+        kept: Option<&KeptWindows>,
+    ) -> Result<Vec<f32>> {
         let [_, _, height, width] = image.dims();
-        DenseWindows::of_glimpses(height, width, stride)?;
+        let grid = DenseWindows::of_glimpses(height, width, stride)?;
+        if let Some(kept) = kept.filter(|k| k.kept.len() != grid.rows * grid.cols) {
+            return Err(CelnetError::InvalidParameter(format!(
+                "{} windows kept of a grid of {}x{}",
+                kept.kept.len(),
+                grid.cols,
+                grid.rows
+            )));
+        }
         read(self.tta.mean(|orientation| {
-            let logits = self
-                .model
-                .forward_windows(orientation.apply(image.clone()), stride);
+            let image = orientation.apply(image.clone());
+            let [_, _, height, width] = image.dims();
+            let area = kept.map(|kept| {
+                let oriented = DenseWindows::of_glimpses(height, width, stride)
+                    .expect("an orientation of a grid the image fits");
+                let windows = orientation.apply_grid(&kept.kept, grid.rows, grid.cols);
+                ActiveArea::around(oriented, &windows, kept.context)
+            });
+            let logits = self.model.forward_windows(image, stride, area.as_ref());
             orientation.undo(logits)
         }))
         .await
     }
 
     /// [`Classifier::window_logits`] of an RGB crop (a tile of a dense scan).
-    pub async fn crop_window_logits(&self, crop: &RgbImage, stride: usize) -> Result<Vec<f32>> {
+    pub async fn crop_window_logits(
+        &self,
+        crop: &RgbImage,
+        stride: usize,
+        kept: Option<&KeptWindows>,
+    ) -> Result<Vec<f32>> {
         let input = Tensor::<4>::from_data(to_tensor_data(crop), &self.device);
-        self.window_logits(input, stride).await
+        self.window_logits(input, stride, kept).await
     }
 
     /// Logits of same-sized RGB images, in one forward pass.
@@ -261,7 +309,7 @@ impl Classifier {
         DenseWindows::of_glimpses(height, width, stride)?;
         let (logits, profile) = profiled(clock, || {
             let x = Tensor::<4>::from_data(to_tensor_data(crop), &self.device);
-            self.model.forward_windows(x, stride)
+            self.model.forward_windows(x, stride, None)
         });
         read(logits).await?;
         Ok(profile)
@@ -382,7 +430,7 @@ mod tests {
         });
         let classifier = classifier().with_tta(Tta::Dihedral);
         let input = Tensor::<4>::from_data(to_tensor_data(&image), classifier.device());
-        let logits = pollster::block_on(classifier.window_logits(input, 32)).unwrap();
+        let logits = pollster::block_on(classifier.window_logits(input, 32, None)).unwrap();
         assert_eq!(logits.len(), 4);
         for &z in &logits {
             assert!((z - logits[0]).abs() < 1e-4, "{logits:?}");

@@ -1,8 +1,9 @@
 //! The network and its kernels: CELNet ([`model`]) and its pooling over glimpses or windows
-//! ([`pooling`]), the plain classifier ([`classifier`]), and the operations written as Burn
+//! ([`pooling`]) and where its dense pass computes ([`active_area`]), the plain classifier ([`classifier`]), and the operations written as Burn
 //! backend extensions for speed on the CPU paths (3x3 and same-padded convolutions, attention's
 //! maxima, guided backprop's ReLU, the dense pass's attention), with the forward pass's profile by kind of operation.
 
+pub mod active_area;
 pub mod classifier;
 pub mod conv;
 pub mod guided;

@@ -10,7 +10,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::network::conv::{conv_same, conv3x3, conv3x3_relu};
+use crate::network::active_area::ActiveArea;
+use crate::network::conv::{conv_same, conv3x3, conv3x3_active, conv3x3_relu};
 use crate::network::guided::ReluKind;
 use crate::network::max_reduce::channel_max;
 use crate::network::pooling::{DenseWindows, Pooling};
@@ -80,6 +81,32 @@ impl ConvBn {
             _ => {
                 let out = self.forward(x);
                 span(RELU, || burn::tensor::activation::relu(out))
+            }
+        }
+    }
+
+    /// The dense pass's convolution, with its ReLU where `relu`, computed only inside `active`
+    /// and zero outside it (where given; the whole map otherwise).
+    fn forward_in(&self, x: Tensor<4>, relu: bool, active: Option<&ActiveArea>) -> Tensor<4> {
+        match (active, &self.bn, &self.conv.bias) {
+            (Some(area), None, Some(bias)) => span("3x3 convolutions", || {
+                let (weight, stride) = (self.conv.weight.val(), self.conv.stride[0]);
+                conv3x3_active(x, weight, bias.val(), stride, relu, area)
+            }),
+            (None, ..) if relu => self.forward_relu(x),
+            (None, ..) => self.forward(x),
+            (Some(area), ..) => {
+                // Not folded: the whole map, then the area's mask.
+                let out = self.forward(x);
+                let out = if relu {
+                    burn::tensor::activation::relu(out)
+                } else {
+                    out
+                };
+                let [_, _, height, width] = out.dims();
+                let mask = TensorData::new(area.mask([height, width]), [1, 1, height, width]);
+                let mask = Tensor::<4>::from_data(mask, &out.device());
+                out * mask
             }
         }
     }
@@ -238,22 +265,29 @@ impl MaResBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
+    /// `active`: where the dense pass computes (with [`Pooling::Windows`] only).
+    fn forward(
+        &self,
+        x: Tensor<4>,
+        relu: ReluKind,
+        pooling: Pooling,
+        active: Option<&ActiveArea>,
+    ) -> Tensor<4> {
         let out = match pooling {
             // The dense pass is inference, where every kind of ReLU is the standard one forward.
-            Pooling::Windows(_) => self.conv1.forward_relu(x.clone()),
+            Pooling::Windows(_) => self.conv1.forward_in(x.clone(), true, active),
             _ => {
                 let out = self.conv1.forward(x.clone());
                 span(RELU, || relu.apply(out))
             }
         };
-        let out = self.conv2.forward(out);
+        let out = self.conv2.forward_in(out, false, active);
         let weights = span("channel attention", || {
             self.channel_attention.forward(out.clone(), relu, pooling)
         });
         // After attention, so that the shortcut's map is not held while attention runs.
         let identity = move || match &self.shortcut {
-            Some(shortcut) => shortcut.forward(x),
+            Some(shortcut) => shortcut.forward_in(x, false, active),
             None => x,
         };
         let Pooling::Windows(grid) = pooling else {
@@ -314,11 +348,18 @@ impl Stage {
         }
     }
 
-    /// `pooling` is given at the stage's output resolution.
-    fn forward(&self, x: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
+    /// `pooling` is given at the stage's output resolution; `active` is where the dense pass
+    /// computes.
+    fn forward(
+        &self,
+        x: Tensor<4>,
+        relu: ReluKind,
+        pooling: Pooling,
+        active: Option<&ActiveArea>,
+    ) -> Tensor<4> {
         self.blocks
             .iter()
-            .fold(x, |x, block| block.forward(x, relu, pooling))
+            .fold(x, |x, block| block.forward(x, relu, pooling, active))
     }
 }
 
@@ -462,20 +503,32 @@ impl Celnet {
 
     /// Input to F2: head, module 1 and module 2 (`[B, 32, H/2, W/2]` for the paper's widths).
     pub fn features2(&self, images: Tensor<4>, relu: ReluKind) -> Tensor<4> {
-        self.features2_pooled(images, relu, Pooling::Global)
+        self.features2_pooled(images, relu, Pooling::Global, None)
     }
 
     /// F2 to F3: module 3 (`[B, 64, H/4, W/4]`).
     pub fn features3(&self, f2: Tensor<4>, relu: ReluKind) -> Tensor<4> {
-        self.module3.forward(f2, relu, Pooling::Global)
+        self.module3.forward(f2, relu, Pooling::Global, None)
     }
 
-    /// [`Celnet::features2`] with `pooling` given at the input's resolution.
-    fn features2_pooled(&self, images: Tensor<4>, relu: ReluKind, pooling: Pooling) -> Tensor<4> {
-        let x = self.head.forward(images);
-        let x = span(RELU, || relu.apply(x));
-        let x = self.module1.forward(x, relu, pooling);
-        self.module2.forward(x, relu, pooling.downscaled(2))
+    /// [`Celnet::features2`] with `pooling` given at the input's resolution, computed inside
+    /// `active` where given.
+    fn features2_pooled(
+        &self,
+        images: Tensor<4>,
+        relu: ReluKind,
+        pooling: Pooling,
+        active: Option<&ActiveArea>,
+    ) -> Tensor<4> {
+        let x = match active {
+            Some(_) => self.head.forward_in(images, true, active),
+            None => {
+                let x = self.head.forward(images);
+                span(RELU, || relu.apply(x))
+            }
+        };
+        let x = self.module1.forward(x, relu, pooling, active);
+        self.module2.forward(x, relu, pooling.downscaled(2), active)
     }
 
     /// Logits `[B, rows, cols]` of the [`GLIMPSE`]-px windows every `stride` px that cover
@@ -485,19 +538,28 @@ impl Celnet {
     /// because its border sees neighbouring tissue instead of zero padding and because shared
     /// blocks are reweighted by the nearest window's channel attention.
     ///
+    /// Where `active` is given the convolutions compute only inside it and every map is zero
+    /// outside ([`ActiveArea`]): the logits of windows that lie whole inside it with their
+    /// context are kept, the others are not meaningful.
+    ///
     /// # Panics
     /// Unless [`DenseWindows::of_glimpses`] accepts the input's size and `stride` (callers that
     /// take sizes from users check it first, as [`crate::network::classifier::Classifier`] does).
-    pub fn forward_windows(&self, images: Tensor<4>, stride: usize) -> Tensor<3> {
+    pub fn forward_windows(
+        &self,
+        images: Tensor<4>,
+        stride: usize,
+        active: Option<&ActiveArea>,
+    ) -> Tensor<3> {
         let [batch, _, height, width] = images.dims();
         let grid =
             DenseWindows::of_glimpses(height, width, stride).unwrap_or_else(|e| panic!("{e}"));
         let pooling = Pooling::Windows(grid);
         let relu = ReluKind::Standard;
-        let f2 = self.features2_pooled(images, relu, pooling);
+        let f2 = self.features2_pooled(images, relu, pooling, active);
         let f3 = self
             .module3
-            .forward(f2.clone(), relu, pooling.downscaled(4));
+            .forward(f2.clone(), relu, pooling.downscaled(4), active);
         span("companions and classifier", || {
             let companions = |features: Tensor<4>, pooling: Pooling| {
                 let (avg, max) = pooling.avg_max(features);
@@ -541,7 +603,7 @@ mod tests {
         let images = Tensor::<4>::random([2, 3, 96, 96], Distribution::Default, &device);
         let dense = values(
             model
-                .forward_windows(images.clone(), 32)
+                .forward_windows(images.clone(), 32, None)
                 .reshape([2, 1, 1, 1]),
         );
         let plain = values(model.forward(images).reshape([2, 1, 1, 1]));

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::error::{CelnetError, Result};
 use crate::explain::{CelmParams, Explainer};
+use crate::network::active_area::KeptWindows;
 use crate::network::classifier::{Classifier, Tta};
 use crate::network::model::GLIMPSE;
 use crate::slide::evidence::{EvidenceReason, ExplainedWindow, WindowEvidence};
@@ -122,6 +123,11 @@ impl<R: Read + Seek> Analysis<R> {
     /// [`Classifier::crop_window_logits`] at the grid's stride).
     pub fn crop(&self, index: usize) -> Result<RgbImage> {
         self.scan.crop(&self.image, index)
+    }
+
+    /// The windows whose logits tile `index` keeps, for scoring its crop ([`Scan::kept`]).
+    pub fn kept(&self, index: usize) -> Result<KeptWindows> {
+        self.scan.kept(index)
     }
 
     /// Keeps the window logits of tile `index`; returns how many windows it scored.
@@ -460,7 +466,10 @@ mod tests {
         for index in (0..tiles).rev() {
             let crop = pieces.crop(index).unwrap();
             let stride = pieces.grid().stride;
-            let logits = pollster::block_on(classifier.crop_window_logits(&crop, stride)).unwrap();
+            let kept = pieces.kept(index).unwrap();
+            let logits =
+                pollster::block_on(classifier.crop_window_logits(&crop, stride, Some(&kept)))
+                    .unwrap();
             pieces.accept(index, &logits).unwrap();
         }
         assert_eq!(pieces.scan().probabilities(), whole.scan().probabilities());

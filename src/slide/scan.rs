@@ -7,8 +7,10 @@ use serde::Serialize;
 
 use crate::error::{CelnetError, Result};
 use crate::input::check_size;
+use crate::network::active_area::{ActiveArea, KeptWindows};
 use crate::network::classifier::{Classifier, Tta, sigmoid};
 use crate::network::model::GLIMPSE;
+use crate::network::pooling::DenseWindows;
 use crate::slide::grid::{DEFAULT_STRIDE, WindowGrid};
 use crate::slide::heatmap::Heatmap;
 use crate::slide::image::ModelScaleImage;
@@ -19,12 +21,12 @@ use crate::slide::tissue::{TISSUE_CELL, TissueMask};
 /// between tiles (96 - stride px) is a few percent of the work, small enough that a tile's
 /// activations stay around a hundred megabytes whatever the image size.
 pub const DENSE_TILE: usize = 1024;
-/// Largest tile side of the page's dense pass, model-scale px (a 768 px crop with its context):
+/// Largest tile side of the page's dense pass, model-scale px (an 896 px crop with its context):
 /// each scoring worker holds one tile's activations in its own WebAssembly memory, which never
-/// shrinks, and three 16-channel maps of a [`DENSE_TILE`] crop alone take 255 MB. Where tissue
-/// is scattered a smaller tile computes about as many pixels (less glass, more halo); on solid
-/// tissue about 1.1x.
-pub const PAGE_TILE: usize = 640;
+/// shrinks, and three 16-channel maps of a [`DENSE_TILE`] crop alone take 255 MB; at this side
+/// an instance stays under 200 MB. Where tissue is scattered a smaller tile computes about as
+/// many pixels (less glass, more halo); on solid tissue about 1.1x.
+pub const PAGE_TILE: usize = 768;
 /// Context the dense pass gives each tile on every side where the image has it, model-scale
 /// px (rounded up to whole strides): the tile's border windows see and attend to neighbours as
 /// they would inside a larger tile, so tile seams do not show in the heatmap.
@@ -129,6 +131,9 @@ pub struct DenseTile {
     pub height: usize,
     /// Tissue windows the tile scores.
     pub windows: usize,
+    /// Model-scale pixels the network computes: the part of the crop its windows see with
+    /// their context ([`ActiveArea`]).
+    pub pixels: u64,
     /// Where the tile's windows start among the crop's windows (`crop_cols` across).
     context_col: usize,
     context_row: usize,
@@ -150,9 +155,9 @@ pub struct Progress {
 }
 
 impl DenseTile {
-    /// Model-scale pixels the network computes for this tile (its crop).
+    /// Model-scale pixels the network computes for this tile.
     pub fn pixels(&self) -> u64 {
-        (self.width * self.height) as u64
+        self.pixels
     }
 }
 
@@ -170,6 +175,8 @@ impl DenseTile {
 pub struct Scan {
     grid: WindowGrid,
     in_tissue: Vec<bool>,
+    /// Context around each tile's windows, model-scale px (whole strides).
+    context: usize,
     /// The dense pass's tiles; empty when scoring exactly.
     tiles: Vec<DenseTile>,
     /// Windows per batch when scoring exactly; 0 for the dense pass.
@@ -211,6 +218,7 @@ impl Scan {
         let mut scan = Scan::exact(grid, tissue, 0);
         let per_tile = tile.saturating_sub(GLIMPSE) / grid.stride + 1;
         let context = context.div_ceil(grid.stride);
+        scan.context = context * grid.stride;
         let mut tiles: Vec<DenseTile> = tissue_blocks(grid, &scan.in_tissue, per_tile, context)
             .into_iter()
             .map(|(b, windows)| {
@@ -229,6 +237,7 @@ impl Scan {
                     width: grid.span(crop.cols),
                     height: grid.span(crop.rows),
                     windows,
+                    pixels: 0,
                     context_col: b.col - crop.col,
                     context_row: b.row - crop.row,
                     crop_cols: crop.cols,
@@ -236,6 +245,11 @@ impl Scan {
                 }
             })
             .collect();
+        for tile in &mut tiles {
+            let grid = DenseWindows::of_glimpses(tile.height, tile.width, grid.stride)?;
+            let area = ActiveArea::around(grid, &scan.kept_windows(tile), scan.context);
+            tile.pixels = (area.fraction() * (tile.width * tile.height) as f64).round() as u64;
+        }
         // Largest first: where tiles are scored side by side (in the page, by a pool of
         // workers), the last ones are small and no worker waits long for another (most tiles
         // are cut to their tissue); the estimates of time left follow pixels either way. Ties
@@ -254,6 +268,7 @@ impl Scan {
         Scan {
             grid,
             in_tissue,
+            context: 0,
             tiles: Vec::new(),
             batch: batch.max(1),
             probabilities: vec![None; grid.cols * grid.rows],
@@ -269,8 +284,8 @@ impl Scan {
         &self.tiles
     }
 
-    /// Model-scale pixels the network computes: every dense tile's crop, or a glimpse per
-    /// window when scoring exactly.
+    /// Model-scale pixels the network computes: what every dense tile's windows see with their
+    /// context, or a glimpse per window when scoring exactly.
     pub fn pixels(&self) -> u64 {
         if self.tiles.is_empty() {
             return (self.total() * GLIMPSE * GLIMPSE) as u64;
@@ -287,6 +302,28 @@ impl Scan {
     pub fn crop(&self, image: &(impl ModelScaleImage + ?Sized), index: usize) -> Result<RgbImage> {
         let t = self.tile(index)?;
         image.region(t.x, t.y, t.width, t.height)
+    }
+
+    /// The windows of tile `index`'s crop whose logits it keeps (its tissue windows, row-major
+    /// over the crop's windows) and their context: the dense pass computes only what they see.
+    pub fn kept(&self, index: usize) -> Result<KeptWindows> {
+        Ok(KeptWindows {
+            kept: self.kept_windows(self.tile(index)?),
+            context: self.context,
+        })
+    }
+
+    /// Tile `t`'s tissue windows, row-major over its crop's windows.
+    fn kept_windows(&self, t: &DenseTile) -> Vec<bool> {
+        let mut kept = vec![false; t.crop_cols * t.crop_rows];
+        for r in 0..t.rows {
+            for c in 0..t.cols {
+                if self.in_tissue[self.grid.index(t.col + c, t.row + r)] {
+                    kept[(r + t.context_row) * t.crop_cols + c + t.context_col] = true;
+                }
+            }
+        }
+        kept
     }
 
     /// Takes the window logits of tile `index`'s crop ([`Classifier::window_logits`] at the
@@ -322,8 +359,9 @@ impl Scan {
         index: usize,
     ) -> Result<usize> {
         let crop = self.crop(image, index)?;
+        let kept = self.kept(index)?;
         let logits = classifier
-            .crop_window_logits(&crop, self.grid.stride)
+            .crop_window_logits(&crop, self.grid.stride, Some(&kept))
             .await?;
         self.accept(index, &logits)
     }
@@ -394,11 +432,15 @@ impl Scan {
         let stride = self.grid.stride;
         std::thread::scope(|scope| {
             // One crop waiting while one is scored and the next is read: three at most.
-            let (crops, to_score) = sync_channel::<(usize, RgbImage)>(1);
+            let (crops, to_score) = sync_channel::<(usize, RgbImage, KeptWindows)>(1);
             let (scored, results) = channel::<(usize, Result<Vec<f32>>)>();
             scope.spawn(move || {
-                for (index, crop) in to_score {
-                    let logits = pollster::block_on(classifier.crop_window_logits(&crop, stride));
+                for (index, crop, kept) in to_score {
+                    let logits = pollster::block_on(classifier.crop_window_logits(
+                        &crop,
+                        stride,
+                        Some(&kept),
+                    ));
                     if scored.send((index, logits)).is_err() {
                         break;
                     }
@@ -412,7 +454,7 @@ impl Scan {
             };
             for index in 0..self.tiles.len() {
                 let crop = self.crop(image, index)?;
-                if crops.send((index, crop)).is_err() {
+                if crops.send((index, crop, self.kept(index)?)).is_err() {
                     break; // the scoring thread ended; its result says why
                 }
                 while let Ok(result) = results.try_recv() {

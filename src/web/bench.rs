@@ -79,7 +79,7 @@ pub async fn bench_dense_profile(
     }
     let classifier = session.classifier().clone().with_tta(Tta::Off);
     classifier
-        .crop_window_logits(&crop, stride)
+        .crop_window_logits(&crop, stride, None)
         .await
         .map_err(js_error)?;
     let profile = classifier

@@ -13,6 +13,7 @@ use super::explained::Explained;
 use super::slide::SlideWindow;
 use super::{js_error, now_ms, to_js};
 use crate::explain::{CelmParams, Explainer, PreparedEvidence};
+use crate::network::active_area::KeptWindows;
 use crate::network::classifier::{Classifier, Prediction, Tta};
 use crate::timings::Timings;
 use crate::{input, weights};
@@ -134,8 +135,11 @@ impl Session {
 
     /// The window logits of a model-scale crop (`width` x `height` RGB bytes, a
     /// [`super::SlideJob::crop`]) at `stride`, with test-time augmentation `tta` (`"off"` or
-    /// `"dihedral"`, as the slide's plan says): one dense pass, row-major over its windows. A
-    /// stride or a size the windows cannot align with is an error.
+    /// `"dihedral"`, as the slide's plan says): one dense pass, row-major over its windows.
+    /// `kept` (one byte per window, nonzero where its logit is kept; empty for every window)
+    /// and `context` (px) say what the pass must compute. A stride or a size the windows
+    /// cannot align with is an error.
+    #[allow(clippy::too_many_arguments)] // the crop, its windows and the plan's settings
     pub async fn window_logits(
         &self,
         rgb: Vec<u8>,
@@ -143,16 +147,22 @@ impl Session {
         height: u32,
         stride: usize,
         tta: JsValue,
+        kept: Vec<u8>,
+        context: usize,
     ) -> Result<Float32Array, JsError> {
         let crop = RgbImage::from_raw(width, height, rgb)
             .ok_or_else(|| JsError::new("the crop's size does not match its pixels"))?;
+        let kept = (!kept.is_empty()).then(|| KeptWindows {
+            kept: kept.iter().map(|&k| k != 0).collect(),
+            context,
+        });
         let tta: Tta = serde_wasm_bindgen::from_value(tta)
             .map_err(|e| JsError::new(&format!("bad test-time augmentation: {e}")))?;
         let logits = self
             .classifier
             .clone()
             .with_tta(tta)
-            .crop_window_logits(&crop, stride)
+            .crop_window_logits(&crop, stride, kept.as_ref())
             .await
             .map_err(js_error)?;
         Ok(Float32Array::from(&logits[..]))

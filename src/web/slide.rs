@@ -171,14 +171,22 @@ impl SlideJob {
         })
     }
 
-    /// `{rgb, width, height}`: the model-scale RGB pixels tile `index` scores, to be scored by
-    /// any worker's `Session.window_logits` at the plan's stride.
+    /// `{rgb, width, height, kept, context}`: the model-scale RGB pixels tile `index` scores,
+    /// and the windows whose logits it keeps (one byte per window of the crop, 1 where kept)
+    /// with their context in px, to be scored by any worker's `Session.window_logits` at the
+    /// plan's stride.
     pub fn crop(&self, index: usize) -> Result<JsValue, JsError> {
-        let crop = self.with(|a| a.crop(index).map_err(js_error))?;
+        let (crop, kept) = self.with(|a| {
+            let crop = a.crop(index).map_err(js_error)?;
+            Ok((crop, a.kept(index).map_err(js_error)?))
+        })?;
         let out = js_sys::Object::new();
         set(&out, "rgb", &Uint8Array::from(crop.as_raw().as_slice()))?;
         set(&out, "width", &crop.width().into())?;
         set(&out, "height", &crop.height().into())?;
+        let windows: Vec<u8> = kept.kept.iter().map(|&k| u8::from(k)).collect();
+        set(&out, "kept", &Uint8Array::from(&windows[..]))?;
+        set(&out, "context", &kept.context.into())?;
         Ok(out.into())
     }
 

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use super::{
     CHANNELS, Epilogue, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, output_side,
-    per_band, per_image, store_lanes, unwritten, written,
+    per_band, per_image, store_lanes, unwritten, written, zero, zero_outside,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2_fma, avx512};
@@ -68,6 +68,7 @@ pub(super) fn direct3x3_with(
     let pass = Pass {
         taps,
         row_step: stride,
+        h_out,
         w_out,
     };
     let weight_of = |o: usize, k: usize| weight[o * c_in * 9 + k];
@@ -244,6 +245,7 @@ impl Parity {
         let pass = Pass::<ROWS, COLS> {
             taps: std::array::from_fn(|r| std::array::from_fn(|c| self.taps[r * COLS + c])),
             row_step: 1,
+            h_out: self.rows,
             w_out: self.cols,
         };
         let mut part = unwritten(self.c_in.next_multiple_of(CHANNELS) * self.rows * self.cols);
@@ -387,12 +389,6 @@ fn split_row(src: &[f32], even: &mut [Unwritten], odd: &mut [Unwritten]) {
     zero(&mut even[n + 1..]);
 }
 
-fn zero(values: &mut [Unwritten]) {
-    for value in values {
-        value.write(0.0);
-    }
-}
-
 /// One convolution pass over padded planes: output row `y` reads padded row
 /// `row_step * y + tap.row`.
 ///
@@ -402,10 +398,38 @@ fn zero(values: &mut [Unwritten]) {
 struct Pass<const ROWS: usize, const COLS: usize> {
     taps: [[Tap; COLS]; ROWS],
     row_step: usize,
+    h_out: usize,
     w_out: usize,
 }
 
 impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
+    /// The columns output row `y` computes (see [`Epilogue::columns`]): starting at a whole
+    /// block of `lanes` outputs, to be stored from there and zeroed outside by
+    /// [`Pass::zero_outside`].
+    fn columns(&self, y: usize, epilogue: &Epilogue, lanes: usize) -> Range<usize> {
+        let columns = epilogue.columns([self.h_out, self.w_out], y..y + 1);
+        columns.start / lanes * lanes..columns.end
+    }
+
+    /// Zeros into output row `y` (of `rows`) of each channel in `out`, outside the columns it
+    /// computes, over what the blocks of outputs wrote there.
+    fn zero_outside(
+        &self,
+        out: &mut [&mut [Unwritten]],
+        y: usize,
+        rows: &Range<usize>,
+        epilogue: &Epilogue,
+    ) {
+        if epilogue.active.is_none() {
+            return;
+        }
+        let columns = epilogue.columns([self.h_out, self.w_out], y..y + 1);
+        let at = (y - rows.start) * self.w_out;
+        for channel in out.iter_mut() {
+            zero_outside(&mut channel[at..at + self.w_out], columns.clone());
+        }
+    }
+
     /// Output rows `rows` of channels `group * CHANNELS ..` of one image into `out` (one slice of
     /// those rows per channel, fewer than [`CHANNELS`] for the last group when the channels are
     /// not a multiple of it), with `kernel`'s instructions (one of the plain loops').
@@ -494,7 +518,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
             row.map(|tap| tap.plane * in_channels * plane + tap.row * row_len + tap.col)
         });
         for y in rows.clone() {
-            for x0 in (0..w_out).step_by(LANES) {
+            for x0 in self.columns(y, &epilogue, LANES).step_by(LANES) {
                 let mut acc = [[0.0f32; LANES]; CHANNELS];
                 for (c, row) in acc.iter_mut().enumerate() {
                     *row = [start[c]; LANES];
@@ -517,6 +541,7 @@ impl<const ROWS: usize, const COLS: usize> Pass<ROWS, COLS> {
                     store_lanes(&mut out[at..at + n], values, epilogue);
                 }
             }
+            self.zero_outside(out, y, rows, &epilogue);
         }
     }
 }

@@ -29,6 +29,9 @@ use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_exten
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use crate::network::active_area::ActiveArea;
 
 mod direct;
 mod same;
@@ -48,15 +51,28 @@ const LANES: usize = if cfg!(target_arch = "wasm32") { 8 } else { 16 };
 pub type Shape4 = [usize; 4];
 
 /// What the kernels do to each output before storing it: add its channel's bias, then, for a
-/// ReLU fused into the convolution, clamp it at zero (a pass over the map saved).
+/// ReLU fused into the convolution, clamp it at zero (a pass over the map saved); and which
+/// outputs they compute.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// One value per output channel.
     pub bias: Option<&'a [f32]>,
     pub relu: bool,
+    /// Where a dense pass computes: outside it the outputs are zero (every output where `None`).
+    pub active: Option<&'a ActiveArea>,
 }
 
 impl Epilogue<'_> {
+    /// The columns of an `[height, width]` output that its rows `rows` compute (at least; the
+    /// kernels round them out to whole blocks).
+    #[inline]
+    fn columns(&self, size @ [_, width]: [usize; 2], rows: Range<usize>) -> Range<usize> {
+        match self.active {
+            Some(area) => area.columns(size, rows),
+            None => 0..width,
+        }
+    }
+
     /// Output channel `channel`'s bias (zero past the channels, for padded groups).
     #[inline(always)]
     fn bias(&self, channel: usize) -> f32 {
@@ -120,7 +136,10 @@ pub fn conv3x3_f32(
         shape,
         weight,
         c_out,
-        Epilogue { bias, relu: false },
+        Epilogue {
+            bias,
+            ..Epilogue::default()
+        },
         stride,
     )
 }
@@ -190,6 +209,20 @@ pub(crate) type Unwritten = MaybeUninit<f32>;
 /// Room for `len` outputs, to be written by a kernel before [`written`].
 pub(crate) fn unwritten(len: usize) -> Box<[Unwritten]> {
     Box::new_uninit_slice(len)
+}
+
+/// Zeros into `out` (outputs outside a dense pass's [`ActiveArea`]).
+pub(crate) fn zero(out: &mut [Unwritten]) {
+    out.fill(MaybeUninit::new(0.0));
+}
+
+/// Zeros into one output row's columns outside `columns` (clipped to the row).
+pub(crate) fn zero_outside(row: &mut [Unwritten], columns: Range<usize>) {
+    let end = columns.end.min(row.len());
+    let start = columns.start.min(end);
+    let (before, rest) = row.split_at_mut(start);
+    zero(before);
+    zero(&mut rest[end - start..]);
 }
 
 /// The outputs in `out`, every one of which a kernel has written.
@@ -426,6 +459,22 @@ pub trait Conv3x3Backend: Backend {
         Self::relu(Self::conv3x3(x, weight, bias, stride))
     }
 
+    /// [`Conv3x3Backend::conv3x3`], and its ReLU where `relu`, with every output outside
+    /// `active` zero: the dense pass's convolutions (inference), which flex computes only
+    /// inside the area.
+    #[fusion(default)]
+    fn conv3x3_active(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        relu: bool,
+        active: ActiveArea,
+    ) -> FloatTensor<Self> {
+        let out = Self::conv3x3(x, weight, bias, stride);
+        masked::<Self>(if relu { Self::relu(out) } else { out }, &active)
+    }
+
     /// The gradient of [`Conv3x3Backend::conv3x3`]'s output with respect to `x`.
     #[fusion(default)]
     fn conv3x3_x_backward(
@@ -477,6 +526,22 @@ impl Conv3x3Backend for Flex {
         }
     }
 
+    fn conv3x3_active(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        relu: bool,
+        active: ActiveArea,
+    ) -> FloatTensor<Self> {
+        if flex_direct() {
+            flex::conv3x3_in(x, weight, Some(bias), stride, relu, Some(&active))
+        } else {
+            let out = Flex::conv2d(x, weight, Some(bias), options(stride));
+            masked::<Flex>(if relu { Flex::relu(out) } else { out }, &active)
+        }
+    }
+
     fn conv3x3_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -491,8 +556,19 @@ impl Conv3x3Backend for Flex {
     }
 }
 
+/// `out` `[B, C, H, W]` with every value outside `area` zero, for backends that compute whole
+/// maps.
+fn masked<B: Backend>(out: FloatTensor<B>, area: &ActiveArea) -> FloatTensor<B> {
+    let shape = out.shape();
+    let size = [shape[2], shape[3]];
+    let mask = TensorData::new(area.mask(size), [1, 1, size[0], size[1]]);
+    let mask = B::float_from_data(mask, &out.device());
+    B::float_mul(out, mask)
+}
+
 /// flex tensors to slices and back (also for the other flex kernels of [`crate::network`]).
 pub(crate) mod flex {
+    use super::ActiveArea;
     use burn::backend::Flex;
     use burn::backend::ops::{ActivationOps, ModuleOps};
     use burn::backend::tensor::FloatTensor;
@@ -552,6 +628,23 @@ pub(crate) mod flex {
         stride: usize,
         relu: bool,
     ) -> FloatTensor<Flex> {
+        conv3x3_in(x, weight, bias, stride, relu, None)
+    }
+
+    /// [`conv3x3`] computed inside `active` only, zero outside (everywhere where `None`).
+    pub fn conv3x3_in(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        bias: Option<FloatTensor<Flex>>,
+        stride: usize,
+        relu: bool,
+        active: Option<&ActiveArea>,
+    ) -> FloatTensor<Flex> {
+        if let Some(area) = active.filter(|_| !all_f32([&x, &weight])) {
+            // Another element type: the whole map, then the area's mask.
+            let out = conv3x3_in(x, weight, bias, stride, relu, None);
+            return super::masked::<Flex>(out, area);
+        }
         if !all_f32(
             [Some(&x), Some(&weight), bias.as_ref()]
                 .into_iter()
@@ -567,6 +660,7 @@ pub(crate) mod flex {
         let epilogue = super::Epilogue {
             bias: bias.as_ref().map(slice),
             relu,
+            active,
         };
         let out = super::conv3x3_with(slice(&x), input, slice(&weight), c_out, epilogue, stride);
         let side = |s| super::output_side(s, stride);
@@ -657,6 +751,26 @@ pub fn conv3x3_relu(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: us
     ))
 }
 
+/// [`conv3x3`], and a ReLU where `relu`, with every output outside `active` zero: the dense
+/// pass's convolutions, which flex computes only inside the area.
+pub fn conv3x3_active(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    relu: bool,
+    active: &ActiveArea,
+) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv3x3_active(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride,
+        relu,
+        active.clone(),
+    ))
+}
+
 /// A 3x3 convolution with padding 1 of `x` `[B, C_in, H, W]` by `weight` `[C_out, C_in, 3, 3]`
 /// at `stride`, plus `bias` `[C_out]`: [`conv3x3_f32`] on flex in wasm, Burn's `conv2d` elsewhere.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
@@ -744,6 +858,7 @@ mod tests {
                         Epilogue {
                             bias: Some(&bs),
                             relu,
+                            active: None,
                         },
                         &expected,
                     ),
@@ -751,6 +866,7 @@ mod tests {
                         Epilogue {
                             bias: Some(&bs),
                             relu,
+                            active: None,
                         },
                         &rectified,
                     ),
@@ -764,6 +880,62 @@ mod tests {
                         let winograd =
                             winograd::winograd3x3_with(kernel, &xs, shape, &ws, c_out, epilogue);
                         assert_close_to_scale(&winograd, expected, &format!("Winograd {what}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inside_an_active_area_the_kernels_compute_burns_convolution_and_zero_elsewhere() {
+        use crate::network::active_area::ActiveArea;
+        use crate::network::pooling::DenseWindows;
+        // 96-px windows every 32 px over a 224 x 320 map (7 x 10 cells of 32 px), three kept
+        // far apart: each row of cells has its own span, some none, and spans do not start or
+        // end on whole blocks of outputs.
+        let grid = DenseWindows::covering(224, 320, 96, 32).unwrap();
+        let mut kept = vec![false; grid.rows * grid.cols];
+        for (row, col) in [(0, 0), (4, 6), (1, 7)] {
+            kept[row * grid.cols + col] = true;
+        }
+        let area = ActiveArea::around(grid, &kept, 32);
+        assert!(area.fraction() > 0.3 && area.fraction() < 0.9);
+        let device = Device::flex();
+        for (c_in, c_out, stride) in [(3, 16, 1), (16, 16, 1), (16, 32, 2), (32, 8, 2)] {
+            let shape = [1, c_in, 224, 320];
+            let x = random(shape, &device);
+            let weight = random([c_out, c_in, 3, 3], &device);
+            let bias = random([c_out], &device);
+            let whole = burn::tensor::module::conv2d(
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                options(stride),
+            );
+            let [_, _, h, w] = whole.dims();
+            let mask = area.mask([h, w]);
+            let (xs, ws, bs) = (values(x), values(weight), values(bias));
+            let whole = values(whole);
+            for relu in [false, true] {
+                let expected: Vec<f32> = whole
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| if relu { v.max(0.0) } else { v } * mask[i % (h * w)])
+                    .collect();
+                let epilogue = Epilogue {
+                    bias: Some(&bs),
+                    relu,
+                    active: Some(&area),
+                };
+                for kernel in Kernel::available() {
+                    let what = format!("{kernel:?}, {c_in} -> {c_out} /{stride}, ReLU {relu}");
+                    let direct =
+                        direct::direct3x3_with(kernel, &xs, shape, &ws, c_out, epilogue, stride);
+                    assert_close(&direct, &expected, &format!("direct {what}"));
+                    if stride == 1 && c_in >= 8 {
+                        let winograd =
+                            winograd::winograd3x3_with(kernel, &xs, shape, &ws, c_out, epilogue);
+                        assert_close_to_scale(&winograd, &expected, &format!("Winograd {what}"));
                     }
                 }
             }

@@ -22,7 +22,7 @@ use std::ops::Range;
 
 use super::{
     CHANNELS, Epilogue, Kernel, LANES, Shape4, Unwritten, channel_bands, madd_block, per_band,
-    per_image, unwritten, written,
+    per_image, unwritten, written, zero_outside,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2_fma, avx512};
@@ -270,17 +270,58 @@ impl Tiles {
         }
     }
 
+    /// The tile columns, whole blocks of `lanes`, that tile row `row` computes: every block
+    /// holding a column that one of its output rows computes (see [`Epilogue::columns`]).
+    fn active_blocks(&self, row: usize, epilogue: &Epilogue) -> Range<usize> {
+        let rows = OUT * row..(OUT * row + OUT).min(self.height);
+        let columns = epilogue.columns([self.height, self.width], rows);
+        if columns.is_empty() {
+            return 0..0;
+        }
+        let first = columns.start / OUT / self.lanes * self.lanes;
+        let end = columns.end.div_ceil(OUT).next_multiple_of(self.lanes);
+        first..end.min(self.cols_padded)
+    }
+
+    /// Zeros into tile row `row`'s output rows (in `out` from output row `first_row`) outside
+    /// the columns each computes, over what the blocks of tiles wrote there.
+    fn zero_outside(
+        &self,
+        out: &mut [&mut [Unwritten]],
+        row: usize,
+        first_row: usize,
+        epilogue: &Epilogue,
+    ) {
+        if epilogue.active.is_none() {
+            return;
+        }
+        for y in OUT * row..(OUT * row + OUT).min(self.height) {
+            let columns = epilogue.columns([self.height, self.width], y..y + 1);
+            for channel in out.iter_mut() {
+                let at = (y - first_row) * self.width;
+                zero_outside(&mut channel[at..at + self.width], columns.clone());
+            }
+        }
+    }
+
     /// `V = B^T d B` of tile row `row` for every input channel into `v` (see
-    /// [`Tiles::transformed_len`]), each channel's six input rows split into `scratch` first
-    /// (see [`Tiles::row_scratch`]).
+    /// [`Tiles::transformed_len`]) for the blocks of tiles `blocks`, each channel's six input
+    /// rows split into `scratch` first (see [`Tiles::row_scratch`]).
     #[inline(always)]
-    fn transform_row(&self, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
+    fn transform_row(
+        &self,
+        image: &[f32],
+        row: usize,
+        scratch: &mut [f32],
+        v: &mut [f32],
+        blocks: Range<usize>,
+    ) {
         let len = self.quarter_len();
         for c in 0..self.c_in {
             for (r, quarters) in scratch.chunks_exact_mut(4 * len).enumerate() {
                 self.split_row(image, c, OUT * row + r, quarters);
             }
-            for col in (0..self.cols_padded).step_by(LANES) {
+            for col in blocks.clone().step_by(LANES) {
                 // d B for each of the block's six input rows, then B^T (d B) down each column.
                 let t = [
                     transformed_row(scratch, len, col, 0),
@@ -367,8 +408,11 @@ impl Tiles {
         // The sums of one block of tiles: `[position][output channel]`.
         let mut m = [[[0.0f32; LANES]; CHANNELS]; POSITIONS];
         for row in rows {
-            self.transform_row(image, row, &mut scratch, v);
-            for col in (0..self.cols_padded).step_by(LANES) {
+            let blocks = self.active_blocks(row, &epilogue);
+            if !blocks.is_empty() {
+                self.transform_row(image, row, &mut scratch, v, blocks.clone());
+            }
+            for col in blocks.step_by(LANES) {
                 for (group, weights) in u.chunks_exact(POSITIONS * self.c_in).enumerate() {
                     for (position, sums) in m.iter_mut().enumerate() {
                         // A local accumulator stays in registers.
@@ -396,6 +440,7 @@ impl Tiles {
                     }
                 }
             }
+            self.zero_outside(out, row, first_row, &epilogue);
         }
     }
 

@@ -56,7 +56,7 @@ pub(super) unsafe fn channel_group<const ROWS: usize, const COLS: usize>(
         .map(|(_, &offset)| offset + AHEAD)
         .collect();
     for y in rows.clone() {
-        for x0 in (0..w_out).step_by(OUTPUTS) {
+        for x0 in pass.columns(y, &epilogue, OUTPUTS).step_by(OUTPUTS) {
             let mut acc = [_mm512_setzero_ps(); GROUP];
             for (sum, &b) in acc.iter_mut().zip(&start) {
                 *sum = _mm512_set1_ps(b);
@@ -89,6 +89,7 @@ pub(super) unsafe fn channel_group<const ROWS: usize, const COLS: usize>(
                 store(&mut out[at..at + count], sum);
             }
         }
+        pass.zero_outside(out, y, rows, &epilogue);
     }
 }
 

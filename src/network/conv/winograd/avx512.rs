@@ -101,13 +101,20 @@ fn split_row(
 /// `V = B^T d B` of tile row `row` for every input channel into `v` (see
 /// [`Tiles::transformed_len`]).
 #[target_feature(enable = "avx512f")]
-fn transform_row(tiles: &Tiles, image: &[f32], row: usize, scratch: &mut [f32], v: &mut [f32]) {
+fn transform_row(
+    tiles: &Tiles,
+    image: &[f32],
+    row: usize,
+    scratch: &mut [f32],
+    v: &mut [f32],
+    blocks: Range<usize>,
+) {
     let len = tiles.quarter_len();
     for c in 0..tiles.c_in {
         for (r, quarters) in scratch.chunks_exact_mut(4 * len).enumerate() {
             split_row(tiles, image, c, OUT * row + r, quarters);
         }
-        for col in (0..tiles.cols_padded).step_by(TILES) {
+        for col in blocks.clone().step_by(TILES) {
             // Arrays of vectors as literals: moved through `map` or `from_fn` they are
             // copied through memory, and built by loops they are zeroed first.
             let row = |r: usize| input_transform(load_row(&scratch[r * 4 * len..], len, col));
@@ -145,8 +152,11 @@ fn convolve_rows(
     let mut transformed = Transformed::take(tiles.transformed_len());
     let v = transformed.values();
     for row in rows {
-        transform_row(tiles, image, row, &mut scratch, v);
-        for col in (0..tiles.cols_padded).step_by(TILES) {
+        let blocks = tiles.active_blocks(row, &epilogue);
+        if !blocks.is_empty() {
+            transform_row(tiles, image, row, &mut scratch, v, blocks.clone());
+        }
+        for col in blocks.step_by(TILES) {
             for (group, weights) in u.chunks_exact(POSITIONS * c_in).enumerate() {
                 for (position, sums) in m.iter_mut().enumerate() {
                     let weights = &weights[position * c_in..][..c_in];
@@ -161,6 +171,7 @@ fn convolve_rows(
                 }
             }
         }
+        tiles.zero_outside(out, row, first_row, &epilogue);
     }
 }
 
