@@ -4,7 +4,9 @@
   the CMU sample resampled to 1 µm/px;
 - large-slide.tif: a 100,000 x 80,000 px BigTIFF at 0.5 µm/px with levels 1, 1/4, 1/16, 1/64,
   whose 256-px JPEG tiles repeat 64 tiles cut from the CMU sample (so it writes in seconds):
-  the size of a whole-slide scan, for opening, viewing and memory, not for its scores.
+  the size of a whole-slide scan, for opening, viewing and memory, not for its scores;
+- large-slide-jp2k.svs: the same slide as an Aperio SVS with JPEG 2000 tiles (33005, 38 dB),
+  MPP = 0.5 in its description.
 
 Usage: python3 scripts/make-bench-slides.py CMU-1-Small-Region.svs OUTDIR
 Needs: pip install tifffile imagecodecs numpy pillow
@@ -30,7 +32,9 @@ def mirrored(source: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.tile(block, reps)[:height, :width]
 
 
-def pyramid(levels, path: Path, mpp: float, bigtiff: bool = False) -> None:
+def pyramid(
+    levels, path: Path, mpp: float, bigtiff: bool = False, compression="jpeg", description=None
+) -> None:
     px_per_cm = 1e4 / mpp
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         for i, (scale, data, shape) in enumerate(levels):
@@ -40,11 +44,13 @@ def pyramid(levels, path: Path, mpp: float, bigtiff: bool = False) -> None:
                 dtype=np.uint8,
                 photometric="rgb",
                 tile=(TILE, TILE),
-                compression="jpeg",
-                compressionargs={"level": 85},
+                compression=compression,
+                compressionargs={"level": 85} if compression == "jpeg" else None,
                 resolution=(px_per_cm / scale, px_per_cm / scale),
                 resolutionunit="CENTIMETER",
                 subfiletype=1 if i else 0,
+                description=description if i == 0 else None,
+                metadata=None,
             )
 
 
@@ -70,17 +76,36 @@ def main(svs: str, out: str) -> None:
         for y in range(0, 8 * TILE, TILE)
         for x in range(0, 8 * TILE, TILE)
     ]
+    jp2k = [
+        imagecodecs.jpeg2k_encode(
+            np.ascontiguousarray(level0[y:y + TILE, x:x + TILE]), level=38, codecformat="J2K"
+        )
+        for y in range(0, 8 * TILE, TILE)
+        for x in range(0, 8 * TILE, TILE)
+    ]
     width, height = 100_000, 80_000
 
-    def repeated(w: int, h: int):
+    def repeated(tiles, w: int, h: int):
         count = (-(-w // TILE)) * (-(-h // TILE))
         return (tiles[i % len(tiles)] for i in range(count))
 
-    levels = []
-    for scale in (1, 4, 16, 64):
-        w, h = width // scale, height // scale
-        levels.append((scale, repeated(w, h), (h, w, 3)))
-    pyramid(levels, out / "large-slide.tif", 0.5, bigtiff=True)
+    def levels_of(tiles):
+        levels = []
+        for scale in (1, 4, 16, 64):
+            w, h = width // scale, height // scale
+            levels.append((scale, repeated(tiles, w, h), (h, w, 3)))
+        return levels
+
+    pyramid(levels_of(tiles), out / "large-slide.tif", 0.5, bigtiff=True)
+    aperio = f"Aperio Image Library v12.0.15\r\n{width}x{height} ({TILE}x{TILE}) J2K/KDU Q=70|MPP = 0.5"
+    pyramid(
+        levels_of(jp2k),
+        out / "large-slide-jp2k.svs",
+        0.5,
+        bigtiff=True,
+        compression=33005,
+        description=aperio,
+    )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ use std::io::Cursor;
 use std::path::Path;
 
 use celnet::input::decode_image;
-use celnet::slide::TiffSlide;
 use celnet::slide::file::resolution::file_resolution;
+use celnet::slide::{OpenedImage, TiffSlide};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new("fuzz/corpus").join(target);
@@ -32,6 +32,29 @@ fn slide_reader_survives_its_corpus() {
         for level in 0..slide.levels().len() {
             let info = slide.levels()[level].clone();
             let _ = slide.read_region(level, 0, 0, info.width.min(512), info.height.min(512));
+        }
+    }
+    assert!(opened > 0);
+}
+
+#[test]
+fn dicom_reader_survives_its_corpus() {
+    let inputs = corpus("dicom_reader");
+    assert!(inputs.len() >= 6, "{} inputs", inputs.len());
+    let mut opened = 0;
+    for data in inputs {
+        let Ok(slide) = OpenedImage::open(Cursor::new(data)) else {
+            continue;
+        };
+        opened += 1;
+        for (level, info) in slide.levels().iter().enumerate() {
+            let rect = (
+                0.0,
+                0.0,
+                f64::from(info.width.min(512)),
+                f64::from(info.height.min(512)),
+            );
+            let _ = slide.read_span(level, rect);
         }
     }
     assert!(opened > 0);

@@ -558,6 +558,51 @@ fn slide_files_are_read_at_the_pyramid_level_nearest_the_model_scale() {
     assert_eq!(svs["level"], 0);
     assert_eq!(svs["mpp"], 0.499);
     assert!(svs["windows"].as_u64().unwrap() > 0);
+    assert_eq!(svs["format"], "Aperio SVS, JPEG");
+
+    // The same crop as Aperio JPEG 2000 (lossy at 35 dB) scores as its source PNG does.
+    let (jp2k, jp2k_windows) = run("tests/fixtures/tiff/svs-jp2k-rgb.svs", "jp2k", &[]);
+    assert_eq!(jp2k["format"], "Aperio SVS, Aperio JPEG 2000 (33005)");
+    let (source, source_windows) = run(
+        "tests/fixtures/tiff/svs-crop.png",
+        "jp2k-source",
+        &["--mpp", "0.499"],
+    );
+    assert_eq!(source["format"], "PNG");
+    assert_eq!(jp2k_windows.len(), source_windows.len());
+    for key in ["slide_score", "slide_probability"] {
+        let (a, b) = (jp2k[key].as_f64().unwrap(), source[key].as_f64().unwrap());
+        assert!((a - b).abs() < 0.02, "{key}: JPEG 2000 {a}, PNG {b}");
+    }
+
+    // The same crop as DICOM WSI, given as its folder. Its level 0 scores as the PNG does.
+    // (By default level 1 is read, which wsidicomizer resampled its own way: on this crop of
+    // 19 windows that moves windows at the tissue's edge, and the maximum went to 0.76.)
+    let (folder, folder_windows) = run("tests/fixtures/dicom/jpeg2000", "dicom", &["--level", "0"]);
+    assert_eq!(
+        folder["format"],
+        "DICOM WSI, JPEG 2000 (1.2.840.10008.1.2.4.91)"
+    );
+    assert_eq!(folder["mpp"], 0.499);
+    assert_eq!(folder_windows.len(), source_windows.len());
+    for key in ["slide_score", "slide_probability"] {
+        let (a, b) = (folder[key].as_f64().unwrap(), source[key].as_f64().unwrap());
+        assert!((a - b).abs() < 0.02, "{key}: DICOM {a}, PNG {b}");
+    }
+    let out = dir.join("dicom-files");
+    // Its files, in any order, are the same slide.
+    let files = json_stdout(&celnet(&[
+        "heatmap",
+        "tests/fixtures/dicom/jpeg2000/level-1.dcm",
+        "tests/fixtures/dicom/jpeg2000/level-0.dcm",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+        "--level",
+        "0",
+    ]));
+    assert_eq!(files["slide_score"], folder["slide_score"]);
+    assert_eq!(files["level"], folder["level"]);
 }
 
 /// Twice the signed area of a closed GeoJSON ring.

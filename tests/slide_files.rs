@@ -8,6 +8,9 @@ use celnet::slide::FileResolution;
 use celnet::slide::{OpenedImage, TiffSlide};
 use image::RgbImage;
 
+mod common;
+use common::difference;
+
 const DIR: &str = "tests/fixtures/tiff";
 
 fn bytes(name: &str) -> Vec<u8> {
@@ -22,18 +25,6 @@ fn open(data: Vec<u8>) -> celnet::Result<TiffSlide<Cursor<Vec<u8>>>> {
     TiffSlide::open(Cursor::new(data))
 }
 
-/// Mean and largest absolute difference over all samples.
-fn difference(a: &RgbImage, b: &RgbImage) -> (f64, u8) {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let diffs = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y));
-    let (sum, max) = diffs.fold((0u64, 0u8), |(s, m), d| (s + u64::from(d), m.max(d)));
-    (sum as f64 / a.as_raw().len() as f64, max)
-}
-
 fn whole(slide: &mut TiffSlide<Cursor<Vec<u8>>>, level: usize) -> RgbImage {
     let l = slide.levels()[level].clone();
     slide.read_region(level, 0, 0, l.width, l.height).unwrap()
@@ -42,11 +33,16 @@ fn whole(slide: &mut TiffSlide<Cursor<Vec<u8>>>, level: usize) -> RgbImage {
 #[test]
 fn lossless_flavours_read_the_pixels_they_were_written_with() {
     let region = png("region.png");
-    for name in ["tiled-lzw.tif", "pyramid-deflate.tif", "striped.tif"] {
+    for name in [
+        "tiled-lzw.tif",
+        "pyramid-deflate.tif",
+        "striped.tif",
+        "ome-lzw.ome.tif",
+    ] {
         let mut slide = open(bytes(name)).unwrap();
         assert_eq!(slide.dimensions(), (288, 192), "{name}");
         assert_eq!(whole(&mut slide, 0), region, "{name}");
-        // The pixel size, in px/cm or px/inch.
+        // The pixel size, in px/cm or px/inch, or in nm in the OME-XML (over 72 dpi tags).
         let FileResolution::Found(mpp) = slide.resolution() else {
             panic!("{name}: {:?}", slide.resolution());
         };
@@ -82,6 +78,24 @@ fn pyramid_levels_are_found_and_chosen_by_pixel_size() {
         image::Rgb(sum.map(|s| ((f64::from(s) / 4.0).round()) as u8))
     });
     assert!(difference(&half, &mean).1 <= 1);
+
+    // The same pyramid as OME-TIFF, its reduced levels in level 0's SubIFDs.
+    let mut ome = open(bytes("ome-pyramid.ome.tif")).unwrap();
+    let levels: Vec<(u32, u32, f64, usize)> = ome
+        .levels()
+        .iter()
+        .map(|l| (l.width, l.height, l.downsample, l.chain))
+        .collect();
+    assert_eq!(
+        levels,
+        vec![(288, 192, 1.0, 0), (144, 96, 2.0, 1), (72, 48, 4.0, 2)]
+    );
+    assert_eq!(ome.resolution(), FileResolution::Found(0.499));
+    assert_eq!(whole(&mut ome, 0), region);
+    assert!(difference(&whole(&mut ome, 1), &mean).1 <= 1);
+    assert!(difference(&whole(&mut ome, 2), &whole(&mut slide, 2)).1 <= 1);
+    // Back and forth between the chains.
+    assert_eq!(whole(&mut ome, 0), region);
     // 0.499 µm/px at level 0: level 1 is 0.998 µm/px, the model's scale (0.972) within 5%.
     assert_eq!(slide.level_for(0.499, 0.972), 1);
     assert_eq!(slide.level_for(0.499, 0.5), 0);
@@ -123,6 +137,43 @@ fn svs_tiles_with_shared_tables_read_like_libjpeg() {
     let part = slide.read_region(0, 200, 220, 60, 50).unwrap();
     let expected = image::imageops::crop_imm(&reference, 200, 220, 60, 50).to_image();
     assert!(difference(&part, &expected).1 <= 8);
+}
+
+#[test]
+fn jpeg_2000_tiles_read_within_the_codec_error() {
+    let region = png("region.png");
+    // Aperio's 33003: lossless Y, Cb, Cr, converted here; only their rounding to 8 bits
+    // (0.32 on average, 1 at most).
+    let mut ycbcr = open(bytes("svs-jp2k-ycbcr.svs")).unwrap();
+    assert_eq!(ycbcr.levels()[0].compression, 33003);
+    assert_eq!(ycbcr.resolution(), FileResolution::Found(0.499));
+    let (mean, max) = difference(&whole(&mut ycbcr, 0), &region);
+    assert!(mean < 0.5 && max <= 2, "33003: mean {mean}, max {max}");
+    // tifffile's 34712, lossless RGB.
+    let mut lossless = open(bytes("jpeg2000.tif")).unwrap();
+    assert_eq!(whole(&mut lossless, 0), region);
+    // libvips' 33004 at Q 90, in YCbCr: 1.24 on average, 7 at most.
+    let mut vips = open(bytes("vips-jp2k.tif")).unwrap();
+    let (mean, max) = difference(&whole(&mut vips, 0), &region);
+    assert!(mean < 1.5 && max <= 10, "33004: mean {mean}, max {max}");
+
+    // Aperio's 33005, lossy through the irreversible colour transform: OpenJPEG's pixels to
+    // within the rounding of two floating-point inverse transforms, and the source's within
+    // the codec's error (3.4 on average at 35 dB).
+    let mut rgb = open(bytes("svs-jp2k-rgb.svs")).unwrap();
+    let reference = png("svs-jp2k-rgb.png");
+    let read = whole(&mut rgb, 0);
+    let (mean, max) = difference(&read, &reference);
+    assert!(
+        mean < 0.05 && max <= 1,
+        "33005 vs OpenJPEG: mean {mean}, max {max}"
+    );
+    let (mean, _) = difference(&read, &png("svs-crop.png"));
+    assert!(mean < 4.0, "33005 vs source: mean {mean}");
+    // Across the four tiles' corner.
+    let part = rgb.read_region(0, 200, 220, 60, 50).unwrap();
+    let expected = image::imageops::crop_imm(&read, 200, 220, 60, 50).to_image();
+    assert_eq!(part, expected);
 }
 
 /// Offset of the 12-byte IFD entry for `tag` in the first directory of a little-endian
@@ -194,16 +245,59 @@ fn damaged_and_unsupported_files_are_clear_errors() {
     let message = read_error(huge);
     assert!(message.contains("TIFF"), "{message}");
 
+    // LZW tiles labelled JPEG 2000, and a compression no reader knows.
     let mut jpeg2000 = good.clone();
     patch(&mut jpeg2000, 259, 33003); // Compression
     let message = read_error(jpeg2000);
+    assert!(message.contains("JPEG 2000 chunk"), "{message}");
+    let mut lerc = good.clone();
+    patch(&mut lerc, 259, 34887);
+    let message = read_error(lerc);
     assert!(
-        message.contains("unsupported compression Aperio JPEG 2000 (33003)"),
+        message.contains("unsupported compression code 34887"),
         "{message}"
     );
 
     let not_tiff = open(b"GIF89a not a slide".to_vec()).unwrap_err();
     assert!(matches!(not_tiff, CelnetError::ImageDecode(_)));
+}
+
+/// The first value of the array a LONG tag points to.
+fn first_of_array(data: &[u8], tag: u16) -> usize {
+    let e = entry(data, tag);
+    u32::from_le_bytes(data[e + 8..e + 12].try_into().unwrap()) as usize
+}
+
+#[test]
+fn damaged_jpeg_2000_tiles_are_clear_errors() {
+    let good = bytes("svs-jp2k-ycbcr.svs");
+    // The file cut inside its last tile.
+    let last = good.len() - 100;
+    let message = read_error(good[..last].to_vec());
+    assert!(message.contains("the file ends"), "{message}");
+    // A tile offset past the end of the file.
+    let mut past_the_end = good.clone();
+    let at = first_of_array(&good, 324); // TileOffsets
+    past_the_end[at..at + 4].copy_from_slice(&(good.len() as u32 + 1000).to_le_bytes());
+    let message = read_error(past_the_end);
+    assert!(message.contains("chunk 0"), "{message}");
+    // A byte count no tile has.
+    let mut huge = good.clone();
+    let at = first_of_array(&good, 325); // TileByteCounts
+    huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let message = read_error(huge);
+    assert!(message.contains("declares 4294967295 bytes"), "{message}");
+    // A tile's codestream overwritten from its middle on.
+    let mut garbled = good.clone();
+    let at = u32::from_le_bytes(good[first_of_array(&good, 324)..][..4].try_into().unwrap());
+    let count = u32::from_le_bytes(good[first_of_array(&good, 325)..][..4].try_into().unwrap());
+    let (from, to) = ((at + 200) as usize, (at + count) as usize);
+    garbled[from..to].fill(0xFF);
+    let message = read_error(garbled);
+    assert!(
+        message.contains("a JPEG 2000 chunk cannot be decoded"),
+        "{message}"
+    );
 }
 
 #[test]

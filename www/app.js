@@ -71,16 +71,31 @@ let queue = Promise.resolve();
 let queued = 0;
 let finished = 0;
 
+// DICOM files dropped together are the levels of one slide, opened as one.
+const isDicom = (file) => /\.dcm$/i.test(file.name);
+
 function addFiles(files) {
-  const list = [...files];
+  let list = [...files];
   if (list.length === 0) return;
+  const dicom = list.filter(isDicom);
+  if (dicom.length > 1) list = [...list.filter((f) => !isDicom(f)), dicom];
   queued += list.length;
   setProgress(finished, queued);
-  for (const file of list) {
-    queue = queue.then(() => processFile(file)).finally(() => {
+  for (const item of list) {
+    const work = Array.isArray(item) ? () => processStudy(item) : () => processFile(item);
+    queue = queue.then(work).finally(() => {
       finished += 1;
       setProgress(finished, queued);
     });
+  }
+}
+
+async function processStudy(files) {
+  try {
+    const opened = await engine.call('slideOpen', { files });
+    await slideView.open(opened.info, performance.now());
+  } catch (e) {
+    showError(`${files[0].name} and ${files.length - 1} more file(s): ${e.message}`);
   }
 }
 

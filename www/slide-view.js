@@ -84,7 +84,7 @@ export class SlideView {
     if (this.overlay) this.overlay.clear();
     $('slide-name').textContent = info.name;
     const kind = info.slide ? `slide file, ${info.levels.length} level${info.levels.length > 1 ? 's' : ''}` : 'image';
-    $('slide-facts').textContent = `${info.width} x ${info.height} px (${kind})`;
+    $('slide-facts').textContent = `${info.width} x ${info.height} px (${kind}; ${info.format})`;
     $('mpp-input').value = info.mpp ? String(+info.mpp.toFixed(4)) : '';
     $('slide-scale').textContent = info.mpp
       ? `Pixel size from the file: ${info.mpp.toFixed(4)} µm/px.`

@@ -146,10 +146,10 @@ function release({ handle }) {
   return {};
 }
 
-// Opens a dropped file. Glimpses (the crate decides which) are closed again: the page explains
+// Opens a dropped file, or the files of one DICOM slide (`files`). Glimpses (the crate decides which) are closed again: the page explains
 // their bytes. Larger images and slides stay open here: {glimpse, info}.
-function slideOpen({ file }) {
-  const job = SlideJob.open(file);
+function slideOpen({ file, files }) {
+  const job = files ? SlideJob.open_files(files) : SlideJob.open(file);
   const info = job.info();
   if (info.glimpse) {
     job.free();

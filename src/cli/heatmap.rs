@@ -21,8 +21,10 @@ use super::slide_eval::read_slide_model;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// PNG, JPEG, TIFF, BMP or WebP image of H&E tissue.
-    input: PathBuf,
+    /// H&E image or slide: PNG, JPEG, TIFF, BMP or WebP, a TIFF, SVS or OME-TIFF slide, or a
+    /// DICOM whole-slide image given as its folder or its files (one per level).
+    #[arg(required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
     /// Output folder.
     #[arg(short, long)]
     out: PathBuf,
@@ -96,8 +98,10 @@ fn parse_point(text: &str) -> std::result::Result<(f64, f64), String> {
 impl PrintReport for HeatmapReport {
     fn print_text(&self) {
         println!(
-            "{}: {}x{} px at {} µm/px ({}), scaled by {:.3}; {} windows at stride {} in {:.0}% tissue",
+            "{} ({}): {}x{} px at {} µm/px ({}), scaled by {:.3}; {} windows at stride {} in {:.0}% \
+             tissue",
             self.file,
+            self.format,
             self.width,
             self.height,
             self.mpp,
@@ -179,8 +183,16 @@ pub fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(|path| read_slide_model(Some(path)))
         .transpose()?;
-    let file = File::open(&args.input).map_err(|e| CelnetError::io(&args.input, e))?;
-    let input = OpenedImage::open(BufReader::new(file)).in_file(&args.input)?;
+    let (name, paths) = slide_files(&args.input)?;
+    let readers = paths
+        .iter()
+        .map(|path| {
+            File::open(path)
+                .map(BufReader::new)
+                .map_err(|e| CelnetError::io(path, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let input = OpenedImage::open_files(readers).in_file(&name)?;
     let config = ScanConfig {
         stride: args.stride,
         mode: if args.exact { Mode::Exact } else { Mode::Dense },
@@ -189,7 +201,7 @@ pub fn run(args: Args) -> Result<()> {
         tta: args.tta.tta(),
     };
     let mut analysis =
-        Analysis::new(Rc::new(input), args.mpp, args.level, config).in_file(&args.input)?;
+        Analysis::new(Rc::new(input), args.mpp, args.level, config).in_file(&name)?;
     if let Some(model) = slide_model {
         analysis.set_slide_model(model);
     }
@@ -228,7 +240,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut report = HeatmapReport {
         files,
-        ..analysis.report(args.input.display().to_string())
+        ..analysis.report(name.clone())
     };
     report.scoring.seconds = Some(scoring);
     report.scoring.windows_per_second = Some(report.windows as f64 / scoring.max(1e-9));
@@ -247,6 +259,42 @@ pub fn run(args: Args) -> Result<()> {
     write(&args.out.join("summary.json"), summary.as_bytes())?;
     emit(&report, args.json, &loaded.source, Some(start));
     Ok(())
+}
+
+/// The name a slide is reported by, and its files: a file as it is; a folder's DICOM files (a
+/// slide's levels), sorted; several files as one slide.
+fn slide_files(inputs: &[PathBuf]) -> Result<(String, Vec<PathBuf>)> {
+    match inputs {
+        [one] if one.is_dir() => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(one)
+                .map_err(|e| CelnetError::io(one, e))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| path.is_file() && is_dicom(path))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(CelnetError::InvalidParameter(format!(
+                    "{}: the folder holds no DICOM files; give an image or slide file, or the \
+                     folder of a DICOM whole-slide image",
+                    one.display()
+                )));
+            }
+            Ok((one.display().to_string(), files))
+        }
+        [one] => Ok((one.display().to_string(), vec![one.clone()])),
+        [first, rest @ ..] => Ok((
+            format!("{} and {} more file(s)", first.display(), rest.len()),
+            inputs.to_vec(),
+        )),
+        [] => Err(CelnetError::InvalidParameter("no input given".into())),
+    }
+}
+
+/// Whether the file starts as a DICOM file does: 128 bytes of preamble, then `DICM`.
+fn is_dicom(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    File::open(path).is_ok_and(|mut f| f.read_exact(&mut head).is_ok() && &head[128..] == b"DICM")
 }
 
 /// The process's peak resident memory in MB (`VmHWM`), where the system reports it (Linux).

@@ -272,6 +272,7 @@ impl<R: Read + Seek> Analysis<R> {
             file,
             width: self.image.input().dimensions().0,
             height: self.image.input().dimensions().1,
+            format: self.image.input().format().to_string(),
             mpp: self.size.mpp,
             mpp_source: self.size.source,
             level: self.level(),

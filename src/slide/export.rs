@@ -23,6 +23,9 @@ pub struct HeatmapReport {
     pub file: String,
     pub width: u32,
     pub height: u32,
+    /// The file's format and, for slides, its compression ("Aperio SVS, Aperio JPEG 2000
+    /// (33005)").
+    pub format: String,
     pub mpp: f64,
     pub mpp_source: MppSource,
     /// The pyramid level read, for slide files read tile by tile.

@@ -80,8 +80,41 @@ impl SlideJob {
         })
     }
 
-    /// `{name, width, height, mpp, declared_mpp, slide, glimpse, levels: [{width, height,
-    /// downsample}]}`: `mpp` is the file's plausible pixel size (or null), `declared_mpp` an
+    /// Opens the files of one DICOM whole-slide image, dropped together (one per level, in any
+    /// order; labels and overviews among them are skipped). Call in a worker.
+    pub fn open_files(files: js_sys::Array) -> Result<SlideJob, JsError> {
+        let files: Vec<web_sys::File> = files
+            .iter()
+            .map(|f| f.dyn_into::<web_sys::File>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| JsError::new("open_files takes an array of File objects"))?;
+        let Some(first) = files.first() else {
+            return Err(JsError::new("no file to open"));
+        };
+        let name = match files.len() {
+            1 => first.name(),
+            n => format!("{} and {} more file(s)", first.name(), n - 1),
+        };
+        let readers = files
+            .into_iter()
+            .map(|file| {
+                let file_name = file.name();
+                FileSource::new(file.into())
+                    .map(|source| BufReader::with_capacity(READ_BUFFER, source))
+                    .map_err(|e| JsError::new(&format!("cannot read {file_name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let input =
+            OpenedImage::open_files(readers).map_err(|e| JsError::new(&format!("{name}: {e}")))?;
+        Ok(SlideJob {
+            name,
+            input: Rc::new(input),
+            analysis: RefCell::new(State::Unprepared),
+        })
+    }
+
+    /// `{name, format, width, height, mpp, declared_mpp, slide, glimpse, levels: [{width,
+    /// height, downsample}]}`: `format` names the file's format and compression, `mpp` is the file's plausible pixel size (or null), `declared_mpp` an
     /// implausible one it declares (a screen's dpi), `slide` whether it is read tile by tile,
     /// `glimpse` whether it is scored whole as one glimpse instead of window by window.
     pub fn info(&self) -> Result<JsValue, JsError> {
@@ -94,6 +127,7 @@ impl SlideJob {
         #[derive(Serialize)]
         struct Info<'a> {
             name: &'a str,
+            format: &'a str,
             width: u32,
             height: u32,
             mpp: Option<f64>,
@@ -111,6 +145,7 @@ impl SlideJob {
         };
         to_js(&Info {
             name: &self.name,
+            format: self.input.format(),
             width,
             height,
             mpp: resolution.found(),

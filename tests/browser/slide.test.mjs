@@ -20,6 +20,9 @@ const PYRAMID = join(FIXTURES, 'slide/pyramid-jpeg.tif'); // 1024x1024 px, 3 lev
 const NO_MPP = join(FIXTURES, 'tiff/region.png'); // 288x192 px, no pixel size
 const LESIONS = join(FIXTURES, 'slide/lesions.png'); // 480x480 px of PCam patches, two lesions
 const SVS = join(FIXTURES, 'tiff/svs-crop.svs');
+const SVS_JP2K = join(FIXTURES, 'tiff/svs-jp2k-rgb.svs'); // 480x480 px, Aperio JPEG 2000 (33005)
+const DICOM = join(FIXTURES, 'dicom/jpeg2000'); // the same crop as DICOM WSI, two level files
+const DICOM_FILES = [join(DICOM, 'level-1.dcm'), join(DICOM, 'level-0.dcm')];
 const EXAMPLE = join(ROOT, 'www/samples/field-of-view.tif'); // the page's bundled example
 const TIMEOUT = 300_000;
 
@@ -179,6 +182,8 @@ before(async () => {
   native.noMpp = heatmapReference(NO_MPP, ['--mpp', '0.5']);
   native.example = heatmapReference(EXAMPLE);
   native.lesions = heatmapReference(LESIONS);
+  native.jp2k = heatmapReference(SVS_JP2K);
+  native.dicom = heatmapReference(DICOM);
   assert.ok(native.lesions.report.lesions.length >= 2, 'the lesion fixture holds lesions');
   ({ child: server, origin } = await startServer());
 });
@@ -224,16 +229,36 @@ describe('slide view on the CPU path', { timeout: 6 * TIMEOUT }, () => {
     checkAgainstCli(result, native.noMpp, 'cpu');
   });
 
-  test('a corrupt TIFF and an SVS in JPEG 2000 give clear errors; the page keeps working', async () => {
+  test('an Aperio SVS in JPEG 2000 scores as `celnet heatmap` scores it', async () => {
+    const { page } = session;
+    checkAgainstCli(await scoreFile(page, SVS_JP2K), native.jp2k, 'cpu');
+    assert.match(await page.textContent('#slide-facts'), /Aperio SVS, Aperio JPEG 2000 \(33005\)/);
+  });
+
+  test('a DICOM slide dropped as its level files scores as `celnet heatmap` scores its folder', async () => {
+    const { page } = session;
+    checkAgainstCli(await scoreFile(page, DICOM_FILES), native.dicom, 'cpu');
+    assert.match(await page.textContent('#slide-facts'), /2 levels; DICOM WSI, JPEG 2000/);
+  });
+
+  test('a corrupt TIFF, damaged JPEG 2000 tiles, an unknown compression and an unsupported DICOM transfer syntax give clear errors; the page keeps working', async () => {
     const { page } = session;
     const pyramid = readFileSync(PYRAMID);
+    const jpegLs = Buffer.from(readFileSync(join(FIXTURES, 'dicom/jpeg/level-0.dcm')));
+    jpegLs.write('1.2.840.10008.1.2.4.80', jpegLs.indexOf('1.2.840.10008.1.2.4.50'));
     await page.setInputFiles('#file-input', [
       { name: 'cut.tif', mimeType: 'image/tiff', buffer: pyramid.subarray(0, 3000) },
       { name: 'jp2k.svs', mimeType: 'application/octet-stream', buffer: withCompression(readFileSync(SVS), 33003) },
+      { name: 'lerc.svs', mimeType: 'application/octet-stream', buffer: withCompression(readFileSync(SVS), 34887) },
+      // A DICOM slide whose frames are in a transfer syntax the page does not decode.
+      { name: 'ls-0.dcm', mimeType: 'application/dicom', buffer: jpegLs },
+      { name: 'ls-1.dcm', mimeType: 'application/dicom', buffer: readFileSync(join(FIXTURES, 'dicom/jpeg/level-1.dcm')) },
     ]);
     const errors = page.getByTestId('error');
     await errors.getByText(/cut\.tif/).waitFor({ timeout: TIMEOUT });
-    await errors.getByText(/jp2k\.svs.*JPEG 2000/).waitFor({ timeout: TIMEOUT });
+    await errors.getByText(/jp2k\.svs.*JPEG 2000 chunk cannot be decoded/).waitFor({ timeout: TIMEOUT });
+    await errors.getByText(/lerc\.svs.*unsupported compression code 34887/).waitFor({ timeout: TIMEOUT });
+    await errors.getByText(/ls-0\.dcm and 1 more file.*JPEG-LS \(1\.2\.840\.10008\.1\.2\.4\.80\)/).waitFor({ timeout: TIMEOUT });
     checkAgainstCli(await scoreFile(page, FIELD), native.field, 'cpu');
   });
 
@@ -309,6 +334,12 @@ describe('slide view on WebGPU (SwiftShader)', { timeout: 6 * TIMEOUT }, () => {
   test('lesions of a slide fixture equal the CLI', async () => {
     const { page } = session;
     checkAgainstCli(await scoreFile(page, LESIONS), native.lesions, 'webgpu');
+  });
+
+  test('an Aperio SVS in JPEG 2000 and a DICOM slide score as `celnet heatmap` scores them', async () => {
+    const { page } = session;
+    checkAgainstCli(await scoreFile(page, SVS_JP2K), native.jp2k, 'webgpu');
+    checkAgainstCli(await scoreFile(page, DICOM_FILES), native.dicom, 'webgpu');
   });
 
   test('no request left the page origin', () => {

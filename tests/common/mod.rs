@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests that drive the `celnet` binary.
+//! Helpers shared by the integration tests: driving the `celnet` binary, comparing pictures.
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::path::{Path, PathBuf};
@@ -39,4 +39,16 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Mean and largest absolute difference over all samples of two images of one size.
+pub fn difference(a: &image::RgbImage, b: &image::RgbImage) -> (f64, u8) {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let diffs = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y));
+    let (sum, max) = diffs.fold((0u64, 0u8), |(s, m), d| (s + u64::from(d), m.max(d)));
+    (sum as f64 / a.as_raw().len() as f64, max)
 }

@@ -1,5 +1,6 @@
 //! What an image file says about its pixel size: the `MPP =` field of an Aperio description,
-//! TIFF XResolution with ResolutionUnit, or PNG pHYs, and whether that can be a microscope's.
+//! the OME-XML of an OME-TIFF, TIFF XResolution with ResolutionUnit, or PNG pHYs, and whether
+//! that can be a microscope's.
 
 use std::io::{Cursor, Read, Seek};
 
@@ -68,14 +69,53 @@ pub fn file_resolution(bytes: &[u8]) -> FileResolution {
 }
 
 /// The pixel size the decoder's current TIFF directory declares: an Aperio description's
-/// `MPP =` field first, then XResolution with ResolutionUnit.
+/// `MPP =` field or an OME-TIFF's OME-XML first, then XResolution with ResolutionUnit.
 pub fn tiff_resolution<R: Read + Seek>(decoder: &mut Decoder<R>) -> FileResolution {
     if let Ok(Some(Value::Ascii(description))) = decoder.find_tag(Tag::ImageDescription)
-        && let Some(mpp) = aperio_mpp(&description)
+        && let Some(mpp) = aperio_mpp(&description).or_else(|| ome_mpp(&description))
     {
         return FileResolution::of(Some(mpp));
     }
     FileResolution::of(resolution_tags_mpp(decoder))
+}
+
+/// The pixel size of the first image an OME-XML document describes, in µm/px: its `Pixels`
+/// element's `PhysicalSizeX` (and `PhysicalSizeY`, which must agree within 1%) in
+/// `PhysicalSizeXUnit` (µm where absent, as OME's schema says). `None` for other text, a size
+/// missing or not positive, or a unit that is not a length.
+pub fn ome_mpp(description: &str) -> Option<f64> {
+    if !description.contains("<OME") && !description.contains(":OME") {
+        return None;
+    }
+    let document = roxmltree::Document::parse(description).ok()?;
+    let pixels = document
+        .descendants()
+        .find(|node| node.tag_name().name() == "Pixels")?;
+    let size = |axis: &str| -> Option<f64> {
+        let value: f64 = pixels
+            .attribute(format!("PhysicalSize{axis}").as_str())?
+            .parse()
+            .ok()?;
+        let unit = pixels
+            .attribute(format!("PhysicalSize{axis}Unit").as_str())
+            .unwrap_or("\u{b5}m");
+        let micrometres = match unit {
+            // The micro sign, the Greek mu, and ASCII spellings.
+            "\u{b5}m" | "\u{3bc}m" | "um" | "micron" => 1.0,
+            "nm" => 1e-3,
+            "\u{c5}" => 1e-4,
+            "mm" => 1e3,
+            "cm" => 1e4,
+            "m" => 1e6,
+            _ => return None,
+        };
+        (value.is_finite() && value > 0.0).then_some(value * micrometres)
+    };
+    let x = size("X")?;
+    match size("Y") {
+        Some(y) if (x - y).abs() > 0.01 * x => None,
+        _ => Some(x),
+    }
 }
 
 fn png_mpp(bytes: &[u8]) -> Option<f64> {
@@ -199,5 +239,54 @@ mod tests {
         assert_eq!(aperio_mpp("Aperio Image Library|AppMag = 20"), None);
         let svs_like = tiff_with(Some(tiff::tags::ResolutionUnit::Inch), 72, description);
         assert_eq!(file_resolution(&svs_like), FileResolution::Found(0.499));
+    }
+
+    /// An OME-XML document as OME-TIFF writers put it in the first ImageDescription, with the
+    /// `Pixels` element's physical size attributes given.
+    fn ome(attributes: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <OME xmlns=\"http://www.openmicroscopy.org/Schemas/OME/2016-06\" \
+             UUID=\"urn:uuid:1\"><Image ID=\"Image:0\" Name=\"slide\">\
+             <Pixels DimensionOrder=\"XYCZT\" ID=\"Pixels:0\" SizeC=\"3\" SizeT=\"1\" \
+             SizeX=\"4\" SizeY=\"4\" SizeZ=\"1\" Type=\"uint8\" {attributes}>\
+             <Channel ID=\"Channel:0:0\" SamplesPerPixel=\"3\"/>\
+             <TiffData IFD=\"0\" PlaneCount=\"1\"/></Pixels></Image></OME>"
+        )
+    }
+
+    #[test]
+    fn ome_xml_pixel_size_is_read_in_its_units() {
+        let size = |attributes: &str| ome_mpp(&ome(attributes));
+        let micro = "PhysicalSizeX=\"0.25\" PhysicalSizeXUnit=\"\u{b5}m\" \
+                     PhysicalSizeY=\"0.25\" PhysicalSizeYUnit=\"\u{b5}m\"";
+        assert_eq!(size(micro), Some(0.25));
+        assert_eq!(
+            size("PhysicalSizeX=\"0.5\" PhysicalSizeY=\"0.5\""),
+            Some(0.5)
+        );
+        let nm = "PhysicalSizeX=\"250\" PhysicalSizeXUnit=\"nm\" \
+                  PhysicalSizeY=\"250\" PhysicalSizeYUnit=\"nm\"";
+        assert!((size(nm).unwrap() - 0.25).abs() < 1e-12);
+        assert_eq!(
+            size("PhysicalSizeX=\"0.0005\" PhysicalSizeXUnit=\"mm\""),
+            Some(0.5)
+        );
+        // No length, a pixel as the unit, axes that disagree, a size that is not positive.
+        assert_eq!(size(""), None);
+        assert_eq!(
+            size("PhysicalSizeX=\"1\" PhysicalSizeXUnit=\"pixel\""),
+            None
+        );
+        assert_eq!(size("PhysicalSizeX=\"0.25\" PhysicalSizeY=\"0.5\""), None);
+        assert_eq!(size("PhysicalSizeX=\"-1\""), None);
+        // Other text and broken XML.
+        assert_eq!(ome_mpp("ImageJ=1.54f"), None);
+        assert_eq!(ome_mpp("<OME><Image><Pixels PhysicalSizeX=\"0.25\""), None);
+        // In a TIFF the OME-XML wins over resolution tags an editor wrote (the unit left to its
+        // default: the encoder writes ASCII only).
+        let ascii = "PhysicalSizeX=\"0.25\" PhysicalSizeY=\"0.25\"";
+        let ome_tiff = tiff_with(Some(tiff::tags::ResolutionUnit::Inch), 72, &ome(ascii));
+        assert_eq!(file_resolution(&ome_tiff), FileResolution::Found(0.25));
     }
 }
