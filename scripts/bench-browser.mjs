@@ -7,7 +7,8 @@
 //                                                 to a ready engine and to the first result, and
 //                                                 the memory of the page with its worker;
 //                                                 target/browser/startup.json
-//   node scripts/bench-browser.mjs slide FILE...   the slide view: each FILE dropped on the page
+//   node scripts/bench-browser.mjs slide FILE...   the slide view: each FILE (a folder: its .dcm
+//                                                 files, one DICOM slide) dropped on the page
 //                                                 on the wasm CPU path with one worker and with
 //                                                 the pool, and on WebGPU (SLIDE_CONFIGS=cpu-1,
 //                                                 cpu-pool,webgpu picks; cpu-4 is a pool of 4
@@ -24,7 +25,7 @@
 // BENCH_ROOT serves another checkout's page (to compare builds). WebGPU on SwiftShader takes
 // several minutes.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { BASE_FLAGS, CHROMIUM, ROOT, WEBGPU_FLAGS, startServer } from '../tests/browser/harness.mjs';
@@ -168,7 +169,11 @@ async function slideOnce(browser, origin, file, config) {
   const result = { file, config, renderer_pss_idle_bytes: idle };
   try {
     const t0 = Date.now();
-    await page.setInputFiles('#file-input', file);
+    // A folder is a DICOM slide: its .dcm files dropped together.
+    const dropped = statSync(file).isDirectory()
+      ? readdirSync(file).filter((f) => f.endsWith('.dcm')).map((f) => join(file, f))
+      : file;
+    await page.setInputFiles('#file-input', dropped);
     await page.waitForFunction(() => document.getElementById('slide-view').dataset.firstViewMs, null, { timeout: 600_000 });
     result.first_view_ms = Number(await page.getAttribute('#slide-view', 'data-first-view-ms'));
     result.renderer_pss_first_view_bytes = rendererBytes(process.pid);

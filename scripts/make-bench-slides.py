@@ -6,10 +6,14 @@
   whose 256-px JPEG tiles repeat 64 tiles cut from the CMU sample (so it writes in seconds):
   the size of a whole-slide scan, for opening, viewing and memory, not for its scores;
 - large-slide-jp2k.svs: the same slide as an Aperio SVS with JPEG 2000 tiles (33005, 38 dB),
-  MPP = 0.5 in its description.
+  MPP = 0.5 in its description;
+- large-slide-dicom/: the same slide as a DICOM whole-slide image, one file a level (1, 1/4,
+  1/16, 1/64), its 256-px JPEG 2000 frames the same tiles, basic offset tables where they fit
+  in 32 bits, extended ones otherwise; the attributes are those of
+  tests/fixtures/dicom/jpeg2000/level-0.dcm.
 
 Usage: python3 scripts/make-bench-slides.py CMU-1-Small-Region.svs OUTDIR
-Needs: pip install tifffile imagecodecs numpy pillow
+Needs: pip install tifffile imagecodecs numpy pillow pydicom
 """
 
 import sys
@@ -106,6 +110,51 @@ def main(svs: str, out: str) -> None:
         compression=33005,
         description=aperio,
     )
+
+    dicom_slide(jp2k, width, height, out / "large-slide-dicom")
+
+
+def dicom_slide(tiles, width: int, height: int, out: Path) -> None:
+    """The tiles repeated as a DICOM whole-slide image, one file a level."""
+    import struct
+
+    import pydicom
+
+    template = Path(__file__).resolve().parent.parent / "tests/fixtures/dicom/jpeg2000/level-0.dcm"
+    out.mkdir(parents=True, exist_ok=True)
+    series = pydicom.uid.generate_uid()
+    for level, scale in enumerate((1, 4, 16, 64)):
+        w, h = width // scale, height // scale
+        count = (-(-w // TILE)) * (-(-h // TILE))
+        frames = [tiles[i % len(tiles)] for i in range(count)]
+        ds = pydicom.dcmread(template)
+        ds.Rows = ds.Columns = TILE
+        ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = w, h
+        ds.NumberOfFrames = count
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        spacing = 0.0005 * scale
+        ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing = [spacing, spacing]
+        ds.ImagedVolumeWidth, ds.ImagedVolumeHeight = w * spacing, h * spacing
+        items = [struct.pack("<HHI", 0xFFFE, 0xE000, len(f) + len(f) % 2) + f + b"\0" * (len(f) % 2) for f in frames]
+        offsets, at = [], 0
+        for item in items:
+            offsets.append(at)
+            at += len(item)
+        for name in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+            if name in ds:
+                delattr(ds, name)
+        if at < 2**32:
+            table = struct.pack(f"<{len(offsets)}I", *offsets)
+        else:
+            table = b""
+            ds.ExtendedOffsetTable = struct.pack(f"<{len(offsets)}Q", *offsets)
+            ds.ExtendedOffsetTableLengths = struct.pack(f"<{len(items)}Q", *(len(i) - 8 for i in items))
+        header = struct.pack("<HHI", 0xFFFE, 0xE000, len(table)) + table
+        ds.PixelData = header + b"".join(items) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        ds["PixelData"].is_undefined_length = True
+        ds.save_as(out / f"level-{level}.dcm", enforce_file_format=True)
 
 
 if __name__ == "__main__":
