@@ -6,9 +6,9 @@
 //! A slide is a set of files, one per pyramid level (labels, overviews and thumbnails are
 //! skipped), or one file. The reader is our own rather than `dicom-rs`'s: `dicom-object` reads a
 //! file's whole data set into memory (a sparse slide's per-frame positions run to megabytes, and
-//! its pixel data is the whole slide) and brings a data dictionary of several hundred kilobytes
-//! into the page's wasm, while a slide needs some twenty attributes, two nested sequences and the
-//! frames' offsets.
+//! its pixel data is the whole slide) and brings the standard's data dictionary into the page's
+//! wasm, while a slide needs some twenty attributes, two nested sequences and the frames'
+//! offsets.
 
 mod header;
 
