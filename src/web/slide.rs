@@ -68,20 +68,12 @@ impl SlideJob {
     /// Opens a dropped file: TIFF and SVS are read tile by tile through slices of the file,
     /// other images are read whole and decoded. Call in a worker.
     pub fn open(file: web_sys::File) -> Result<SlideJob, JsError> {
-        let name = file.name();
-        let source = FileSource::new(file.into())
-            .map_err(|e| JsError::new(&format!("cannot read {name}: {e}")))?;
-        let input = OpenedImage::open(BufReader::with_capacity(READ_BUFFER, source))
-            .map_err(|e| JsError::new(&format!("{name}: {e}")))?;
-        Ok(SlideJob {
-            name,
-            input: Rc::new(input),
-            analysis: RefCell::new(State::Unprepared),
-        })
+        Self::open_files(js_sys::Array::of1(&file))
     }
 
-    /// Opens the files of one DICOM whole-slide image, dropped together (one per level, in any
-    /// order; labels and overviews among them are skipped). Call in a worker.
+    /// Opens the files of one slide: one file as [`SlideJob::open`] does, or the files of a
+    /// DICOM whole-slide image dropped together (one per level, in any order; labels and
+    /// overviews among them are skipped). Call in a worker.
     pub fn open_files(files: js_sys::Array) -> Result<SlideJob, JsError> {
         let files: Vec<web_sys::File> = files
             .iter()

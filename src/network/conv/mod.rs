@@ -471,8 +471,7 @@ pub trait Conv3x3Backend: Backend {
         relu: bool,
         active: ActiveArea,
     ) -> FloatTensor<Self> {
-        let out = Self::conv3x3(x, weight, bias, stride);
-        masked::<Self>(if relu { Self::relu(out) } else { out }, &active)
+        conv3x3_masked::<Self>(x, weight, bias, stride, relu, &active)
     }
 
     /// The gradient of [`Conv3x3Backend::conv3x3`]'s output with respect to `x`.
@@ -537,8 +536,7 @@ impl Conv3x3Backend for Flex {
         if flex_direct() {
             flex::conv3x3_in(x, weight, Some(bias), stride, relu, Some(&active))
         } else {
-            let out = Flex::conv2d(x, weight, Some(bias), options(stride));
-            masked::<Flex>(if relu { Flex::relu(out) } else { out }, &active)
+            conv3x3_masked::<Flex>(x, weight, bias, stride, relu, &active)
         }
     }
 
@@ -554,6 +552,20 @@ impl Conv3x3Backend for Flex {
             Flex::conv2d_x_backward(x, weight, output_grad, options(stride))
         }
     }
+}
+
+/// The whole map's convolution (and ReLU where `relu`), then zero outside `area`: the dense
+/// pass's convolution where no kernel computes only inside the area.
+fn conv3x3_masked<B: Conv3x3Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    stride: usize,
+    relu: bool,
+    area: &ActiveArea,
+) -> FloatTensor<B> {
+    let out = B::conv3x3(x, weight, bias, stride);
+    masked::<B>(if relu { B::relu(out) } else { out }, area)
 }
 
 /// `out` `[B, C, H, W]` with every value outside `area` zero, for backends that compute whole

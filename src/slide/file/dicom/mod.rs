@@ -376,11 +376,6 @@ impl DicomLevel {
             .copied()
             .flatten()
     }
-
-    /// The series the file belongs to.
-    pub fn series(&self) -> &str {
-        &self.series
-    }
 }
 
 /// A JPEG frame as RGB. Strict: a damaged frame is an error, not a grey-filled tile.
