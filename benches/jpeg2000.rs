@@ -37,7 +37,7 @@ fn main() {
         let mut pixels = 0usize;
         for tile in &tiles {
             let ycbcr = jpeg2000::holds_ycbcr(compression);
-            let chunk = jpeg2000::decode(tile, ycbcr).expect("a decodable tile");
+            let chunk = jpeg2000::decode(tile, ycbcr, (4096, 4096)).expect("a decodable tile");
             let rgb = to_rgb(chunk.samples, chunk.colour, chunk.width, chunk.height).unwrap();
             pixels += rgb.len() / 3;
         }

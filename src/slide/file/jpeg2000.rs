@@ -34,8 +34,9 @@ pub struct Chunk {
 }
 
 /// Decodes one codestream; `ycbcr` says that its three components are Y, Cb, Cr for the
-/// container to convert.
-pub fn decode(codestream: &[u8], ycbcr: bool) -> Result<Chunk> {
+/// container to convert. A codestream that declares an image wider or taller than `largest`
+/// (the container's chunk size) is refused before the decoder allocates for it.
+pub fn decode(codestream: &[u8], ycbcr: bool, largest: (u32, u32)) -> Result<Chunk> {
     let fail = |e: &dyn std::fmt::Display| {
         CelnetError::ImageDecode(format!("a JPEG 2000 chunk cannot be decoded: {e}"))
     };
@@ -47,6 +48,12 @@ pub fn decode(codestream: &[u8], ycbcr: bool) -> Result<Chunk> {
     };
     let image = Image::new(codestream, &settings).map_err(|e| fail(&e))?;
     let (width, height) = (image.width(), image.height());
+    if width > largest.0 || height > largest.1 {
+        return Err(fail(&format!(
+            "it declares {width}x{height} px where the chunks are {}x{} px",
+            largest.0, largest.1
+        )));
+    }
     let alpha = image.has_alpha();
     let colour = match (image.color_space(), alpha) {
         (ColorSpace::Gray, false) => ColorType::Gray(8),
@@ -132,7 +139,7 @@ mod tests {
     #[test]
     fn damaged_codestreams_are_errors() {
         for bytes in [&b""[..], b"\xFF\x4F\xFF\x51", &siz([(1, 1); 3])] {
-            let message = decode(bytes, false).err().unwrap().to_string();
+            let message = decode(bytes, false, (256, 256)).err().unwrap().to_string();
             assert!(message.contains("JPEG 2000"), "{message}");
         }
     }

@@ -378,7 +378,7 @@ impl<R: Read + Seek> TiffSlide<R> {
                     None => {
                         let bytes = self.raw_chunk(chain, index, info.tiled)?;
                         let ycbcr = jpeg2000::holds_ycbcr(info.compression);
-                        let chunk = jpeg2000::decode(&bytes, ycbcr)?;
+                        let chunk = jpeg2000::decode(&bytes, ycbcr, (cw, ch))?;
                         if chunk.width < dw || chunk.height < dh {
                             return Err(CelnetError::ImageDecode(format!(
                                 "chunk {index} of level {level} is a {}x{} px JPEG 2000 image \

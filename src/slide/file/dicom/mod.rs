@@ -353,7 +353,7 @@ impl DicomLevel {
                 image.into_raw()
             }
             FrameCodec::Jpeg2000 => {
-                let chunk = jpeg2000::decode(&data, ycbcr)
+                let chunk = jpeg2000::decode(&data, ycbcr, (w, h))
                     .map_err(|e| dicom_error(format!("frame {frame}: {e}")))?;
                 if chunk.width < w || chunk.height < h {
                     return Err(dicom_error(format!(
