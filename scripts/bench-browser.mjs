@@ -21,6 +21,9 @@
 //                                                 each run's tiles.csv beside it.
 //                                                 SLIDE_SECONDS=N stops scoring after N s (for
 //                                                 slides too large to finish)
+//   node scripts/bench-browser.mjs jpeg2000 DIR   www/bench.html?jpeg2000: the .j2k codestreams
+//                                                 in DIR decoded in the worker (wasm CPU), median
+//                                                 tiles/s of 5 rounds; target/browser/jpeg2000.json
 //
 // BENCH_ROOT serves another checkout's page (to compare builds). WebGPU on SwiftShader takes
 // several minutes.
@@ -221,6 +224,20 @@ async function slides(browser, origin, files) {
   writeFileSync(join(OUT, 'slide.json'), JSON.stringify({ cores: (await import('node:os')).cpus().length, runs }, null, 1));
 }
 
+async function jpeg2000Tiles(browser, origin, dir) {
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  await page.goto(`${origin}/www/bench.html?jpeg2000`);
+  const tiles = readdirSync(dir).filter((f) => f.endsWith('.j2k')).sort().map((f) => join(dir, f));
+  await page.setInputFiles('#jpeg2000-tiles', tiles);
+  await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 600_000 });
+  const report = JSON.parse(await page.evaluate(() => document.body.dataset.report));
+  if (report.error) throw new Error(`bench page: ${report.error}`);
+  writeFileSync(join(OUT, 'jpeg2000.json'), JSON.stringify(report, null, 1));
+  console.log(`${report.tiles} tiles in the worker (wasm, ${report.simd}): rounds ${report.tiles_per_s.map((r) => r.toFixed(1)).join(', ')} tiles/s, median ${report.median_tiles_per_s.toFixed(1)}`);
+  await page.close();
+}
+
 const root = process.env.BENCH_ROOT || ROOT;
 const mode = process.argv[2];
 mkdirSync(OUT, { recursive: true });
@@ -229,6 +246,7 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE
 try {
   if (mode === 'startup') await startup(browser, origin, root, Number(process.argv[3] || 5));
   else if (mode === 'slide') await slides(browser, origin, process.argv.slice(3));
+  else if (mode === 'jpeg2000') await jpeg2000Tiles(browser, origin, process.argv[3]);
   else await benchPage(browser, origin, mode);
 } finally {
   await browser.close();

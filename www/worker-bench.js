@@ -1,9 +1,10 @@
 // The bench page's measurements, run inside the inference worker (no message-passing
-// overhead): predict and explain timings, where their time goes, and the network alone on a
-// batch.
+// overhead): predict and explain timings, where their time goes, the network alone on a
+// batch, and JPEG 2000 tile decoding as the slide reader does it here.
 
 import {
-  bench_dense_profile, bench_explain_phases, bench_forward_profile, bench_logits_batch, page_facts,
+  bench_dense_profile, bench_explain_phases, bench_forward_profile, bench_jpeg2000_tiles,
+  bench_logits_batch, page_facts,
 } from '../pkg/celnet.js';
 
 function median(values) {
@@ -110,4 +111,11 @@ export async function bench(session, wasm, { bytes, runs, batchRuns }) {
     batch64_per_image_median_ms: median(batch64.times),
     batch64_max_logit_difference: difference,
   };
+}
+
+// JPEG 2000 tiles/s in this worker on the codestreams `tiles` (ArrayBuffers), decoded as a
+// slide of TIFF compression `compression` holds them: one warm-up round, then `rounds`.
+export function jpeg2000Bench({ tiles, compression, rounds }) {
+  const result = bench_jpeg2000_tiles(tiles.map((t) => new Uint8Array(t)), compression, rounds);
+  return { ...result, median_tiles_per_s: median(result.tiles_per_s) };
 }

@@ -5,7 +5,7 @@
 // GPU device): the page replaces this worker with a CPU one.
 
 import init, { Session, SlideJob, page_facts } from '../pkg/celnet.js';
-import { bench } from './worker-bench.js';
+import { bench, jpeg2000Bench } from './worker-bench.js';
 
 let session = null;
 let wasm = null; // the instance's exports (its linear memory, for the bench page)
@@ -233,6 +233,7 @@ const requests = {
     },
   },
   bench: { session: true, run: (request) => bench(session, wasm, request) },
+  jpeg2000Bench: { session: true, run: jpeg2000Bench },
   slideOpen: { run: slideOpen },
   slideView: { now: true, run: ({ x0, y0, x1, y1, width, height }) => ({ pixels: openSlide().view(x0, y0, x1, y1, width, height) }) },
   // Pixel size, model scale, tissue, tiles: {plan, tissue}.

@@ -12,6 +12,8 @@ use crate::explain::{CelmParams, PreparedEvidence};
 use crate::input;
 use crate::network::classifier::Tta;
 use crate::network::profile::Profile;
+use crate::slide::file::colour::to_rgb;
+use crate::slide::file::jpeg2000;
 use crate::slide::scan::{DENSE_CONTEXT, PAGE_TILE};
 
 /// The logits of a batch of same-sized images in one forward pass: `rgb` holds the images'
@@ -116,5 +118,54 @@ pub async fn bench_explain_phases(session: &Session, bytes: Vec<u8>) -> Result<J
         gradients,
         prepare: prepared - start,
         fuse: now_ms() - prepared,
+    })
+}
+
+/// JPEG 2000 tile decoding as the slide reader does it in this worker, for a same-tiles ratio
+/// with the native `cargo bench --bench jpeg2000`: every codestream in `tiles` decoded (with
+/// the colour conversion of TIFF compression `compression`, 33003 adding YCbCr to RGB) once to
+/// warm up, then `rounds` times: `{tiles, pixels, tiles_per_s: [one per round]}`.
+#[wasm_bindgen]
+pub fn bench_jpeg2000_tiles(
+    tiles: Vec<js_sys::Uint8Array>,
+    compression: u16,
+    rounds: u32,
+) -> Result<JsValue, JsError> {
+    #[derive(Serialize)]
+    struct TileRates {
+        tiles: usize,
+        pixels: usize,
+        tiles_per_s: Vec<f64>,
+    }
+    if !jpeg2000::is_jpeg2000(compression) {
+        return Err(JsError::new(&format!(
+            "{compression} is not a JPEG 2000 TIFF compression"
+        )));
+    }
+    // Any tile a slide would hold; larger codestreams are refused as the slide reader does.
+    const LARGEST_TILE: (u32, u32) = (4096, 4096);
+    let tiles: Vec<Vec<u8>> = tiles.iter().map(|t| t.to_vec()).collect();
+    let ycbcr = jpeg2000::holds_ycbcr(compression);
+    let decode_all = || -> Result<usize, JsError> {
+        let mut pixels = 0;
+        for tile in &tiles {
+            let chunk = jpeg2000::decode(tile, ycbcr, LARGEST_TILE).map_err(js_error)?;
+            let rgb =
+                to_rgb(chunk.samples, chunk.colour, chunk.width, chunk.height).map_err(js_error)?;
+            pixels += rgb.len() / 3;
+        }
+        Ok(pixels)
+    };
+    let pixels = decode_all()?;
+    let mut tiles_per_s = Vec::new();
+    for _ in 0..rounds {
+        let start = now_ms();
+        decode_all()?;
+        tiles_per_s.push(tiles.len() as f64 / ((now_ms() - start) / 1000.0));
+    }
+    to_js(&TileRates {
+        tiles: tiles.len(),
+        pixels,
+        tiles_per_s,
     })
 }
