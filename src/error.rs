@@ -80,7 +80,51 @@ pub enum CelnetError {
     },
 }
 
+/// What kind of failure an error is, for callers that act on it (a workflow engine retries an
+/// internal failure, never an unusable input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The input cannot be used as given: not an image, damaged, unsupported, too small or
+    /// too large, no pixel size, weights that do not fit, a parameter out of range.
+    BadInput,
+    /// A file or folder that is not there.
+    MissingInput,
+    /// Reading or writing failed below the format: a full disk, an unwritable output.
+    Io,
+    /// The software or the machine failed: the compute backend, a training run's state.
+    Internal,
+}
+
 impl CelnetError {
+    /// The kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CelnetError::ImageDecode(_)
+            | CelnetError::ImageTooSmall { .. }
+            | CelnetError::ImageTooLarge { .. }
+            | CelnetError::UnknownPixelSize { .. }
+            | CelnetError::WeightsFormat(_)
+            | CelnetError::WeightsMismatch(_)
+            | CelnetError::InvalidParameter(_)
+            | CelnetError::Dataset(_)
+            | CelnetError::MaskSize { .. } => FailureKind::BadInput,
+            CelnetError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => FailureKind::MissingInput,
+                // A file that ends early is a damaged input, not a failing disk.
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
+                    FailureKind::BadInput
+                }
+                _ => FailureKind::Io,
+            },
+            CelnetError::ImageWrite { .. } | CelnetError::Chart { .. } => FailureKind::Io,
+            CelnetError::Backend(_)
+            | CelnetError::OptimizerState { .. }
+            | CelnetError::RunState { .. }
+            | CelnetError::Serve(_) => FailureKind::Internal,
+            CelnetError::InFile { source, .. } => source.kind(),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         CelnetError::Io {

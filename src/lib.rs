@@ -10,7 +10,8 @@
 //! - [`input`], [`weights`], [`facts`], [`timings`], [`error`]: image files, weights, what the
 //!   page shows that the crate decides, timing fields, errors.
 //!
-//! Native only: [`train`] (data, training, evaluation, calibration, charts), [`studies`]
+//! Native only: [`train`] (data, training, evaluation, calibration, charts), [`cohort`] (many
+//! slides' results merged), [`studies`]
 //! (localisation, faithfulness, synthetic slides), [`metrics`], the page server ([`serve`]) and
 //! the binaries' allocator ([`memory`]). The browser bindings ([`web`]) are wasm32 only.
 
@@ -23,6 +24,8 @@ pub mod slide;
 pub mod timings;
 pub mod weights;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cohort;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod memory;
 #[cfg(not(target_arch = "wasm32"))]

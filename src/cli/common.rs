@@ -1,7 +1,7 @@
 //! What the commands share: the backend and weights options, CELM's parameter options, one way
 //! to print a report as text or JSON, and progress bars.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -207,4 +207,87 @@ pub fn work_progress(what: &str) -> indicatif::ProgressBar {
 /// Milliseconds since `start`.
 pub fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
+}
+
+/// A command's output folder, written atomically: every file goes to a staging folder inside it
+/// and is moved in (a rename, atomic on one file system) once all are written, the summary
+/// last. A reader, or a workflow engine after a killed job, never finds a half-written file, nor
+/// a summary beside outputs of another run.
+pub struct OutputFolder {
+    out: PathBuf,
+    staging: PathBuf,
+    summary: &'static str,
+}
+
+const STAGING_PREFIX: &str = ".partial-";
+
+impl OutputFolder {
+    /// Creates `out` if needed, removes its old `summary` (it would vouch for the files this
+    /// run replaces) and the staging folders of runs that were killed.
+    pub fn create(out: &Path, summary: &'static str) -> Result<Self> {
+        std::fs::create_dir_all(out).map_err(|e| CelnetError::io(out, e))?;
+        remove_if_present(&out.join(summary))?;
+        for entry in std::fs::read_dir(out).map_err(|e| CelnetError::io(out, e))? {
+            let path = entry.map_err(|e| CelnetError::io(out, e))?.path();
+            let stale = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+            if stale && path.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(|e| CelnetError::io(&path, e))?;
+            }
+        }
+        let staging = out.join(format!("{STAGING_PREFIX}{}", std::process::id()));
+        std::fs::create_dir(&staging).map_err(|e| CelnetError::io(&staging, e))?;
+        Ok(Self {
+            out: out.to_path_buf(),
+            staging,
+            summary,
+        })
+    }
+
+    /// Where to write the file `name` for now.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.staging.join(name)
+    }
+
+    /// Writes `bytes` as the file `name`.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        std::fs::write(&path, bytes).map_err(|e| CelnetError::io(&path, e))
+    }
+
+    /// Moves every written file into the folder, the summary last.
+    pub fn commit(self) -> Result<()> {
+        let mut names = Vec::new();
+        for entry in
+            std::fs::read_dir(&self.staging).map_err(|e| CelnetError::io(&self.staging, e))?
+        {
+            names.push(
+                entry
+                    .map_err(|e| CelnetError::io(&self.staging, e))?
+                    .file_name(),
+            );
+        }
+        names.sort_by_key(|name| name == self.summary);
+        for name in names {
+            let (from, to) = (self.staging.join(&name), self.out.join(&name));
+            std::fs::rename(&from, &to).map_err(|e| CelnetError::io(&to, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OutputFolder {
+    /// Removes the staging folder: empty after a commit, the partial outputs after a failure.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CelnetError::io(path, e)),
+        _ => Ok(()),
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -16,7 +16,9 @@ use celnet::slide::{
 };
 use celnet::{CelnetError, Result};
 
-use super::common::{ModelArgs, PrintReport, TtaArgs, emit, json_line, work_progress};
+use super::common::{
+    ModelArgs, OutputFolder, PrintReport, TtaArgs, emit, json_line, work_progress,
+};
 use super::slide_eval::read_slide_model;
 
 #[derive(clap::Args)]
@@ -227,14 +229,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     let explained = pollster::block_on(analysis.explain(&loaded.explainer(), &wanted))?;
 
-    std::fs::create_dir_all(&args.out).map_err(|e| CelnetError::io(&args.out, e))?;
+    let out = OutputFolder::create(&args.out, "summary.json")?;
     let mut files: Vec<String> = OUTPUTS.map(String::from).to_vec();
     for (i, window) in explained.iter().enumerate() {
         let name = format!("evidence-{}.png", i + 1);
         let e = &window.explanation;
         save_image(
             &evidence_overlay(&window.image, &e.celm, &e.mask, OVERLAY_OPACITY),
-            &args.out.join(&name),
+            &out.path(&name),
         )?;
         files.push(name);
     }
@@ -252,11 +254,14 @@ pub fn run(args: Args) -> Result<()> {
     {
         entry.overlay_png = Some(name.clone());
     }
-    write_outputs(&args.out, &analysis)?;
-    let geojson = analysis.geojson(&report.lesions).to_string();
-    write(&args.out.join("heatmap.geojson"), geojson.as_bytes())?;
+    write_outputs(&out, &analysis)?;
+    out.write(
+        "heatmap.geojson",
+        analysis.geojson(&report.lesions).to_string().as_bytes(),
+    )?;
     let summary = json_line(&report, &loaded.source, Some(start));
-    write(&args.out.join("summary.json"), summary.as_bytes())?;
+    out.write("summary.json", summary.as_bytes())?;
+    out.commit()?;
     emit(&report, args.json, &loaded.source, Some(start));
     Ok(())
 }
@@ -307,15 +312,11 @@ fn peak_memory_mb() -> Option<f64> {
 
 /// Writes the pictures and the window table.
 fn write_outputs<R: std::io::Read + std::io::Seek>(
-    out: &Path,
+    out: &OutputFolder,
     analysis: &Analysis<R>,
 ) -> Result<()> {
-    save_image(&analysis.heatmap_picture(), &out.join("heatmap.png"))?;
-    save_image(&analysis.overlay_picture(), &out.join("overlay.png"))?;
-    save_image(&analysis.tissue_picture(), &out.join("tissue.png"))?;
-    write(&out.join("tiles.csv"), analysis.tiles_csv().as_bytes())
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| CelnetError::io(path, e))
+    save_image(&analysis.heatmap_picture(), &out.path("heatmap.png"))?;
+    save_image(&analysis.overlay_picture(), &out.path("overlay.png"))?;
+    save_image(&analysis.tissue_picture(), &out.path("tissue.png"))?;
+    out.write("tiles.csv", analysis.tiles_csv().as_bytes())
 }

@@ -3,6 +3,7 @@
 
 mod average;
 mod calibrate;
+mod cohort;
 mod common;
 mod eval;
 mod explain;
@@ -23,7 +24,7 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
-use celnet::Result;
+use celnet::{CelnetError, Result};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,10 @@ use celnet::Result;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads for the flex backend's kernels and the slide readers (default: one per
+    /// core, or RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +52,9 @@ enum Command {
     /// Probability map of an image larger than a glimpse: windows at the model's scale, slide
     /// score, tumour points, QuPath GeoJSON.
     Heatmap(heatmap::Args),
+    /// Merge many slides' `heatmap` outputs: cohort.csv, cohort.json, an overview page, and
+    /// with labels the slide AUC and calls at the operating threshold.
+    Cohort(cohort::Args),
     /// Train on PCam patch folders (ROOT/{train,valid}/{0,1}/*) or the PCam HDF5 files.
     Train(train::Args),
     /// Accuracy, AUC, confusion matrix and ROC curve on a split folder (DIR/0, DIR/1).
@@ -87,12 +95,21 @@ pub enum Outcome {
 
 impl Cli {
     pub fn run(self) -> Result<Outcome> {
+        if let Some(threads) = self.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.get())
+                .build_global()
+                .map_err(|e| {
+                    CelnetError::Backend(format!("cannot start {threads} threads: {e}"))
+                })?;
+        }
         let done = |()| Outcome::Done;
         match self.command {
             Command::Info(args) => info::run(args).map(done),
             Command::Predict(args) => predict::run(args),
             Command::Explain(args) => explain::run(args).map(done),
             Command::Heatmap(args) => heatmap::run(args).map(done),
+            Command::Cohort(args) => cohort::run(args).map(done),
             Command::Train(args) => train::run(args).map(done),
             Command::Eval(args) => eval::run(args).map(done),
             Command::Calibrate(args) => calibrate::run(args).map(done),
