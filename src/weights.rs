@@ -17,6 +17,9 @@ use crate::network::model::{Celnet, CelnetConfig};
 #[cfg(not(target_arch = "wasm32"))]
 pub const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../weights/celnet-pcam.bpk");
 
+/// The version of the shipped default weights, as the model card names it.
+pub const DEFAULT_VERSION: &str = "v6";
+
 /// A network with the given weights, on `device`.
 pub fn load_bytes(bytes: &[u8], device: &Device) -> Result<Celnet> {
     let record =

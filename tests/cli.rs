@@ -108,7 +108,7 @@ fn explain_writes_maps_overlay_and_json() {
     for key in ["model_load", "decode", "network", "fusion", "total"] {
         assert!(report["timings_ms"][key].as_f64().unwrap() > 0.0, "{key}");
     }
-    assert_eq!(report["weights"], "embedded default");
+    assert_eq!(report["weights"], "embedded default (v6)");
 
     // The same logit as predict on the same file.
     let predicted = json_stdout(&celnet(&["predict", "--json", image.to_str().unwrap()]));

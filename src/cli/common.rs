@@ -72,7 +72,7 @@ impl ModelArgs {
             source: Source {
                 backend: self.backend.name(),
                 weights: self.weights.as_ref().map_or_else(
-                    || "embedded default".to_string(),
+                    || format!("embedded default ({})", weights::DEFAULT_VERSION),
                     |p| p.display().to_string(),
                 ),
             },

@@ -395,6 +395,8 @@ mod tests {
     fn the_shipped_model_loads_and_gives_its_probability() {
         let model = SlideModel::shipped();
         assert_eq!(model.features, FEATURE_NAMES);
+        // The shipped slide model belongs to the shipped weights.
+        assert_eq!(model.weights, crate::weights::DEFAULT_VERSION);
         assert!(model.hysteresis.seed >= model.hysteresis.grow);
         // At the features' means the logit is the intercept.
         let mean = &model.mean;

@@ -98,4 +98,8 @@ expected = 1.0 if float(rows["lesions"]["slide_probability"]) > float(rows["fiel
 assert m["auc_probability"] == expected, m
 print(f"  slide AUC {m['auc_probability']} over {m['scored']} labelled slides")
 EOF
+echo "workflow test: the Slurm profile's plan (a dry run)"
+scripts/cohort.sh "$work/slides" "$work/out-slurm" --profile workflow/profiles/slurm --dry-run \
+  > "$work/run-5.log" 2>&1 || fail "the Slurm dry run failed: $(tail -20 "$work/run-5.log")"
+grep -Eq "^score_slide +$slides_total$" "$work/run-5.log" || fail "the Slurm plan lacks the slides: $(cat "$work/run-5.log")"
 echo "workflow test: passed"
