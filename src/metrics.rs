@@ -12,8 +12,9 @@ pub struct Confusion {
 }
 
 impl Confusion {
-    /// Counts for scores compared with `threshold` (a score at the threshold is positive).
-    pub fn at(scores: &[f32], labels: &[u8], threshold: f32) -> Self {
+    /// Counts for scores compared with `threshold` (a score at the threshold is positive), in
+    /// the scores' own precision.
+    pub fn at<T: PartialOrd + Copy>(scores: &[T], labels: &[u8], threshold: T) -> Self {
         let mut c = Confusion::default();
         for (&s, &l) in scores.iter().zip(labels) {
             match (l == 1, s >= threshold) {

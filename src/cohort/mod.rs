@@ -416,17 +416,13 @@ fn measures(rows: &[SlideRow], threshold: f64) -> LabelledMeasures {
         .iter()
         .map(|&r| value(r, "slide_score") as f32)
         .collect();
-    // Compared in f64 so that a probability equal to the threshold is called as the slide
-    // model calls it.
-    let mut confusion = Confusion::default();
-    for (&r, &label) in scored.iter().zip(&labels) {
-        match (label == 1, value(r, "slide_probability") >= threshold) {
-            (false, false) => confusion.true_negative += 1,
-            (false, true) => confusion.false_positive += 1,
-            (true, false) => confusion.false_negative += 1,
-            (true, true) => confusion.true_positive += 1,
-        }
-    }
+    // Called in f64, as the slide model calls them: in f32 a probability just under the
+    // threshold could round onto it.
+    let calls: Vec<f64> = scored
+        .iter()
+        .map(|&r| value(r, "slide_probability"))
+        .collect();
+    let confusion = Confusion::at(&calls, &labels, threshold);
     let positives = labels.iter().filter(|&&l| l == 1).count();
     LabelledMeasures {
         labelled: labelled.len(),
