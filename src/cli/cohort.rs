@@ -84,8 +84,9 @@ pub fn run(args: Args) -> Result<()> {
     let out = OutputFolder::create(&args.out, "cohort.json")?;
     out.write("cohort.csv", cohort.csv()?.as_bytes())?;
     out.write("index.html", page::render(&cohort, &args.out).as_bytes())?;
-    if let Some(auc) = cohort.measures.as_ref().and_then(|m| m.auc_probability) {
-        let measures = cohort.measures.as_ref().expect("measures with an AUC");
+    if let Some(measures) = &cohort.measures
+        && let Some(auc) = measures.auc_probability
+    {
         plot::roc_curve(&measures.roc_probability, auc, &out.path("roc.png"))?;
     }
     let source = Source {
